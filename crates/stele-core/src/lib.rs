@@ -1,0 +1,48 @@
+//! # stele-core — the verification core of Stele
+//!
+//! Everything a verifier of a Stele log needs, and everything the service
+//! needs to build what verifiers check:
+//!
+//! - [`hash`]: RFC 6962 leaf and interior node hashing, the [`Hash`] type.
+//! - [`merkle`]: tree roots, inclusion and consistency proof **generation**
+//!   from a narrow [`merkle::HashReader`] trait, and proof **verification**.
+//! - [`tile`]: C2SP `tlog-tiles` math, tile paths, entry bundles, and the
+//!   right-edge [`tile::TreeBuilder`] that appends leaves and says which
+//!   tiles changed.
+//! - [`checkpoint`]: C2SP `tlog-checkpoint` bodies.
+//! - [`note`]: C2SP `signed-note` with Ed25519 (sign, verify, key ids,
+//!   `vkey`/`skey` forms, key generation).
+//! - [`tlog_proof`]: C2SP `tlog-proof@v1` offline proofs.
+//! - [`receipt`]: Stele receipts and their step-by-step verification.
+//!
+//! ## Deliberately not here
+//!
+//! No I/O of any kind (no files, no network, no clock), no async runtime, no
+//! HTTP types, no database driver, no logging. Callers read tiles, hashes and
+//! notes however they like and hand bytes in. Nothing here knows about
+//! agencies, record types or the JSON record format: the tree is generic over
+//! opaque leaf bytes. Witness cosignatures (`tlog-cosignature`) are not
+//! implemented yet.
+//!
+//! ## Edge cases, decided
+//!
+//! - Tree size 0 has root `SHA-256("")`; it has no leaves, so no inclusion
+//!   proof exists in it.
+//! - A consistency proof from size 0 to any size is the empty proof (every
+//!   tree extends the empty tree); a non-empty proof from size 0 is rejected.
+//! - `index >= size` is an error, never a panic.
+//! - Sizes and indexes at or above 2^63 ([`merkle::MAX_TREE_SIZE`]) are
+//!   rejected: checkpoints, tile paths and proofs in the ecosystem (Go's
+//!   `int64`) cannot represent them.
+
+pub mod checkpoint;
+pub mod error;
+pub mod hash;
+pub mod merkle;
+pub mod note;
+pub mod receipt;
+pub mod tile;
+pub mod tlog_proof;
+
+pub use error::Error;
+pub use hash::{leaf_hash, node_hash, Hash, EMPTY_ROOT, HASH_SIZE};

@@ -1,0 +1,13 @@
+//! Stele: a verifiable record log service.
+//!
+//! The binary (`stele`) is a thin shell over this library: [`cli`] parses the
+//! command line, [`config`] the configuration, [`engine`] runs the logs over a
+//! [`storage`] backend, and [`api`] serves them over HTTP.
+
+pub mod api;
+pub mod cli;
+pub mod config;
+pub mod engine;
+pub mod metrics;
+pub mod storage;
+pub mod testkit;

@@ -1,0 +1,95 @@
+//! Prometheus metrics, one registry per process (or per test server).
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct LogLabel {
+    pub log: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SubmissionLabels {
+    pub log: String,
+    /// `created`, `duplicate`, `rejected`, `pushback`, `failed`
+    pub outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct HttpLabels {
+    pub method: String,
+    pub status: u16,
+}
+
+/// Every metric the service exports.
+pub struct Metrics {
+    pub registry: Registry,
+    pub submissions: Family<SubmissionLabels, Counter>,
+    pub batch_size: Family<LogLabel, Histogram>,
+    pub time_to_receipt: Family<LogLabel, Histogram>,
+    pub batch_commit_seconds: Family<LogLabel, Histogram>,
+    pub queue_depth: Family<LogLabel, Gauge>,
+    pub tree_size: Family<LogLabel, Gauge>,
+    pub http_requests: Family<HttpLabels, Counter>,
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("stele");
+        let submissions = Family::<SubmissionLabels, Counter>::default();
+        registry.register("submissions", "Record submissions by outcome", submissions.clone());
+        let batch_size = Family::<LogLabel, Histogram>::new_with_constructor(|| {
+            Histogram::new(exponential_buckets(1.0, 2.0, 14))
+        });
+        registry.register("batch_size", "Records per committed batch", batch_size.clone());
+        let time_to_receipt = Family::<LogLabel, Histogram>::new_with_constructor(|| {
+            Histogram::new(exponential_buckets(0.0005, 2.0, 16))
+        });
+        registry.register(
+            "time_to_receipt_seconds",
+            "Time from a submission entering the queue to its receipt",
+            time_to_receipt.clone(),
+        );
+        let batch_commit_seconds = Family::<LogLabel, Histogram>::new_with_constructor(|| {
+            Histogram::new(exponential_buckets(0.0005, 2.0, 16))
+        });
+        registry.register(
+            "batch_commit_seconds",
+            "Time to commit one batch transaction",
+            batch_commit_seconds.clone(),
+        );
+        let queue_depth = Family::<LogLabel, Gauge>::default();
+        registry.register("queue_depth", "Pending submissions per log", queue_depth.clone());
+        let tree_size = Family::<LogLabel, Gauge>::default();
+        registry.register("tree_size", "Size of the latest signed checkpoint", tree_size.clone());
+        let http_requests = Family::<HttpLabels, Counter>::default();
+        registry.register("http_requests", "HTTP requests by method and status", http_requests.clone());
+        Metrics {
+            registry,
+            submissions,
+            batch_size,
+            time_to_receipt,
+            batch_commit_seconds,
+            queue_depth,
+            tree_size,
+            http_requests,
+        }
+    }
+
+    /// The text exposition format.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.registry).expect("writing to a String cannot fail");
+        out
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}

@@ -1,0 +1,168 @@
+//! Storage: one trait, two native backends (PostgreSQL, SQLite).
+//!
+//! # Contract (every backend)
+//!
+//! - **Durability**: when a write method returns `Ok`, the write has been
+//!   committed durably (PostgreSQL with `synchronous_commit = on`; SQLite in
+//!   WAL mode with `synchronous = FULL`). A crash after `Ok` loses nothing.
+//! - **Atomicity**: [`Storage::commit_batch`] writes entries, tiles, the
+//!   checkpoint and the new tree size in one transaction: after a crash
+//!   either all of it is visible or none of it.
+//! - **Compare-and-set**: `commit_batch` advances the tree size only if the
+//!   stored size still equals `batch.old_size`; otherwise it changes nothing
+//!   and returns [`StorageError::Conflict`]. Two writers can never both extend
+//!   a log from the same size.
+//! - **Concurrency**: reads may run concurrently with a commit and see either
+//!   the state before it or after it, never part of it. Readers must not
+//!   assume entries or tiles beyond the tree size they read are absent: a
+//!   reader only asks for what a checkpoint it holds covers.
+//! - **Errors**: [`StorageError::Unavailable`] means the database could not be
+//!   reached or timed out (answer 503, retry later); the outcome of a
+//!   `commit_batch` that failed this way is *unknown* — it may have committed
+//!   (a lost acknowledgement) — so the caller must reload the log state before
+//!   writing again.
+
+use async_trait::async_trait;
+use stele_core::tile::TileId;
+use stele_core::Hash;
+
+pub mod postgres;
+pub mod sqlite;
+
+/// A log as stored.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LogState {
+    pub name: String,
+    pub origin: String,
+    /// Size of the tree covered by `checkpoint`.
+    pub tree_size: u64,
+    /// Latest signed checkpoint note (None before the first one is stored).
+    pub checkpoint: Option<String>,
+    /// `ts` of the newest entry, milliseconds since the Unix epoch (0 if empty).
+    pub last_ts_ms: i64,
+}
+
+/// A new entry in a batch.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NewEntry {
+    pub index: u64,
+    /// The exact leaf bytes (canonical JSON of the record).
+    pub leaf: Vec<u8>,
+    pub leaf_hash: Hash,
+    /// Deduplication key: SHA-256 over the agency and its canonical submission.
+    pub dedup_key: Hash,
+    /// `ts` of the entry, milliseconds since the Unix epoch.
+    pub ts_ms: i64,
+}
+
+/// One sequenced batch, committed atomically.
+#[derive(Clone, Debug)]
+pub struct Batch<'a> {
+    pub log: &'a str,
+    pub old_size: u64,
+    pub new_size: u64,
+    /// Entries `old_size .. new_size`, in order.
+    pub entries: &'a [NewEntry],
+    /// Every hash tile that changed, with its full new contents.
+    pub tiles: &'a [(TileId, Vec<u8>)],
+    /// The signed checkpoint note for `new_size`.
+    pub checkpoint: &'a str,
+    pub root: Hash,
+}
+
+/// A stored entry.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoredEntry {
+    pub index: u64,
+    pub leaf: Vec<u8>,
+    pub leaf_hash: Hash,
+}
+
+/// An agency as stored (the token itself is never stored).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AgencyRecord {
+    /// Agency id, `[a-z0-9-]+`; appears as `agency` in its leaves.
+    pub name: String,
+    /// SHA-256 of the token's secret part.
+    pub token_hash: [u8; 32],
+    /// Record-type patterns it may submit (`*`, `land.*`, `land.transfer`); empty = all.
+    pub types: Vec<String>,
+    pub revoked: bool,
+    /// Creation time, milliseconds since the Unix epoch.
+    pub created_ms: i64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    /// The compare-and-set failed: another writer moved the log.
+    #[error("conflict: {0}")]
+    Conflict(String),
+    /// The database is unreachable or timed out; retry later.
+    #[error("database unavailable: {0}")]
+    Unavailable(String),
+    /// A uniqueness rule was violated (duplicate agency name, duplicate dedup key).
+    #[error("duplicate: {0}")]
+    Duplicate(String),
+    /// Anything else: a bug or corrupted data.
+    #[error("storage error: {0}")]
+    Other(String),
+}
+
+pub type Result<T, E = StorageError> = std::result::Result<T, E>;
+
+/// Held while this process is the only writer of a log. Dropping it
+/// releases the lease. `is_held` turns false if the lease was lost (for
+/// example the PostgreSQL session that held the advisory lock died).
+pub trait WriterLease: Send + Sync {
+    fn is_held(&self) -> bool;
+}
+
+#[async_trait]
+pub trait Storage: Send + Sync + 'static {
+    /// Which backend this is ("postgres" or "sqlite"), for logs and metrics.
+    fn backend(&self) -> &'static str;
+
+    /// Creates the log if it does not exist; returns its state. An existing
+    /// log with a different origin is an error (never silently changed).
+    async fn ensure_log(&self, name: &str, origin: &str) -> Result<LogState>;
+
+    /// The log's state, or None if it does not exist.
+    async fn log_state(&self, log: &str) -> Result<Option<LogState>>;
+
+    /// Tries to become the only writer of `log`. `Ok(None)` if another
+    /// process holds the lease.
+    async fn try_acquire_writer(&self, log: &str) -> Result<Option<Box<dyn WriterLease>>>;
+
+    /// Commits a batch atomically with compare-and-set on the tree size.
+    async fn commit_batch(&self, batch: &Batch<'_>) -> Result<()>;
+
+    /// For each dedup key that is stored for `log`, the entry's index.
+    async fn find_dedup(&self, log: &str, keys: &[Hash]) -> Result<Vec<(Hash, u64)>>;
+
+    /// The stored version of each hash tile `(level, index)` (the widest one
+    /// written so far), or None where there is none.
+    async fn read_tiles(&self, log: &str, tiles: &[(u8, u64)]) -> Result<Vec<Option<Vec<u8>>>>;
+
+    /// Entries with `start <= index < end`, in index order.
+    async fn read_entries(&self, log: &str, start: u64, end: u64) -> Result<Vec<StoredEntry>>;
+
+    /// The entry with this leaf hash (the lowest index if several).
+    async fn entry_by_leaf_hash(&self, log: &str, leaf_hash: &Hash) -> Result<Option<StoredEntry>>;
+
+    /// The checkpoint note the log signed for exactly `tree_size`, if any.
+    async fn checkpoint_at(&self, log: &str, tree_size: u64) -> Result<Option<String>>;
+
+    /// Every checkpoint the log signed, oldest first, as `(tree_size, note)`
+    /// (for audits and tests).
+    async fn checkpoints(&self, log: &str) -> Result<Vec<(u64, String)>>;
+
+    /// Adds an agency; `Duplicate` if the name is taken.
+    async fn add_agency(&self, agency: &AgencyRecord) -> Result<()>;
+    async fn list_agencies(&self) -> Result<Vec<AgencyRecord>>;
+    async fn agency(&self, name: &str) -> Result<Option<AgencyRecord>>;
+    /// Marks the agency revoked; false if it does not exist.
+    async fn revoke_agency(&self, name: &str) -> Result<bool>;
+
+    /// Cheap round trip to the database (readiness).
+    async fn ping(&self) -> Result<()>;
+}
