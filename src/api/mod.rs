@@ -1,1 +1,3 @@
-//! (stub)
+//! HTTP API (stub).
+
+pub mod web;

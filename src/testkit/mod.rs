@@ -1,1 +1,6 @@
-//! (stub)
+//! Test support shared by the integration suites: fresh PostgreSQL
+//! databases, spawned `stele serve` processes, and the invariant checker.
+
+pub mod checker;
+pub mod pg;
+pub mod server;
