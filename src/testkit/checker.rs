@@ -372,7 +372,7 @@ impl LogChecker {
             builder.root(),
             checkpoint.root
         );
-        for (index, _) in self.leaves.range(size..) {
+        if let Some((index, _)) = self.leaves.range(size..).next() {
             bail!("receipt index {index} is beyond the audited size {size}");
         }
 
