@@ -82,6 +82,10 @@ impl ServerProcess {
         if let Some(c) = &options.config {
             command.arg("--config").arg(c);
         }
+        // Storage comes from the options alone, never from the caller's environment.
+        command
+            .env_remove("DATABASE_URL")
+            .env_remove("STELE_DATABASE_URL");
         for (k, v) in &options.env {
             command.env(k, v);
         }
@@ -246,7 +250,12 @@ pub async fn run_stele(
     timeout: Duration,
 ) -> Result<String> {
     let mut command = tokio::process::Command::new(bin);
-    command.args(args).kill_on_drop(true).stdin(Stdio::null());
+    command
+        .args(args)
+        .kill_on_drop(true)
+        .stdin(Stdio::null())
+        .env_remove("DATABASE_URL")
+        .env_remove("STELE_DATABASE_URL");
     for (k, v) in env {
         command.env(k, v);
     }
