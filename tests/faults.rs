@@ -18,6 +18,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, ensure, Context, Result};
 use libtest_mimic::{Arguments, Failed, Trial};
+use stele::storage::postgres::{PgOptions, PostgresStorage};
+use stele::storage::sqlite::SqliteStorage;
 use stele::testkit::checker::LogChecker;
 use stele::testkit::process::{
     parse_token, parse_vkey, pg_cluster_available, run_stele, PgCluster, ServeOptions,
@@ -648,6 +650,58 @@ async fn storage_for(backend: Backend) -> Result<(Option<TestDatabase>, Deployme
     }
 }
 
+/// Every checkpoint the log ever signed, read from its storage (the public
+/// API serves only the latest); each must verify and be consistent with
+/// the newest. Returns how many there were.
+async fn check_every_signed_checkpoint(
+    checker: &mut LogChecker,
+    options: &ServeOptions,
+) -> Result<usize> {
+    use stele::storage::Storage;
+    let stored = match (&options.database_url, &options.data_dir) {
+        (Some(url), _) => {
+            let storage = PostgresStorage::connect(url, PgOptions::default()).await?;
+            let all = storage.checkpoints(LOG).await;
+            storage.close().await;
+            all
+        }
+        (None, Some(dir)) => {
+            let storage = SqliteStorage::open(&dir.join("stele.db")).await?;
+            let all = storage.checkpoints(LOG).await;
+            storage.close().await;
+            all
+        }
+        (None, None) => bail!("no storage configured"),
+    }
+    .map_err(|e| anyhow!("reading the stored checkpoints: {e}"))?;
+    let stored_sizes: BTreeSet<u64> = stored.iter().map(|(size, _)| *size).collect();
+    for (size, note) in &stored {
+        let checkpoint = checker
+            .add_note(note)
+            .with_context(|| format!("stored checkpoint of size {size}"))?;
+        ensure!(
+            checkpoint.size == *size,
+            "checkpoint stored as size {size} says {}",
+            checkpoint.size
+        );
+    }
+    for size in checker.signed_roots().keys() {
+        ensure!(
+            *size == 0 || stored_sizes.contains(size),
+            "a checkpoint of size {size} was served but is not stored"
+        );
+    }
+    let newest = checker.check().await?;
+    ensure!(
+        checker.pending().is_empty() && stored_sizes.last() == Some(&newest.size),
+        "stored checkpoints up to {:?}, served {}; unproven {:?}",
+        stored_sizes.last(),
+        newest.size,
+        checker.pending()
+    );
+    Ok(stored.len())
+}
+
 // ---------------------------------------------------------------------------
 // 1. Concurrency
 
@@ -690,10 +744,10 @@ async fn concurrency(backend: Backend) -> Result<()> {
         );
         let size = final_audit(&mut checker, &collector).await?;
         ensure!(size == RECORDS, "final tree size {size}, expected {RECORDS}");
+        let signed = check_every_signed_checkpoint(&mut checker, &deployment.options).await?;
         eprintln!(
-            "concurrency ({backend:?}): {RECORDS} records from {CLIENTS} clients in {elapsed:.2?} ({:.0}/s), {} signed checkpoints seen, {}",
+            "concurrency ({backend:?}): {RECORDS} records from {CLIENTS} clients in {elapsed:.2?} ({:.0}/s), {signed} signed checkpoints, all consistent with the final one; {}",
             RECORDS as f64 / elapsed.as_secs_f64(),
-            checker.signed_roots().len(),
             collector.summary()
         );
         Ok(())
@@ -779,6 +833,7 @@ async fn crash(backend: Backend) -> Result<()> {
             "log of size {size} for {} distinct records submitted",
             collector.subjects.len()
         );
+        check_every_signed_checkpoint(&mut checker, &deployment.options).await?;
         eprintln!(
             "crash ({backend:?}): {} acknowledged before kill -9, {resubmitted} unacknowledged resubmitted, final size {size}; {}",
             acknowledged_before_kill.len(),
@@ -884,6 +939,7 @@ async fn outage() -> Result<()> {
             "log of size {size} for {} distinct records submitted",
             collector.subjects.len()
         );
+        check_every_signed_checkpoint(&mut checker, &deployment.options).await?;
         ensure!(server.is_running(), "the server exited");
         eprintln!(
             "outage: {acknowledged_before} acknowledged before the stop; {} 503s during it, slowest {slowest:.2?}; /readyz failed {unready_after:.2?} into it; ready {ready_after:.2?} after PostgreSQL restarted; {resubmitted} resubmitted; final size {size}; {}",
@@ -974,6 +1030,8 @@ async fn two_writers() -> Result<()> {
             "log of size {size} for {} distinct records submitted",
             collector.subjects.len()
         );
+        // No fork: one chain of signed checkpoints, whichever process signed them.
+        check_every_signed_checkpoint(&mut checker, &deployment.options).await?;
         eprintln!(
             "two writers: {before_kill} acknowledged before the writer was killed; the second process answered {at_second:?} meanwhile; it took over writing {took_over_after:.2?} after kill -9; {resubmitted} resubmitted; final size {size}; {} signed checkpoints seen",
             checker.signed_roots().len()
