@@ -34,8 +34,12 @@ const AGENCY: &str = "faults";
 const RECORD_TYPE: &str = "faults.test";
 const START_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// The `stele` binary under test; `STELE_BIN` overrides the one cargo built
+/// (useful when several checkouts share one target directory).
 fn bin() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_stele"))
+    std::env::var_os("STELE_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_stele")))
 }
 
 fn main() {
