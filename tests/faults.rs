@@ -66,7 +66,11 @@ fn main() {
             .with_ignored_flag(skip_pg),
         Trial::test("crash_kill9_sqlite", || run(crash(Backend::Sqlite))),
         Trial::test("database_outage_postgres", || run(outage())).with_ignored_flag(skip_cluster),
-        Trial::test("two_writers_postgres", || run(two_writers())).with_ignored_flag(skip_pg),
+        Trial::test("two_writers_postgres", || {
+            run(two_writers(Backend::Postgres))
+        })
+        .with_ignored_flag(skip_pg),
+        Trial::test("two_writers_sqlite", || run(two_writers(Backend::Sqlite))),
     ];
     libtest_mimic::run(&args, trials).exit();
 }
@@ -962,9 +966,9 @@ async fn outage() -> Result<()> {
 // ---------------------------------------------------------------------------
 // 4. Two writers on one database
 
-async fn two_writers() -> Result<()> {
+async fn two_writers(backend: Backend) -> Result<()> {
     const TAKEOVER: Duration = Duration::from_secs(30);
-    let (_db, deployment) = storage_for(Backend::Postgres).await?;
+    let (_db, deployment) = storage_for(backend).await?;
     let mut writer = deployment.start("server-a").await?;
     // The second process may never become ready while the first holds the
     // writer lease: wait only until it listens and serves reads.
@@ -1037,7 +1041,7 @@ async fn two_writers() -> Result<()> {
         // No fork: one chain of signed checkpoints, whichever process signed them.
         check_every_signed_checkpoint(&mut checker, &deployment.options).await?;
         eprintln!(
-            "two writers: {before_kill} acknowledged before the writer was killed; the second process answered {at_second:?} meanwhile; it took over writing {took_over_after:.2?} after kill -9; {resubmitted} resubmitted; final size {size}; {} signed checkpoints seen",
+            "two writers ({backend:?}): {before_kill} acknowledged before the writer was killed; the second process answered {at_second:?} meanwhile; it took over writing {took_over_after:.2?} after kill -9; {resubmitted} resubmitted; final size {size}; {} signed checkpoints seen",
             checker.signed_roots().len()
         );
         Ok(())
