@@ -517,8 +517,8 @@ async fn tiles_never_narrow(f: Fixture) -> anyhow::Result<()> {
     };
     let t = |l: u8, n: u64, w: u16| (TileId::new(l, n, w), tile_data(l, n, w));
     write(0, vec![t(0, 0, 10), t(1, 0, 1)]).await?;
-    write(1, vec![t(0, 0, 5), t(1, 0, 2)]).await?; // narrower level-0 data is ignored
-    write(2, vec![t(0, 0, 10)]).await?; // same width: unchanged
+    // Narrower level-0 data is ignored; the wider level-1 tile replaces the old one.
+    write(1, vec![t(0, 0, 5), t(1, 0, 2)]).await?;
     let got = s.read_tiles(LOG, &[(0, 0), (1, 0), (2, 0), (0, 1)]).await?;
     let want = vec![
         Some(tile_data(0, 0, 10)),
@@ -530,6 +530,15 @@ async fn tiles_never_narrow(f: Fixture) -> anyhow::Result<()> {
         got == want,
         "after narrowing attempt: widths {:?}",
         widths(&got)
+    );
+    // Same width, different bytes: the stored tile is kept as it is.
+    let mut other = t(0, 0, 10);
+    other.1[0] ^= 1;
+    write(2, vec![other]).await?;
+    let got = s.read_tiles(LOG, &[(0, 0)]).await?;
+    ensure!(
+        got == vec![Some(tile_data(0, 0, 10))],
+        "same-width tile rewritten"
     );
     write(3, vec![t(0, 0, 256), t(0, 1, 3)]).await?;
     let got = s.read_tiles(LOG, &[(0, 1), (0, 0), (0, 0)]).await?;
