@@ -718,6 +718,34 @@ async fn writer_lease_is_exclusive(f: Fixture) -> anyhow::Result<()> {
         a.s().try_acquire_writer(LOG).await?.is_none(),
         "taken back while held"
     );
+    if let Some(db) = &f.pg {
+        // Kill the session that holds the advisory lock: the lease must
+        // notice (heartbeat every 200 ms) and the lock must be free again.
+        use sqlx::{Connection, PgConnection};
+        let mut admin = PgConnection::connect(&db.url).await?;
+        let killed: Vec<bool> = sqlx::query_scalar(
+            "SELECT pg_terminate_backend(l.pid) FROM pg_locks l \
+             JOIN pg_stat_activity a ON a.pid = l.pid \
+             WHERE l.locktype = 'advisory' AND l.granted AND a.datname = current_database()",
+        )
+        .fetch_all(&mut admin)
+        .await?;
+        ensure!(
+            killed.len() == 2,
+            "expected 2 advisory-lock sessions, found {}",
+            killed.len()
+        );
+        let start = std::time::Instant::now();
+        while again.is_held() || other.is_held() {
+            ensure!(
+                start.elapsed() < Duration::from_secs(5),
+                "lost lease still reported held"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let taken = acquire_within(&*a.s(), Duration::from_secs(5)).await?;
+        ensure!(taken.is_held(), "lease after the holder's session died");
+    }
     a.close().await;
     b.close().await;
     f.finish().await
