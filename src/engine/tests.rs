@@ -150,7 +150,7 @@ impl Setup {
     async fn new() -> Setup {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("stele.db");
-        let (_, signer_skey) = Signer::generate(ORIGIN).unwrap();
+        let signer_skey = test_key();
         let faults = Arc::new(Faults::default());
         let inner: Arc<dyn Storage> = Arc::new(SqliteStorage::open(&path).await.unwrap());
         let storage: Arc<dyn Storage> = Arc::new(Faulty { inner, f: faults.clone() });
@@ -184,6 +184,20 @@ impl Setup {
         self.storage.add_agency(&rec).await.unwrap();
         token
     }
+}
+
+/// A fresh signing key. Keys whose base64 contains `+` are skipped: the
+/// core's `from_skey`/`from_vkey` split the key text on `+` and reject them
+/// (a core bug, reported; remove this loop once it is fixed).
+fn test_key() -> String {
+    for _ in 0..1000 {
+        if let Ok((s, skey)) = Signer::generate(ORIGIN) {
+            if Verifier::from_vkey(&s.vkey()).is_ok() {
+                return skey;
+            }
+        }
+    }
+    panic!("no usable key");
 }
 
 fn config() -> EngineConfig {
