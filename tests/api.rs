@@ -17,6 +17,7 @@ use libtest_mimic::{Arguments, Failed, Trial};
 use reqwest::header::{CACHE_CONTROL, CONTENT_TYPE, RETRY_AFTER, WWW_AUTHENTICATE};
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
+use stele::testkit::pg::pg_policy;
 use stele::testkit::server::{spawn_app, Backend, TestApp};
 use stele_core::merkle::{verify_consistency, verify_inclusion};
 use stele_core::note::{open_checkpoint, Verifier};
@@ -57,63 +58,28 @@ const TESTS: &[(&str, TestFn)] = tests![
 
 fn main() {
     let args = Arguments::from_args();
-    let required = std::env::var("STELE_REQUIRE_POSTGRES").is_ok_and(|v| v == "1");
-    let pg = probe_postgres();
-    if let Err(reason) = &pg {
-        if required {
-            eprintln!("PostgreSQL unreachable and STELE_REQUIRE_POSTGRES=1: its tests will FAIL ({reason})");
-        } else {
-            eprintln!("PostgreSQL unreachable: its API tests are IGNORED ({reason}); set STELE_REQUIRE_POSTGRES=1 to fail instead");
-        }
-    }
+    let policy = pg_policy();
+    let pg_names: Vec<String> = TESTS
+        .iter()
+        .map(|(name, _)| format!("postgres::{name}"))
+        .collect();
+    policy.announce(&pg_names);
     let mut trials = Vec::new();
     for backend in [Backend::Sqlite, Backend::Postgres] {
         for &(name, f) in TESTS {
-            let pg_error = if backend == Backend::Postgres {
-                pg.clone().err()
-            } else {
-                None
-            };
-            let ignore = pg_error.is_some() && !required;
+            let is_pg = backend == Backend::Postgres;
+            let skip = is_pg && policy.is_skip();
+            let policy = policy.clone();
             let trial = Trial::test(format!("{}::{name}", backend.name()), move || {
-                if let Some(reason) = pg_error {
-                    return Err(Failed::from(format!("PostgreSQL unreachable: {reason}")));
+                if is_pg {
+                    policy.check()?;
                 }
                 run_one(backend, f)
             });
-            trials.push(trial.with_ignored_flag(ignore));
+            trials.push(trial.with_ignored_flag(skip));
         }
     }
     libtest_mimic::run(&args, trials).exit();
-}
-
-fn database_url() -> String {
-    std::env::var("STELE_TEST_DATABASE_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
-}
-
-/// Ok if a PostgreSQL connection can be opened, else the reason.
-fn probe_postgres() -> Result<(), String> {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| e.to_string())?;
-    rt.block_on(async {
-        use sqlx::Connection;
-        match tokio::time::timeout(
-            Duration::from_secs(5),
-            sqlx::PgConnection::connect(&database_url()),
-        )
-        .await
-        {
-            Ok(Ok(c)) => {
-                let _ = c.close().await;
-                Ok(())
-            }
-            Ok(Err(e)) => Err(e.to_string()),
-            Err(_) => Err("connection timed out".into()),
-        }
-    })
 }
 
 fn run_one(backend: Backend, f: TestFn) -> Result<(), Failed> {
