@@ -147,7 +147,8 @@ async fn check_tiles(
 }
 
 /// Audits the tree up to `cp` (already verified), resuming from `slot`.
-/// On success `slot` holds the audited state at `cp.size`; after each chunk
+/// On success `slot` holds the audited state at `cp.size` and the answer is
+/// the number of entries fetched and hashed by this call; after each chunk
 /// the progress is put in `slot` and handed to `save`.
 pub async fn audit(
     client: &LogClient,
@@ -155,7 +156,7 @@ pub async fn audit(
     slot: &mut Option<AuditState>,
     concurrency: usize,
     save: &mut (dyn FnMut(&AuditState) -> anyhow::Result<()> + Send),
-) -> anyhow::Result<Result<(), Alarm>> {
+) -> anyhow::Result<Result<u64, Alarm>> {
     let (mut builder, mut edge) = resume(slot.as_ref(), cp)?;
     let start = builder.size();
     let pb = progress(cp.size, start);
@@ -250,5 +251,5 @@ pub async fn audit(
         return Ok(Err(alarm));
     }
     *slot = Some(state);
-    Ok(Ok(()))
+    Ok(Ok(cp.size - start))
 }

@@ -252,8 +252,8 @@ async fn poll_once(
             }
         };
         match audit(client, &cp, &mut state.audit, args.concurrency, &mut save).await {
-            Ok(Ok(())) => msg.push_str(&format!(
-                ", audited: {} entries rebuilt from the tiles reproduce the root",
+            Ok(Ok(hashed)) => msg.push_str(&format!(
+                ", audited: the {} entries rebuilt from the tiles reproduce the root ({hashed} fetched now)",
                 cp.size
             )),
             Ok(Err(alarm)) => return Poll::Alarm(alarm),
