@@ -17,7 +17,10 @@ use stele_core::note::Signer;
 use stele_core::tile::{encode_bundle, TileId, TilePath, TreeBuilder};
 use stele_core::{leaf_hash, Hash};
 
-const BIN: &str = env!("CARGO_BIN_EXE_stele");
+/// The binary under test; `STELE_BIN` overrides the one cargo built.
+fn bin() -> String {
+    std::env::var("STELE_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_stele").to_string())
+}
 
 type R = Result<(), Failed>;
 
@@ -47,7 +50,7 @@ impl Out {
 }
 
 fn stele(args: &[&str]) -> Out {
-    let o = Command::new(BIN)
+    let o = Command::new(bin())
         .args(args)
         .stdin(Stdio::null())
         .output()
@@ -107,7 +110,7 @@ impl Server {
         let data = dir.path().join("data");
         let addr_file = dir.path().join("addr");
         let log = std::fs::File::create(dir.path().join("serve.log")).map_err(|e| e.to_string())?;
-        let mut child = Command::new(BIN)
+        let mut child = Command::new(bin())
             .args(["serve", "--listen", "127.0.0.1:0", "--addr-file"])
             .arg(&addr_file)
             .arg("--data-dir")
@@ -743,6 +746,7 @@ fn audit_detects_tampered_entries() -> R {
     // Same signed checkpoint, but one entry in a bundle differs.
     let mut bad = Tree::new("a", 700);
     bad.leaves[300] = b"forged".to_vec();
+    bad.hashes[300] = leaf_hash(b"forged");
     let files = bad.files(700);
     fake.state.lock().unwrap().files.insert(
         TilePath::Entries(TileId::new(0, 1, 256)).to_path(),
