@@ -7,6 +7,8 @@ use clap::{Parser, Subcommand};
 
 pub mod agency;
 pub mod keygen;
+pub mod audit;
+pub mod client;
 pub mod monitor;
 pub mod serve;
 pub mod submit;
