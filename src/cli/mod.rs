@@ -6,9 +6,9 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 pub mod agency;
-pub mod keygen;
 pub mod audit;
 pub mod client;
+pub mod keygen;
 pub mod monitor;
 pub mod serve;
 pub mod submit;
