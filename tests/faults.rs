@@ -21,6 +21,7 @@ use libtest_mimic::{Arguments, Failed, Trial};
 use stele::storage::postgres::{PgOptions, PostgresStorage};
 use stele::storage::sqlite::SqliteStorage;
 use stele::testkit::checker::LogChecker;
+use stele::testkit::pg::{fresh_database, pg_policy, require_postgres, TestDb};
 use stele::testkit::process::{
     parse_token, parse_vkey, pg_cluster_available, run_stele, PgCluster, ServeOptions,
     ServerProcess,
@@ -44,18 +45,25 @@ fn bin() -> PathBuf {
 
 fn main() {
     let args = Arguments::from_args();
-    let require_pg = std::env::var("STELE_REQUIRE_POSTGRES").is_ok_and(|v| v == "1");
-    let pg = probe_shared_postgres();
+    let pg = pg_policy();
+    pg.announce(&[
+        "concurrency_postgres",
+        "crash_kill9_postgres",
+        "two_writers_postgres",
+    ]);
+    let skip_pg = pg.is_skip();
+    // The outage test runs its own cluster, not the shared server; it is
+    // held to the same rule (ignored with a reason, or failed in CI).
     let cluster = pg_cluster_available();
-    if let Err(reason) = &pg {
-        eprintln!("PostgreSQL tests on the shared server: {reason}");
-    }
     if let Err(reason) = &cluster {
-        eprintln!("database outage test (throwaway cluster): {reason}");
+        let verdict = if require_postgres() {
+            "failing"
+        } else {
+            "not running"
+        };
+        eprintln!("{reason}: {verdict} database_outage_postgres");
     }
-    let skip_pg = pg.is_err() && !require_pg;
-    let skip_cluster = cluster.is_err() && !require_pg;
-
+    let skip_cluster = cluster.is_err() && !require_postgres();
     let trials = vec![
         Trial::test("concurrency_postgres", || {
             run(concurrency(Backend::Postgres))
@@ -84,85 +92,6 @@ fn run<F: Future<Output = Result<()>>>(test: F) -> Result<(), Failed> {
     runtime
         .block_on(test)
         .map_err(|e| Failed::from(format!("{e:#}")))
-}
-
-// ---------------------------------------------------------------------------
-// PostgreSQL databases on the shared server
-
-fn shared_url() -> String {
-    std::env::var("STELE_TEST_DATABASE_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
-}
-
-fn probe_shared_postgres() -> Result<(), String> {
-    let url = shared_url();
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| e.to_string())?;
-    runtime.block_on(async {
-        use sqlx::Connection;
-        match tokio::time::timeout(Duration::from_secs(5), sqlx::PgConnection::connect(&url)).await
-        {
-            Ok(Ok(c)) => {
-                let _ = c.close().await;
-                Ok(())
-            }
-            Ok(Err(e)) => Err(format!("{url} is unreachable: {e}")),
-            Err(_) => Err(format!("{url} did not answer within 5 s")),
-        }
-    })
-}
-
-/// A database created for one test on a PostgreSQL server and dropped
-/// (with `FORCE`) when the value is dropped. The server under test runs the
-/// migrations itself at start-up.
-struct TestDatabase {
-    admin_url: String,
-    name: String,
-    url: String,
-}
-
-impl TestDatabase {
-    async fn create(admin_url: &str) -> Result<Self> {
-        use sqlx::Connection;
-        let name = format!(
-            "stele_faults_{}_{:08x}",
-            std::process::id(),
-            rand::random::<u32>()
-        );
-        let mut admin = sqlx::PgConnection::connect(admin_url).await?;
-        sqlx::query(&format!("CREATE DATABASE {name}"))
-            .execute(&mut admin)
-            .await?;
-        admin.close().await?;
-        let mut url = reqwest::Url::parse(admin_url)?;
-        url.set_path(&format!("/{name}"));
-        Ok(TestDatabase {
-            admin_url: admin_url.to_string(),
-            name,
-            url: url.to_string(),
-        })
-    }
-}
-
-impl Drop for TestDatabase {
-    fn drop(&mut self) {
-        let admin_url = self.admin_url.clone();
-        let statement = format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name);
-        let _ = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .ok()?;
-            runtime.block_on(async {
-                use sqlx::Connection;
-                let mut admin = sqlx::PgConnection::connect(&admin_url).await.ok()?;
-                sqlx::query(&statement).execute(&mut admin).await.ok()
-            })
-        })
-        .join();
-    }
 }
 
 // ---------------------------------------------------------------------------
@@ -647,11 +576,11 @@ fn with_logs<T>(servers: &[&ServerProcess], result: Result<T>) -> Result<T> {
     result
 }
 
-async fn storage_for(backend: Backend) -> Result<(Option<TestDatabase>, Deployment)> {
+async fn storage_for(backend: Backend) -> Result<(Option<TestDb>, Deployment)> {
     match backend {
         Backend::Sqlite => Ok((None, Deployment::new(None).await?)),
         Backend::Postgres => {
-            let db = TestDatabase::create(&shared_url()).await?;
+            let db = fresh_database().await?;
             let deployment = Deployment::new(Some(&db.url)).await?;
             Ok((Some(db), deployment))
         }
@@ -894,16 +823,19 @@ async fn outage() -> Result<()> {
                 .pump(&mut load, &mut checker, false, Duration::from_secs(60), |_| t.elapsed() > Duration::from_millis(200))
                 .await?;
             if unready_after.is_none() {
+                let asked = Instant::now();
                 let status = probe.get(&readyz).send().await.map(|r| r.status().as_u16());
                 match status {
                     Ok(200) => {}
-                    Ok(_) => unready_after = Some(stopped_at.elapsed()),
+                    Ok(_) => unready_after = Some((stopped_at.elapsed(), asked.elapsed())),
                     Err(e) => bail!("/readyz did not answer during the outage: {e}"),
                 }
             }
         }
         ensure!(server.is_running(), "the server exited during the database outage");
-        let unready_after = unready_after.ok_or_else(|| anyhow!("/readyz still answered 200 6 s into the outage"))?;
+        let (unready_after, readyz_latency) =
+            unready_after.ok_or_else(|| anyhow!("/readyz still answered 200 6 s into the outage"))?;
+        ensure!(readyz_latency < PROMPT, "/readyz took {readyz_latency:.2?} to fail");
         let during = &collector.attempts[first_attempt_after..];
         let mut pushback = Vec::new();
         for a in during {
@@ -950,7 +882,7 @@ async fn outage() -> Result<()> {
         check_every_signed_checkpoint(&mut checker, &deployment.options).await?;
         ensure!(server.is_running(), "the server exited");
         eprintln!(
-            "outage: {acknowledged_before} acknowledged before the stop; {} 503s during it, slowest {slowest:.2?}; /readyz failed {unready_after:.2?} into it; ready {ready_after:.2?} after PostgreSQL restarted; {resubmitted} resubmitted; final size {size}; {}",
+            "outage: {acknowledged_before} acknowledged before the stop; {} 503s during it, slowest {slowest:.2?}; /readyz failed {unready_after:.2?} into it (answering in {readyz_latency:.2?}); ready {ready_after:.2?} after PostgreSQL restarted; {resubmitted} resubmitted; final size {size}; {}",
             pushback.len(),
             collector.summary()
         );
