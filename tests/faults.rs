@@ -697,10 +697,13 @@ async fn concurrency(backend: Backend) -> Result<()> {
 // 2. Crash: kill -9 under load
 
 async fn crash(backend: Backend) -> Result<()> {
+    /// Receipts to collect before each `kill -9` (varied, so the kills land
+    /// at different points of the batch cycle).
+    const KILL_AFTER: [usize; 3] = [400, 137, 251];
     let (_db, deployment) = storage_for(backend).await?;
-    let mut first = deployment.start("server-before-kill").await?;
-    let targets: Targets = Arc::new(RwLock::new(vec![first.base_url()]));
-    let mut checker = deployment.checker(&first).await?;
+    let mut servers = vec![deployment.start("server-0").await?];
+    let targets: Targets = Arc::new(RwLock::new(vec![servers[0].base_url()]));
+    let mut checker = deployment.checker(&servers[0]).await?;
     let mut load = Load::start(
         LoadSpec {
             clients: 20,
@@ -712,74 +715,78 @@ async fn crash(backend: Backend) -> Result<()> {
         targets.clone(),
     )?;
     let mut collector = Collector::default();
-    let before = async {
-        collector
-            .pump(
-                &mut load,
-                &mut checker,
-                true,
-                Duration::from_secs(120),
-                |c| c.receipts.len() >= 400,
-            )
-            .await
-    }
-    .await;
-    with_logs(&[&first], before)?;
-
-    // kill -9 while the clients keep submitting.
-    first.kill9();
-    let killed_at = Instant::now();
-    let acknowledged_before_kill: Vec<Receipt> = collector.receipts.values().cloned().collect();
-    // Absorb what was in flight at the kill (transport errors, or receipts
-    // that made it out before the process died).
-    collector
-        .pump(
-            &mut load,
-            &mut checker,
-            false,
-            Duration::from_secs(30),
-            |_| killed_at.elapsed() > Duration::from_millis(500),
-        )
-        .await?;
-
-    let second = deployment.start("server-after-restart").await?;
+    let mut restart_times = Vec::new();
     let result = async {
-        eprintln!("crash ({backend:?}): restarted and ready {:.2?} after kill -9", killed_at.elapsed());
-        checker.set_base_url(&second.base_url());
-        // Every receipt from before the kill: its checkpoint is consistent
-        // with the new checkpoint, and its leaf is included in it.
-        checker.check().await?;
-        ensure!(checker.pending().is_empty(), "unproven checkpoints after restart: {:?}", checker.pending());
-        checker.check_inclusion().await?;
-        let audited = checker.audit().await?;
-        ensure!(
-            audited.checkpoint.size as usize >= acknowledged_before_kill.len(),
-            "log of size {} after restart, but {} records were acknowledged before the kill",
-            audited.checkpoint.size,
-            acknowledged_before_kill.len()
-        );
-        // The log accepts writes again, from the same clients.
-        *targets.write().expect("targets lock") = vec![second.base_url()];
-        let target = acknowledged_before_kill.len() + 200;
-        collector.pump(&mut load, &mut checker, true, Duration::from_secs(120), |c| c.receipts.len() >= target).await?;
+        for (round, more) in KILL_AFTER.iter().enumerate() {
+            let target = collector.receipts.len() + more;
+            collector
+                .pump(&mut load, &mut checker, true, Duration::from_secs(120), |c| {
+                    c.receipts.len() >= target
+                })
+                .await?;
+
+            // kill -9 while the clients keep submitting.
+            servers.last_mut().expect("a server").kill9();
+            let killed_at = Instant::now();
+            let acknowledged_before_kill = collector.receipts.len();
+            // Absorb what was in flight at the kill (transport errors, or
+            // receipts that made it out before the process died).
+            collector
+                .pump(&mut load, &mut checker, false, Duration::from_secs(30), |_| {
+                    killed_at.elapsed() > Duration::from_millis(300)
+                })
+                .await?;
+
+            servers.push(deployment.start(&format!("server-{}", round + 1)).await?);
+            let restarted = servers.last().expect("a server");
+            restart_times.push(killed_at.elapsed());
+            checker.set_base_url(&restarted.base_url());
+            // Every receipt so far: its checkpoint is consistent with the
+            // new checkpoint, and its leaf is included in it and sits at its
+            // index in the tiles.
+            checker.check().await?;
+            ensure!(
+                checker.pending().is_empty(),
+                "unproven checkpoints after restart {}: {:?}",
+                round + 1,
+                checker.pending()
+            );
+            checker.check_inclusion().await?;
+            let audited = checker.audit().await?;
+            ensure!(
+                audited.checkpoint.size as usize >= acknowledged_before_kill,
+                "log of size {} after restart, but {acknowledged_before_kill} records were acknowledged before the kill",
+                audited.checkpoint.size,
+            );
+            // The log accepts writes again, from the same clients.
+            *targets.write().expect("targets lock") = vec![restarted.base_url()];
+        }
+        let target = collector.receipts.len() + 200;
+        collector
+            .pump(&mut load, &mut checker, true, Duration::from_secs(120), |c| {
+                c.receipts.len() >= target
+            })
+            .await?;
         collector.finish(&mut load, &mut checker).await?;
-        let resubmitted = collector.settle(&deployment.token, &second.base_url(), &mut checker).await?;
+        let last = servers.last().expect("a server").base_url();
+        let resubmitted = collector.settle(&deployment.token, &last, &mut checker).await?;
         let size = final_audit(&mut checker, &collector).await?;
         ensure!(
             size as usize == collector.subjects.len(),
             "log of size {size} for {} distinct records submitted",
             collector.subjects.len()
         );
-        check_every_signed_checkpoint(&mut checker, &deployment.options).await?;
+        let signed = check_every_signed_checkpoint(&mut checker, &deployment.options).await?;
         eprintln!(
-            "crash ({backend:?}): {} acknowledged before kill -9, {resubmitted} unacknowledged resubmitted, final size {size}; {}",
-            acknowledged_before_kill.len(),
+            "crash ({backend:?}): {} kill -9 under load, restarted and ready after {restart_times:.2?}; {resubmitted} unacknowledged resubmitted; final size {size}; {signed} signed checkpoints, all consistent; {}",
+            KILL_AFTER.len(),
             collector.summary()
         );
         Ok(())
     }
     .await;
-    with_logs(&[&first, &second], result)
+    let refs: Vec<&ServerProcess> = servers.iter().collect();
+    with_logs(&refs, result)
 }
 
 // ---------------------------------------------------------------------------
