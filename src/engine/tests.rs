@@ -874,7 +874,10 @@ async fn a_second_process_reads_only_until_it_gets_the_lease() {
 async fn throughput_sqlite() {
     let s = Setup::new().await;
     let engine = s.engine(EngineConfig::default()).await;
-    let agency = engine.authenticate(&s.agency("load", &[]).await).await.unwrap();
+    let agency = engine
+        .authenticate(&s.agency("load", &[]).await)
+        .await
+        .unwrap();
     let (clients, each) = (100, 200);
     let started = std::time::Instant::now();
     let mut tasks = Vec::new();
@@ -882,7 +885,10 @@ async fn throughput_sqlite() {
         let (engine, agency) = (engine.clone(), agency.clone());
         tasks.push(tokio::spawn(async move {
             for i in 0..each {
-                engine.submit(LOG, &agency, rec(t * 100_000 + i)).await.unwrap();
+                engine
+                    .submit(LOG, &agency, rec(t * 100_000 + i))
+                    .await
+                    .unwrap();
             }
         }));
     }
@@ -891,10 +897,16 @@ async fn throughput_sqlite() {
     }
     let secs = started.elapsed().as_secs_f64();
     let n = clients * each;
-    println!("{n} records from {clients} clients in {secs:.2} s: {:.0} records/s", n as f64 / secs);
+    println!(
+        "{n} records from {clients} clients in {secs:.2} s: {:.0} records/s",
+        n as f64 / secs
+    );
     let started = std::time::Instant::now();
     let batch: Vec<Record> = (0..1000).map(|i| rec(10_000_000 + i)).collect();
     engine.submit_bulk(LOG, &agency, batch).await.unwrap();
-    println!("one bulk of 1000: {:.1} ms", started.elapsed().as_secs_f64() * 1000.0);
+    println!(
+        "one bulk of 1000: {:.1} ms",
+        started.elapsed().as_secs_f64() * 1000.0
+    );
     engine.shutdown().await;
 }

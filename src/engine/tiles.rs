@@ -207,7 +207,7 @@ impl TileSource<'_> {
                 let data = match data {
                     Some(d)
                         if d.len() >= usize::from(width) * HASH_SIZE
-                            && d.len() % HASH_SIZE == 0 =>
+                            && d.len() / HASH_SIZE * HASH_SIZE == d.len() =>
                     {
                         Bytes::from(d)
                     }
