@@ -10,7 +10,15 @@ struct Stored(Vec<tlog::Hash>);
 
 impl tlog::HashReader for Stored {
     fn read_hashes(&self, indexes: &[u64]) -> Result<Vec<tlog::Hash>, tlog::Error> {
-        indexes.iter().map(|&i| self.0.get(i as usize).copied().ok_or(tlog::Error::IndexesNotInTree)).collect()
+        indexes
+            .iter()
+            .map(|&i| {
+                self.0
+                    .get(i as usize)
+                    .copied()
+                    .ok_or(tlog::Error::IndexesNotInTree)
+            })
+            .collect()
     }
 }
 
@@ -34,18 +42,36 @@ fn same_roots_and_proofs_as_tlog_tiles() {
     for size in 1..=N {
         let root = ours(tlog::tree_hash(size, &stored).unwrap());
         assert_eq!(merkle::tree_root(size, flat).unwrap(), root, "size {size}");
-        let sample: Vec<u64> =
-            if size <= 64 { (0..size).collect() } else { vec![0, 1, size / 3, size / 2, size - 2, size - 1] };
+        let sample: Vec<u64> = if size <= 64 {
+            (0..size).collect()
+        } else {
+            vec![0, 1, size / 3, size / 2, size - 2, size - 1]
+        };
         for &i in &sample {
-            let theirs: Vec<Hash> = tlog::prove_record(size, i, &stored).unwrap().into_iter().map(ours).collect();
+            let theirs: Vec<Hash> = tlog::prove_record(size, i, &stored)
+                .unwrap()
+                .into_iter()
+                .map(ours)
+                .collect();
             let mine = merkle::prove_inclusion(i, size, flat).unwrap();
             assert_eq!(mine, theirs, "inclusion {i} in {size}");
             let p: Vec<tlog::Hash> = mine.iter().map(|h| tlog::Hash(h.0)).collect();
-            tlog::check_record(&p, size, tlog::Hash(root.0), i, tlog::Hash(leaves[i as usize].0)).unwrap();
+            tlog::check_record(
+                &p,
+                size,
+                tlog::Hash(root.0),
+                i,
+                tlog::Hash(leaves[i as usize].0),
+            )
+            .unwrap();
         }
         for &old in &sample {
             let old = old + 1;
-            let theirs: Vec<Hash> = tlog::prove_tree(size, old, &stored).unwrap().into_iter().map(ours).collect();
+            let theirs: Vec<Hash> = tlog::prove_tree(size, old, &stored)
+                .unwrap()
+                .into_iter()
+                .map(ours)
+                .collect();
             let mine = merkle::prove_consistency(old, size, flat).unwrap();
             assert_eq!(mine, theirs, "consistency {old} -> {size}");
             let old_root = merkle::tree_root(old, flat).unwrap();

@@ -26,8 +26,13 @@ fn split(n: usize) -> usize {
 
 impl Naive {
     fn new(n: usize) -> Self {
-        let leaves = (0..n).map(|i| leaf_hash(format!("leaf {i}").as_bytes())).collect();
-        Naive { leaves, memo: HashMap::new() }
+        let leaves = (0..n)
+            .map(|i| leaf_hash(format!("leaf {i}").as_bytes()))
+            .collect();
+        Naive {
+            leaves,
+            memo: HashMap::new(),
+        }
     }
 
     /// MTH(D[lo:hi]).
@@ -70,7 +75,11 @@ impl Naive {
     fn subproof(&mut self, m: usize, lo: usize, hi: usize, b: bool) -> Vec<Hash> {
         let n = hi - lo;
         if m == n {
-            return if b { Vec::new() } else { vec![self.mth(lo, hi)] };
+            return if b {
+                Vec::new()
+            } else {
+                vec![self.mth(lo, hi)]
+            };
         }
         let k = split(n);
         if m <= k {
@@ -94,7 +103,10 @@ impl Table {
         let mut t = Vec::new();
         let mut level: Vec<Hash> = leaves.to_vec();
         while !level.is_empty() {
-            let next = level.chunks_exact(2).map(|c| node_hash(&c[0], &c[1])).collect();
+            let next = level
+                .chunks_exact(2)
+                .map(|c| node_hash(&c[0], &c[1]))
+                .collect();
             t.push(level);
             level = next;
         }
@@ -209,10 +221,18 @@ fn inclusion_proofs_for_every_size_up_to_1000() {
     for size in 1..=MAX {
         let root = naive.mth(0, size);
         assert_eq!(merkle::root_of(&naive.leaves[..size]), root, "size {size}");
-        assert_eq!(merkle::tree_root(size as u64, &table).unwrap(), root, "size {size}");
+        assert_eq!(
+            merkle::tree_root(size as u64, &table).unwrap(),
+            root,
+            "size {size}"
+        );
         for index in sample(size, 128, 29) {
             let proof = merkle::prove_inclusion(index as u64, size as u64, &table).unwrap();
-            assert_eq!(proof, naive.path(index, 0, size), "index {index} size {size}");
+            assert_eq!(
+                proof,
+                naive.path(index, 0, size),
+                "index {index} size {size}"
+            );
             let leaf = naive.leaves[index];
             merkle::verify_inclusion(&leaf, index as u64, size as u64, &proof, &root).unwrap();
         }
@@ -229,10 +249,15 @@ fn consistency_proofs_for_every_size_up_to_1000() {
         olds.push(new);
         for old in olds {
             let proof = merkle::prove_consistency(old as u64, new as u64, &table).unwrap();
-            let want = if old == 0 || old == new { Vec::new() } else { naive.subproof(old, 0, new, true) };
+            let want = if old == 0 || old == new {
+                Vec::new()
+            } else {
+                naive.subproof(old, 0, new, true)
+            };
             assert_eq!(proof, want, "{old} -> {new}");
             let old_root = naive.mth(0, old);
-            merkle::verify_consistency(old as u64, new as u64, &old_root, &new_root, &proof).unwrap();
+            merkle::verify_consistency(old as u64, new as u64, &old_root, &new_root, &proof)
+                .unwrap();
         }
     }
 }
@@ -332,10 +357,16 @@ fn edge_cases() {
     // Size 0.
     assert_eq!(merkle::tree_root(0, r).unwrap(), EMPTY_ROOT);
     assert!(merkle::subtrees(0).is_empty());
-    assert!(matches!(merkle::prove_inclusion(0, 0, r), Err(Error::InvalidRange(_))));
+    assert!(matches!(
+        merkle::prove_inclusion(0, 0, r),
+        Err(Error::InvalidRange(_))
+    ));
     assert!(merkle::verify_inclusion(&EMPTY_ROOT, 0, 0, &[], &EMPTY_ROOT).is_err());
     // Consistency from 0 is the empty proof, and only that.
-    assert_eq!(merkle::prove_consistency(0, 5, r).unwrap(), Vec::<Hash>::new());
+    assert_eq!(
+        merkle::prove_consistency(0, 5, r).unwrap(),
+        Vec::<Hash>::new()
+    );
     let root5 = merkle::root_of(&leaves[..5]);
     merkle::verify_consistency(0, 5, &EMPTY_ROOT, &root5, &[]).unwrap();
     merkle::verify_consistency(0, 0, &EMPTY_ROOT, &EMPTY_ROOT, &[]).unwrap();
@@ -347,27 +378,60 @@ fn edge_cases() {
     assert!(merkle::verify_consistency(5, 5, &root5, &EMPTY_ROOT, &[]).is_err());
     assert!(merkle::verify_consistency(5, 5, &root5, &root5, &[root5]).is_err());
     // index >= size, old > new.
-    assert!(matches!(merkle::prove_inclusion(8, 8, r), Err(Error::InvalidRange(_))));
-    assert!(matches!(merkle::prove_consistency(6, 5, r), Err(Error::InvalidRange(_))));
-    assert!(matches!(merkle::verify_inclusion(&leaves[0], 5, 5, &[], &root5), Err(Error::InvalidRange(_))));
-    assert!(matches!(merkle::verify_consistency(6, 5, &root5, &root5, &[]), Err(Error::InvalidRange(_))));
+    assert!(matches!(
+        merkle::prove_inclusion(8, 8, r),
+        Err(Error::InvalidRange(_))
+    ));
+    assert!(matches!(
+        merkle::prove_consistency(6, 5, r),
+        Err(Error::InvalidRange(_))
+    ));
+    assert!(matches!(
+        merkle::verify_inclusion(&leaves[0], 5, 5, &[], &root5),
+        Err(Error::InvalidRange(_))
+    ));
+    assert!(matches!(
+        merkle::verify_consistency(6, 5, &root5, &root5, &[]),
+        Err(Error::InvalidRange(_))
+    ));
     // Sizes at or above 2^63, and u64::MAX.
     for big in [MAX_TREE_SIZE, MAX_TREE_SIZE + 1, u64::MAX - 1, u64::MAX] {
-        assert!(matches!(merkle::tree_root(big, r), Err(Error::InvalidRange(_))));
-        assert!(matches!(merkle::prove_inclusion(0, big, r), Err(Error::InvalidRange(_))));
-        assert!(matches!(merkle::prove_consistency(1, big, r), Err(Error::InvalidRange(_))));
-        assert!(matches!(merkle::verify_inclusion(&leaves[0], big - 1, big, &[], &root5), Err(Error::InvalidRange(_))));
-        assert!(matches!(merkle::verify_consistency(big - 1, big, &root5, &root5, &[]), Err(Error::InvalidRange(_))));
+        assert!(matches!(
+            merkle::tree_root(big, r),
+            Err(Error::InvalidRange(_))
+        ));
+        assert!(matches!(
+            merkle::prove_inclusion(0, big, r),
+            Err(Error::InvalidRange(_))
+        ));
+        assert!(matches!(
+            merkle::prove_consistency(1, big, r),
+            Err(Error::InvalidRange(_))
+        ));
+        assert!(matches!(
+            merkle::verify_inclusion(&leaves[0], big - 1, big, &[], &root5),
+            Err(Error::InvalidRange(_))
+        ));
+        assert!(matches!(
+            merkle::verify_consistency(big - 1, big, &root5, &root5, &[]),
+            Err(Error::InvalidRange(_))
+        ));
         assert!(merkle::verify_consistency(big, big, &root5, &root5, &[]).is_err());
     }
     // The largest tree allowed: proofs of the right length are checked.
     let last = MAX_TREE_SIZE - 1;
     assert!(matches!(
         merkle::verify_inclusion(&leaves[0], last - 1, last, &[], &root5),
-        Err(Error::ProofLength { expected: 62, got: 0 })
+        Err(Error::ProofLength {
+            expected: 62,
+            got: 0
+        })
     ));
     let proof = vec![leaves[0]; 62];
-    assert!(matches!(merkle::verify_inclusion(&leaves[0], last - 1, last, &proof, &root5), Err(Error::RootMismatch)));
+    assert!(matches!(
+        merkle::verify_inclusion(&leaves[0], last - 1, last, &proof, &root5),
+        Err(Error::RootMismatch)
+    ));
     assert_eq!(merkle::subtrees(last).len(), 63);
     // A reader that returns the wrong number of hashes is an error, not a panic.
     struct Short;
@@ -376,12 +440,24 @@ fn edge_cases() {
             Ok(vec![])
         }
     }
-    assert!(matches!(merkle::prove_inclusion(0, 5, &Short), Err(Error::Read(_))));
+    assert!(matches!(
+        merkle::prove_inclusion(0, 5, &Short),
+        Err(Error::Read(_))
+    ));
     assert!(matches!(merkle::tree_root(5, &Short), Err(Error::Read(_))));
     // Reading outside the slice is an error.
-    assert!(matches!(r.read_hashes(&[NodeId::new(3, 1)]), Err(Error::Read(_))));
-    assert!(matches!(r.read_hashes(&[NodeId::new(200, 1)]), Err(Error::Read(_))));
-    assert!(matches!(r.read_hashes(&[NodeId::new(0, u64::MAX)]), Err(Error::Read(_))));
+    assert!(matches!(
+        r.read_hashes(&[NodeId::new(3, 1)]),
+        Err(Error::Read(_))
+    ));
+    assert!(matches!(
+        r.read_hashes(&[NodeId::new(200, 1)]),
+        Err(Error::Read(_))
+    ));
+    assert!(matches!(
+        r.read_hashes(&[NodeId::new(0, u64::MAX)]),
+        Err(Error::Read(_))
+    ));
 }
 
 #[test]

@@ -8,7 +8,9 @@ use stele_core::note::{self, NoteError, Signer, Verifier};
 use stele_core::Hash;
 
 fn vector(name: &str) -> String {
-    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/vectors/signed-note").join(name);
+    let p = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/vectors/signed-note")
+        .join(name);
     std::fs::read_to_string(p).unwrap()
 }
 
@@ -26,7 +28,10 @@ fn c2sp_example_verifies() {
     assert_eq!(v.vkey(), key("c2sp-example.vkey"));
     let opened = note::open(&vector("c2sp-example.note"), &[v]).unwrap();
     assert_eq!(opened.text, "This is an example message.\n");
-    assert_eq!(opened.signed_by, vec![("example.com/foo".to_string(), 0x530d903a)]);
+    assert_eq!(
+        opened.signed_by,
+        vec![("example.com/foo".to_string(), 0x530d903a)]
+    );
 }
 
 #[test]
@@ -47,15 +52,24 @@ fn wrong_key_and_unknown_signatures() {
     let peter = Verifier::from_vkey(&key("go-peterneumann.vkey")).unwrap();
     let enoch = Verifier::from_vkey(&key("go-enochroot.vkey")).unwrap();
     // Only an unknown key signed it.
-    assert!(matches!(note::open(&note_text, std::slice::from_ref(&enoch)), Err(NoteError::UnknownKey(_))));
-    assert!(matches!(note::open(&note_text, &[]), Err(NoteError::UnknownKey(_))));
+    assert!(matches!(
+        note::open(&note_text, std::slice::from_ref(&enoch)),
+        Err(NoteError::UnknownKey(_))
+    ));
+    assert!(matches!(
+        note::open(&note_text, &[]),
+        Err(NoteError::UnknownKey(_))
+    ));
     // Extra signatures by unknown keys are ignored, before or after.
     let (other, _) = Signer::generate("someone.example/witness").unwrap();
     let other_sig = other.sign(GO_TEXT).unwrap();
     let other_line = other_sig.split_once("\n\n").unwrap().1;
     let with_extra = format!("{note_text}{other_line}");
     let opened = note::open(&with_extra, &[peter.clone(), enoch.clone()]).unwrap();
-    assert_eq!(opened.signed_by, vec![("PeterNeumann".to_string(), 0xc74f20a3)]);
+    assert_eq!(
+        opened.signed_by,
+        vec![("PeterNeumann".to_string(), 0xc74f20a3)]
+    );
     let (text, sig) = note_text.split_once("\n\n").unwrap();
     let extra_first = format!("{text}\n\n{other_line}{sig}");
     assert!(note::open(&extra_first, std::slice::from_ref(&peter)).is_ok());
@@ -70,14 +84,20 @@ fn tampered_notes_are_rejected() {
     let vs = std::slice::from_ref(&peter);
     // Changed text.
     let changed = note_text.replacen("cryptography", "cryptographY", 1);
-    assert!(matches!(note::open(&changed, vs), Err(NoteError::InvalidSignature(_))));
+    assert!(matches!(
+        note::open(&changed, vs),
+        Err(NoteError::InvalidSignature(_))
+    ));
     // Changed signature byte (still valid base64, same key id).
     let (text, sig_line) = note_text.split_once("\n\n").unwrap();
     let mut chars: Vec<char> = sig_line.chars().collect();
     let pos = chars.len() - 10;
     chars[pos] = if chars[pos] == 'A' { 'B' } else { 'A' };
     let bad_sig = format!("{text}\n\n{}", chars.into_iter().collect::<String>());
-    assert!(matches!(note::open(&bad_sig, vs), Err(NoteError::InvalidSignature(_))));
+    assert!(matches!(
+        note::open(&bad_sig, vs),
+        Err(NoteError::InvalidSignature(_))
+    ));
     // Malformed notes.
     for bad in [
         "".to_string(),
@@ -85,13 +105,19 @@ fn tampered_notes_are_rejected() {
         format!("{text}\n\n"),
         format!("{text}\n\n{}", sig_line.trim_end()),
         format!("{text}\n\n{}", sig_line.replacen("— ", "-- ", 1)),
-        format!("{text}\n\n{}", sig_line.replacen("PeterNeumann ", "PeterNeumann  ", 1)),
+        format!(
+            "{text}\n\n{}",
+            sig_line.replacen("PeterNeumann ", "PeterNeumann  ", 1)
+        ),
         format!("{text}\n\n— PeterNeumann !!!!\n"),
         format!("{text}\n\n— PeterNeumann AAAA\n"),
         format!("{text}\r\n\n{sig_line}"),
         format!("{text}\n\n{sig_line}trailing garbage\n"),
     ] {
-        assert!(matches!(note::open(&bad, vs), Err(NoteError::Malformed(_))), "{bad:?}");
+        assert!(
+            matches!(note::open(&bad, vs), Err(NoteError::Malformed(_))),
+            "{bad:?}"
+        );
     }
 }
 
@@ -109,7 +135,10 @@ fn malformed_keys() {
         "PeterNeumann+c74f20a3+ARpc2QcUPDhMQegwxbzhKqiBfsVkmqq/LDE4izWy10T",
         "PeterNeumann+c74f20a3+AhpC2QcUPDhMQegwxbzhKqiBfsVkmqq/LDE4izWy10TW",
     ] {
-        assert!(matches!(Verifier::from_vkey(bad), Err(NoteError::MalformedKey(_))), "{bad:?}");
+        assert!(
+            matches!(Verifier::from_vkey(bad), Err(NoteError::MalformedKey(_))),
+            "{bad:?}"
+        );
     }
     assert!(Verifier::from_vkey(&skey).is_err());
     assert!(Signer::from_skey(&vkey).is_err());
@@ -134,17 +163,41 @@ fn generated_keys_round_trip() {
     // A checkpoint whose origin is not the key name is refused on open.
     let other = Checkpoint::new("records.example.gov/health", 1, Hash([1; 32]));
     let n = signer.sign_checkpoint(&other).unwrap();
-    assert!(matches!(note::open_checkpoint(&n, &v), Err(NoteError::OriginMismatch { .. })));
+    assert!(matches!(
+        note::open_checkpoint(&n, &v),
+        Err(NoteError::OriginMismatch { .. })
+    ));
     // A signed note that is not a checkpoint.
-    let n = signer.sign("records.example.gov/land\nnot a size\n").unwrap();
-    assert!(matches!(note::open_checkpoint(&n, &v), Err(NoteError::Checkpoint(_))));
+    let n = signer
+        .sign("records.example.gov/land\nnot a size\n")
+        .unwrap();
+    assert!(matches!(
+        note::open_checkpoint(&n, &v),
+        Err(NoteError::Checkpoint(_))
+    ));
+    // Checkpoints that would read back differently are refused at signing.
+    let mut sneaky = cp.clone();
+    sneaky.extensions = vec!["one\ntwo".into()];
+    assert!(matches!(
+        signer.sign_checkpoint(&sneaky),
+        Err(NoteError::Checkpoint(_))
+    ));
+    let mut sneaky = cp.clone();
+    sneaky.origin = String::new();
+    assert!(matches!(
+        signer.sign_checkpoint(&sneaky),
+        Err(NoteError::Checkpoint(_))
+    ));
     // Texts the note format cannot carry are refused at signing.
     assert!(signer.sign("no newline").is_err());
     assert!(signer.sign("tab\there\n").is_err());
     // Another key with the same name does not verify.
     let (impostor, _) = Signer::generate("records.example.gov/land").unwrap();
     let n = impostor.sign_checkpoint(&cp).unwrap();
-    assert!(matches!(note::open_checkpoint(&n, &v), Err(NoteError::UnknownKey(_))));
+    assert!(matches!(
+        note::open_checkpoint(&n, &v),
+        Err(NoteError::UnknownKey(_))
+    ));
 }
 
 #[test]
@@ -153,9 +206,15 @@ fn c2sp_checkpoint_example_parses() {
     let cp = note::parse_unverified_checkpoint(&n).unwrap();
     assert_eq!(cp.origin, "example.com/behind-the-sofa");
     assert_eq!(cp.size, 20852163);
-    assert_eq!(cp.root.to_base64(), "CsUYapGGPo4dkMgIAUqom/Xajj7h2fB2MPA3j2jxq2I=");
+    assert_eq!(
+        cp.root.to_base64(),
+        "CsUYapGGPo4dkMgIAUqom/Xajj7h2fB2MPA3j2jxq2I="
+    );
     assert!(cp.extensions.is_empty());
-    assert_eq!(cp.to_body(), n.split_once("\n\n").unwrap().0.to_string() + "\n");
+    assert_eq!(
+        cp.to_body(),
+        n.split_once("\n\n").unwrap().0.to_string() + "\n"
+    );
 }
 
 #[test]
@@ -170,7 +229,12 @@ fn checkpoint_bodies() {
     let cp = Checkpoint::parse(&ext).unwrap();
     assert_eq!(cp.extensions, vec!["ext one", "ext two"]);
     assert_eq!(cp.to_body(), ext);
-    assert_eq!(Checkpoint::parse(&format!("o\n9223372036854775807\n{root}\n")).unwrap().size, (1 << 63) - 1);
+    assert_eq!(
+        Checkpoint::parse(&format!("o\n9223372036854775807\n{root}\n"))
+            .unwrap()
+            .size,
+        (1 << 63) - 1
+    );
     for bad in [
         String::new(),
         format!("go.sum database tree\n123456789012\n{root}"),

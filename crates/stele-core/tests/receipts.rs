@@ -22,16 +22,30 @@ impl Log {
         let (signer, _) = Signer::generate(ORIGIN).unwrap();
         let verifier = Verifier::from_vkey(&signer.vkey()).unwrap();
         let leaves = (0..n).map(|i| format!("{{\"v\":1,\"n\":{i}}}")).collect();
-        Log { signer, verifier, leaves }
+        Log {
+            signer,
+            verifier,
+            leaves,
+        }
     }
 
     fn receipt(&self, index: usize) -> Receipt {
-        let hashes: Vec<Hash> = self.leaves.iter().map(|l| leaf_hash(l.as_bytes())).collect();
+        let hashes: Vec<Hash> = self
+            .leaves
+            .iter()
+            .map(|l| leaf_hash(l.as_bytes()))
+            .collect();
         let size = hashes.len() as u64;
         let proof = merkle::prove_inclusion(index as u64, size, hashes.as_slice()).unwrap();
         let cp = Checkpoint::new(ORIGIN, size, merkle::root_of(&hashes));
         let note = self.signer.sign_checkpoint(&cp).unwrap();
-        Receipt::new(ORIGIN, index as u64, self.leaves[index].clone(), &proof, note)
+        Receipt::new(
+            ORIGIN,
+            index as u64,
+            self.leaves[index].clone(),
+            &proof,
+            note,
+        )
     }
 }
 
@@ -50,7 +64,10 @@ fn receipts_verify_and_round_trip_through_json() {
         // The tlog-proof alone verifies too.
         let tp = TlogProof::parse(&r.tlog_proof).unwrap();
         assert_eq!(tp.encode(), r.tlog_proof);
-        assert_eq!(tp.verify(r.leaf.as_bytes(), &log.verifier).unwrap().size, 13);
+        assert_eq!(
+            tp.verify(r.leaf.as_bytes(), &log.verifier).unwrap().size,
+            13
+        );
         assert!(tp.verify(b"another leaf", &log.verifier).is_err());
     }
 }
@@ -119,7 +136,10 @@ fn each_step_fails_with_its_name() {
     r.tlog_proof = tp.encode();
     assert_eq!(step_of(&r, v), Step::TlogProof);
     let mut tp = TlogProof::parse(&good.tlog_proof).unwrap();
-    tp.checkpoint = log.signer.sign_checkpoint(&Checkpoint::new(ORIGIN, 6, Hash([1; 32]))).unwrap();
+    tp.checkpoint = log
+        .signer
+        .sign_checkpoint(&Checkpoint::new(ORIGIN, 6, Hash([1; 32])))
+        .unwrap();
     let mut r = good.clone();
     r.tlog_proof = tp.encode();
     assert_eq!(step_of(&r, v), Step::TlogProof);
@@ -147,7 +167,10 @@ fn tlog_proof_format() {
     let p = TlogProof::parse(&no_proof).unwrap();
     assert!(p.proof.is_empty() && p.extra.is_none());
     assert_eq!(p.encode(), no_proof);
-    let many = format!("c2sp.org/tlog-proof@v1\nindex 0\n{}\n{cp}", format!("{h}\n").repeat(64));
+    let many = format!(
+        "c2sp.org/tlog-proof@v1\nindex 0\n{}\n{cp}",
+        format!("{h}\n").repeat(64)
+    );
     for bad in [
         String::new(),
         "c2sp.org/tlog-proof@v1".to_string(),
@@ -191,7 +214,15 @@ fn mutate(s: &str, ops: &[(usize, u8, char)]) -> String {
 }
 
 fn edit_char() -> impl Strategy<Value = char> {
-    prop_oneof![Just('\n'), Just(' '), Just('+'), Just('='), Just('0'), Just('—'), any::<char>()]
+    prop_oneof![
+        Just('\n'),
+        Just(' '),
+        Just('+'),
+        Just('='),
+        Just('0'),
+        Just('—'),
+        any::<char>()
+    ]
 }
 
 proptest! {

@@ -14,15 +14,33 @@ fn index_encoding_and_paths() {
     assert_eq!(tile::encode_index(7), "007");
     assert_eq!(tile::encode_index(1000), "x001/000");
     assert_eq!(tile::encode_index(1234067), "x001/x234/067");
-    assert_eq!(tile::encode_index(u64::MAX), "x018/x446/x744/x073/x709/x551/615");
+    assert_eq!(
+        tile::encode_index(u64::MAX),
+        "x018/x446/x744/x073/x709/x551/615"
+    );
     let cases = [
         ("tile/0/000", TilePath::Hash(TileId::new(0, 0, 256))),
-        ("tile/1/x001/x234/067", TilePath::Hash(TileId::new(1, 1234067, 256))),
-        ("tile/1/x001/x234/067.p/7", TilePath::Hash(TileId::new(1, 1234067, 7))),
+        (
+            "tile/1/x001/x234/067",
+            TilePath::Hash(TileId::new(1, 1234067, 256)),
+        ),
+        (
+            "tile/1/x001/x234/067.p/7",
+            TilePath::Hash(TileId::new(1, 1234067, 7)),
+        ),
         ("tile/63/000.p/255", TilePath::Hash(TileId::new(63, 0, 255))),
-        ("tile/entries/000", TilePath::Entries(TileId::new(0, 0, 256))),
-        ("tile/entries/x001/234.p/1", TilePath::Entries(TileId::new(0, 1234, 1))),
-        ("tile/2/x018/x446/x744/x073/x709/x551/615", TilePath::Hash(TileId::new(2, u64::MAX, 256))),
+        (
+            "tile/entries/000",
+            TilePath::Entries(TileId::new(0, 0, 256)),
+        ),
+        (
+            "tile/entries/x001/234.p/1",
+            TilePath::Entries(TileId::new(0, 1234, 1)),
+        ),
+        (
+            "tile/2/x018/x446/x744/x073/x709/x551/615",
+            TilePath::Hash(TileId::new(2, u64::MAX, 256)),
+        ),
     ];
     for (path, want) in cases {
         assert_eq!(TilePath::parse(path).unwrap(), want, "{path}");
@@ -78,7 +96,11 @@ fn tile_math_matches_the_spec_example() {
     // width 1."
     assert_eq!(
         tile::partial_tiles(70_000),
-        vec![TileId::new(0, 273, 112), TileId::new(1, 1, 17), TileId::new(2, 0, 1)]
+        vec![
+            TileId::new(0, 273, 112),
+            TileId::new(1, 1, 17),
+            TileId::new(2, 0, 1)
+        ]
     );
     assert_eq!(tile::tile_count(0, 70_000), 274);
     assert_eq!(tile::tile_count(1, 70_000), 2);
@@ -110,7 +132,14 @@ fn tile_math_matches_the_spec_example() {
     assert_eq!(tile::changed_tiles(256, 257), vec![TileId::new(0, 1, 1)]);
     assert!(tile::changed_tiles(5, 5).is_empty());
     assert!(tile::changed_tiles(6, 5).is_empty());
-    assert_eq!(tile::changed_bundles(250, 520), vec![TileId::new(0, 0, 256), TileId::new(0, 1, 256), TileId::new(0, 2, 8)]);
+    assert_eq!(
+        tile::changed_bundles(250, 520),
+        vec![
+            TileId::new(0, 0, 256),
+            TileId::new(0, 1, 256),
+            TileId::new(0, 2, 8)
+        ]
+    );
     assert_eq!(tile::changed_bundles(0, 1), vec![TileId::new(0, 0, 1)]);
     assert!(tile::changed_bundles(3, 3).is_empty());
     // Node locations.
@@ -158,15 +187,23 @@ impl TileReader for Store {
         tiles
             .iter()
             .map(|t| {
-                assert!(seen.insert((t.level, t.index)), "tile {t:?} requested twice in one call");
-                self.tiles.get(&(t.level, t.index)).cloned().ok_or_else(|| Error::Read(format!("no tile {t:?}")))
+                assert!(
+                    seen.insert((t.level, t.index)),
+                    "tile {t:?} requested twice in one call"
+                );
+                self.tiles
+                    .get(&(t.level, t.index))
+                    .cloned()
+                    .ok_or_else(|| Error::Read(format!("no tile {t:?}")))
             })
             .collect()
     }
 }
 
 fn leaves(n: usize) -> Vec<Hash> {
-    (0..n).map(|i| leaf_hash(&(i as u64).to_be_bytes())).collect()
+    (0..n)
+        .map(|i| leaf_hash(&(i as u64).to_be_bytes()))
+        .collect()
 }
 
 /// Appends `hashes` in batches of the given sizes, checking each step, and
@@ -182,7 +219,11 @@ fn build(hashes: &[Hash], batches: &[usize]) -> (TreeBuilder, Store) {
         done += n;
         assert_eq!(b.size(), done as u64);
         let ids: Vec<TileId> = changed.iter().map(|(t, _)| *t).collect();
-        assert_eq!(ids, tile::changed_tiles(old, done as u64), "{old} -> {done}");
+        assert_eq!(
+            ids,
+            tile::changed_tiles(old, done as u64),
+            "{old} -> {done}"
+        );
         for (t, data) in changed {
             assert_eq!(data.len(), 32 * usize::from(t.width));
             store.tiles.insert((t.level, t.index), data);
@@ -215,14 +256,23 @@ fn builder_tiles_give_the_same_proofs() {
     }
     // Proofs through tiles equal proofs from the leaves, at many sizes.
     let flat: &[Hash] = &all;
-    for size in [1u64, 2, 255, 256, 257, 65_535, 65_536, 65_537, 69_999, 70_000] {
+    for size in [
+        1u64, 2, 255, 256, 257, 65_535, 65_536, 65_537, 69_999, 70_000,
+    ] {
         let r = tile::TileHashReader::new(size, &store);
-        assert_eq!(merkle::tree_root(size, &r).unwrap(), merkle::root_of(&all[..size as usize]));
+        assert_eq!(
+            merkle::tree_root(size, &r).unwrap(),
+            merkle::root_of(&all[..size as usize])
+        );
         for index in [0, size / 3, size / 2, size - 1] {
             let before = store.reads.get();
             let p = merkle::prove_inclusion(index, size, &r).unwrap();
             assert_eq!(store.reads.get() - before, usize::from(!p.is_empty()));
-            assert_eq!(p, merkle::prove_inclusion(index, size, flat).unwrap(), "{index} in {size}");
+            assert_eq!(
+                p,
+                merkle::prove_inclusion(index, size, flat).unwrap(),
+                "{index} in {size}"
+            );
             let old = index.max(1);
             assert_eq!(
                 merkle::prove_consistency(old, size, &r).unwrap(),
@@ -261,17 +311,38 @@ fn builder_resumes_from_partial_tiles() {
     }
     // Wider versions are truncated; missing or unrelated tiles are refused.
     let wide = full_store.tiles[&(0, 2)].clone();
-    let b = TreeBuilder::from_partial_tiles(600, &[(TileId::new(0, 2, 88), &wide), (TileId::new(1, 0, 2), &full_store.tiles[&(1, 0)])]).unwrap();
+    let b = TreeBuilder::from_partial_tiles(
+        600,
+        &[
+            (TileId::new(0, 2, 88), &wide),
+            (TileId::new(1, 0, 2), &full_store.tiles[&(1, 0)]),
+        ],
+    )
+    .unwrap();
     assert_eq!(b.root(), merkle::root_of(&all[..600]));
     assert!(TreeBuilder::from_partial_tiles(600, &[(TileId::new(0, 2, 88), &wide)]).is_err());
     assert!(TreeBuilder::from_partial_tiles(600, &[]).is_err());
     assert!(TreeBuilder::from_partial_tiles(
         600,
-        &[(TileId::new(0, 2, 88), &wide), (TileId::new(1, 0, 2), &full_store.tiles[&(1, 0)]), (TileId::new(0, 0, 256), &wide)]
+        &[
+            (TileId::new(0, 2, 88), &wide),
+            (TileId::new(1, 0, 2), &full_store.tiles[&(1, 0)]),
+            (TileId::new(0, 0, 256), &wide)
+        ]
     )
     .is_err());
-    assert!(TreeBuilder::from_partial_tiles(600, &[(TileId::new(0, 2, 88), &wide[..32]), (TileId::new(1, 0, 2), &full_store.tiles[&(1, 0)])]).is_err());
-    assert_eq!(TreeBuilder::from_partial_tiles(0, &[]).unwrap().root(), EMPTY_ROOT);
+    assert!(TreeBuilder::from_partial_tiles(
+        600,
+        &[
+            (TileId::new(0, 2, 88), &wide[..32]),
+            (TileId::new(1, 0, 2), &full_store.tiles[&(1, 0)])
+        ]
+    )
+    .is_err());
+    assert_eq!(
+        TreeBuilder::from_partial_tiles(0, &[]).unwrap().root(),
+        EMPTY_ROOT
+    );
     assert!(TreeBuilder::from_partial_tiles(1 << 63, &[]).is_err());
     assert!(TreeBuilder::from_partial_tiles(u64::MAX, &[]).is_err());
     assert!(TreeBuilder::new().append(&[]).is_empty());

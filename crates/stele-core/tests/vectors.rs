@@ -48,23 +48,41 @@ fn b64_hashes(v: &Value) -> Result<Vec<Hash>, ()> {
 #[test]
 fn transparency_dev_inclusion() {
     let mut files = Vec::new();
-    json_files(&vectors().join("transparency-dev-merkle/inclusion"), &mut files);
-    assert!(files.len() > 80, "found only {} inclusion vectors", files.len());
+    json_files(
+        &vectors().join("transparency-dev-merkle/inclusion"),
+        &mut files,
+    );
+    assert!(
+        files.len() > 80,
+        "found only {} inclusion vectors",
+        files.len()
+    );
     let (mut ok, mut rejected) = (0, 0);
     for f in &files {
         let v = load(f);
         let index = v["leafIdx"].as_u64().unwrap();
         let size = v["treeSize"].as_u64().unwrap();
         let want_err = v["wantErr"].as_bool().unwrap();
-        let parsed = (|| Ok::<_, ()>((b64_hash(&v["root"])?, b64_hash(&v["leafHash"])?, b64_hashes(&v["proof"])?)))();
+        let parsed = (|| {
+            Ok::<_, ()>((
+                b64_hash(&v["root"])?,
+                b64_hash(&v["leafHash"])?,
+                b64_hashes(&v["proof"])?,
+            ))
+        })();
         let must_fail = want_err || parsed.is_err();
         let result = match parsed {
             Err(()) => Err("hash not 32 bytes".to_string()),
-            Ok((root, leaf, proof)) => {
-                merkle::verify_inclusion(&leaf, index, size, &proof, &root).map_err(|e| e.to_string())
-            }
+            Ok((root, leaf, proof)) => merkle::verify_inclusion(&leaf, index, size, &proof, &root)
+                .map_err(|e| e.to_string()),
         };
-        assert_eq!(result.is_err(), must_fail, "{}: {result:?} (desc {})", f.display(), v["desc"]);
+        assert_eq!(
+            result.is_err(),
+            must_fail,
+            "{}: {result:?} (desc {})",
+            f.display(),
+            v["desc"]
+        );
         if must_fail {
             rejected += 1
         } else {
@@ -77,15 +95,28 @@ fn transparency_dev_inclusion() {
 #[test]
 fn transparency_dev_consistency() {
     let mut files = Vec::new();
-    json_files(&vectors().join("transparency-dev-merkle/consistency"), &mut files);
-    assert!(files.len() > 80, "found only {} consistency vectors", files.len());
+    json_files(
+        &vectors().join("transparency-dev-merkle/consistency"),
+        &mut files,
+    );
+    assert!(
+        files.len() > 80,
+        "found only {} consistency vectors",
+        files.len()
+    );
     let (mut ok, mut rejected) = (0, 0);
     for f in &files {
         let v = load(f);
         let s1 = v["size1"].as_u64().unwrap();
         let s2 = v["size2"].as_u64().unwrap();
         let want_err = v["wantErr"].as_bool().unwrap();
-        let parsed = (|| Ok::<_, ()>((b64_hash(&v["root1"])?, b64_hash(&v["root2"])?, b64_hashes(&v["proof"])?)))();
+        let parsed = (|| {
+            Ok::<_, ()>((
+                b64_hash(&v["root1"])?,
+                b64_hash(&v["root2"])?,
+                b64_hashes(&v["proof"])?,
+            ))
+        })();
         let must_fail = want_err || parsed.is_err();
         let result = match parsed {
             Err(()) => Err("hash not 32 bytes".to_string()),
@@ -93,7 +124,13 @@ fn transparency_dev_consistency() {
                 merkle::verify_consistency(s1, s2, &r1, &r2, &proof).map_err(|e| e.to_string())
             }
         };
-        assert_eq!(result.is_err(), must_fail, "{}: {result:?} (desc {})", f.display(), v["desc"]);
+        assert_eq!(
+            result.is_err(),
+            must_fail,
+            "{}: {result:?} (desc {})",
+            f.display(),
+            v["desc"]
+        );
         if must_fail {
             rejected += 1
         } else {
@@ -117,22 +154,33 @@ fn transparency_dev_short_hash_case_is_rejected_on_purpose() {
 #[test]
 fn reference_roots() {
     let v = load(&vectors().join("transparency-dev-merkle/reference_roots.json"));
-    let leaves: Vec<Vec<u8>> =
-        v["leaf_inputs_hex"].as_array().unwrap().iter().map(|h| hex::decode(h.as_str().unwrap()).unwrap()).collect();
+    let leaves: Vec<Vec<u8>> = v["leaf_inputs_hex"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| hex::decode(h.as_str().unwrap()).unwrap())
+        .collect();
     let roots = v["root_hashes_hex_by_size"].as_array().unwrap();
     assert_eq!(roots.len(), 9);
     let hashes: Vec<Hash> = leaves.iter().map(|l| leaf_hash(l)).collect();
     for (size, want) in roots.iter().enumerate() {
         let want = Hash::from_hex(want.as_str().unwrap()).unwrap();
         assert_eq!(root_of(&hashes[..size]), want, "size {size}");
-        assert_eq!(merkle::tree_root(size as u64, &hashes[..size]).unwrap(), want, "size {size}");
+        assert_eq!(
+            merkle::tree_root(size as u64, &hashes[..size]).unwrap(),
+            want,
+            "size {size}"
+        );
     }
     assert_eq!(root_of(&[]), EMPTY_ROOT);
 }
 
 #[test]
 fn sigsum_inclusion() {
-    for (file, valid) in [("inclusion-valid.json", true), ("inclusion-invalid.json", false)] {
+    for (file, valid) in [
+        ("inclusion-valid.json", true),
+        ("inclusion-invalid.json", false),
+    ] {
         let v = load(&vectors().join("sigsum").join(file));
         let cases = v.as_array().unwrap();
         assert!(!cases.is_empty());
@@ -163,10 +211,15 @@ fn ct_argon2020_inclusion() {
     let size = sth["tree_size"].as_u64().unwrap();
     let root = b64_hash(&sth["sha256_root_hash"]).unwrap();
     let entries = argon("get-entries-start-10000-end-10000");
-    let leaf_input = STANDARD.decode(entries["entries"][0]["leaf_input"].as_str().unwrap()).unwrap();
+    let leaf_input = STANDARD
+        .decode(entries["entries"][0]["leaf_input"].as_str().unwrap())
+        .unwrap();
     let leaf = leaf_hash(&leaf_input);
     // The proof was fetched by this hash (URL-encoded in the file name).
-    assert_eq!(leaf.to_base64(), "nCs3mfIydh9x4CKyQ+u2xtmpxmFggA5MLymHwNQSlLg=");
+    assert_eq!(
+        leaf.to_base64(),
+        "nCs3mfIydh9x4CKyQ+u2xtmpxmFggA5MLymHwNQSlLg="
+    );
     let p = argon("get-proof-by-hash-tree-size-961984011-hash-nCs3mfIydh9x4CKyQ-2Bu2xtmpxmFggA5MLymHwNQSlLg-3D");
     let index = p["leaf_index"].as_u64().unwrap();
     assert_eq!(index, 10000);
