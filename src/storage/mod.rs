@@ -166,3 +166,35 @@ pub trait Storage: Send + Sync + 'static {
     /// Cheap round trip to the database (readiness).
     async fn ping(&self) -> Result<()>;
 }
+
+impl Batch<'_> {
+    /// Checks the batch's shape: `new_size >= old_size`, and the entries are
+    /// exactly `old_size .. new_size` in order. A malformed batch is `Other`
+    /// (a caller bug) and is never written.
+    pub fn check(&self) -> Result<()> {
+        let count = self.new_size.checked_sub(self.old_size).ok_or_else(|| {
+            StorageError::Other(format!(
+                "batch shrinks the log from {} to {}",
+                self.old_size, self.new_size
+            ))
+        })?;
+        if count != self.entries.len() as u64 {
+            return Err(StorageError::Other(format!(
+                "batch from {} to {} carries {} entries",
+                self.old_size,
+                self.new_size,
+                self.entries.len()
+            )));
+        }
+        for (i, e) in self.entries.iter().enumerate() {
+            if e.index != self.old_size + i as u64 {
+                return Err(StorageError::Other(format!(
+                    "batch entry {i} has index {}, expected {}",
+                    e.index,
+                    self.old_size + i as u64
+                )));
+            }
+        }
+        Ok(())
+    }
+}
