@@ -15,7 +15,9 @@ fn bench(c: &mut Criterion) {
     let mut g = c.benchmark_group("sha256");
     g.throughput(Throughput::Elements(1));
     let input = [7u8; 64];
-    g.bench_function("64-byte input", |b| b.iter(|| Sha256::digest(black_box(&input))));
+    g.bench_function("64-byte input", |b| {
+        b.iter(|| Sha256::digest(black_box(&input)))
+    });
     g.finish();
 
     // A tree of 2^16 leaves; proofs for a leaf in the middle of a tree of
@@ -23,7 +25,9 @@ fn bench(c: &mut Criterion) {
     let hashes = leaves(1 << 16);
     let mut g = c.benchmark_group("root");
     g.throughput(Throughput::Elements(1 << 16));
-    g.bench_function("root_of 2^16 leaves", |b| b.iter(|| merkle::root_of(black_box(&hashes))));
+    g.bench_function("root_of 2^16 leaves", |b| {
+        b.iter(|| merkle::root_of(black_box(&hashes)))
+    });
     g.finish();
 
     let size = 50_000u64;
@@ -38,10 +42,21 @@ fn bench(c: &mut Criterion) {
     let mut g = c.benchmark_group("verify");
     g.throughput(Throughput::Elements(1));
     g.bench_function("inclusion (50,000 leaves)", |b| {
-        b.iter(|| merkle::verify_inclusion(black_box(&small[index as usize]), index, size, black_box(&proof), &root).unwrap())
+        b.iter(|| {
+            merkle::verify_inclusion(
+                black_box(&small[index as usize]),
+                index,
+                size,
+                black_box(&proof),
+                &root,
+            )
+            .unwrap()
+        })
     });
     g.bench_function("consistency (20,001 -> 50,000)", |b| {
-        b.iter(|| merkle::verify_consistency(old, size, &old_root, &root, black_box(&cproof)).unwrap())
+        b.iter(|| {
+            merkle::verify_consistency(old, size, &old_root, &root, black_box(&cproof)).unwrap()
+        })
     });
     g.finish();
 
