@@ -26,6 +26,9 @@ pub enum Error {
 
 impl Error {
     pub(crate) fn malformed(what: &'static str, why: impl Into<String>) -> Self {
-        Error::Malformed { what, why: why.into() }
+        Error::Malformed {
+            what,
+            why: why.into(),
+        }
     }
 }

@@ -2,6 +2,10 @@
 
 use std::fmt;
 
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine as _;
+use sha2::{Digest, Sha256};
+
 /// Length of a SHA-256 hash.
 pub const HASH_SIZE: usize = 32;
 
@@ -18,23 +22,47 @@ pub const EMPTY_ROOT: Hash = Hash([
 impl Hash {
     /// From exactly 32 bytes; anything else is [`crate::Error::InvalidHash`].
     pub fn from_slice(b: &[u8]) -> Result<Self, crate::Error> {
-        todo!()
+        let arr: [u8; HASH_SIZE] = b.try_into().map_err(|_| {
+            crate::Error::InvalidHash(format!("expected {HASH_SIZE} bytes, got {}", b.len()))
+        })?;
+        Ok(Hash(arr))
     }
     /// From 64 hex digits (either case).
     pub fn from_hex(s: &str) -> Result<Self, crate::Error> {
-        todo!()
+        if s.len() != 2 * HASH_SIZE {
+            return Err(crate::Error::InvalidHash(format!(
+                "expected {} hex digits, got {} characters",
+                2 * HASH_SIZE,
+                s.len()
+            )));
+        }
+        let mut out = [0u8; HASH_SIZE];
+        hex::decode_to_slice(s, &mut out)
+            .map_err(|e| crate::Error::InvalidHash(format!("bad hex: {e}")))?;
+        Ok(Hash(out))
     }
     /// From standard padded base64 of 32 bytes.
     pub fn from_base64(s: &str) -> Result<Self, crate::Error> {
-        todo!()
+        // 32 bytes are always 44 characters of padded base64; checking the
+        // length first bounds the work done on hostile input.
+        if s.len() != 44 {
+            return Err(crate::Error::InvalidHash(format!(
+                "expected 44 base64 characters, got {}",
+                s.len()
+            )));
+        }
+        let bytes = STANDARD
+            .decode(s)
+            .map_err(|e| crate::Error::InvalidHash(format!("bad base64: {e}")))?;
+        Self::from_slice(&bytes)
     }
     /// Lowercase hex.
     pub fn to_hex(&self) -> String {
-        todo!()
+        hex::encode(self.0)
     }
     /// Standard padded base64.
     pub fn to_base64(&self) -> String {
-        todo!()
+        STANDARD.encode(self.0)
     }
     pub fn as_bytes(&self) -> &[u8; HASH_SIZE] {
         &self.0
@@ -55,10 +83,17 @@ impl fmt::Display for Hash {
 
 /// `SHA-256(0x00 || leaf)`.
 pub fn leaf_hash(leaf: &[u8]) -> Hash {
-    todo!()
+    let mut h = Sha256::new();
+    h.update([0x00]);
+    h.update(leaf);
+    Hash(h.finalize().into())
 }
 
 /// `SHA-256(0x01 || left || right)`.
 pub fn node_hash(left: &Hash, right: &Hash) -> Hash {
-    todo!()
+    let mut h = Sha256::new();
+    h.update([0x01]);
+    h.update(left.0);
+    h.update(right.0);
+    Hash(h.finalize().into())
 }

@@ -9,8 +9,12 @@
 //! <checkpoint note, verbatim>
 //! ```
 
-use crate::checkpoint::Checkpoint;
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine as _;
+
+use crate::checkpoint::{parse_size, short, Checkpoint};
 use crate::note::Verifier;
+use crate::receipt::{ReceiptError, Step};
 use crate::{Error, Hash};
 
 /// A parsed `tlog-proof@v1`.
@@ -23,16 +27,111 @@ pub struct TlogProof {
     pub checkpoint: String,
 }
 
+/// The first line of every `tlog-proof@v1`.
+pub const HEADER: &str = "c2sp.org/tlog-proof@v1";
+
+/// Inclusion proofs in trees below 2^63 leaves have at most 63 hashes.
+const MAX_PROOF_HASHES: usize = 63;
+
 impl TlogProof {
+    /// Parses strictly: the header line, an optional `extra <base64>` line,
+    /// `index <N>` (canonical decimal below 2^63), zero or more base64
+    /// hashes (exactly 32 bytes each), an empty line, then a non-empty
+    /// checkpoint note kept verbatim (its signature is checked by
+    /// [`TlogProof::verify`], not here).
     pub fn parse(text: &str) -> Result<Self, Error> {
-        todo!()
+        let bad = |why: String| Error::malformed("tlog-proof", why);
+        let mut rest = text;
+        let mut next_line = |what: &str| -> Result<&str, Error> {
+            let (line, tail) = rest
+                .split_once('\n')
+                .ok_or_else(|| Error::malformed("tlog-proof", format!("ends before the {what}")))?;
+            rest = tail;
+            Ok(line)
+        };
+        if next_line("header")? != HEADER {
+            return Err(bad(format!("first line is not {HEADER:?}")));
+        }
+        let mut line = next_line("index line")?;
+        let mut extra = None;
+        if let Some(b64) = line.strip_prefix("extra ") {
+            extra = Some(
+                STANDARD
+                    .decode(b64)
+                    .map_err(|e| bad(format!("extra is not base64: {e}")))?,
+            );
+            line = next_line("index line")?;
+        }
+        let index_text = line
+            .strip_prefix("index ")
+            .ok_or_else(|| bad(format!("expected \"index <N>\", got {:?}", short(line))))?;
+        let index = parse_size(index_text).ok_or_else(|| {
+            bad(format!(
+                "index {:?} is not a canonical decimal below 2^63",
+                short(index_text)
+            ))
+        })?;
+        let mut proof = Vec::new();
+        loop {
+            let line = next_line("empty line before the checkpoint")?;
+            if line.is_empty() {
+                break;
+            }
+            if proof.len() == MAX_PROOF_HASHES {
+                return Err(bad(format!("more than {MAX_PROOF_HASHES} proof hashes")));
+            }
+            let h = Hash::from_base64(line)
+                .map_err(|e| bad(format!("proof hash {}: {e}", proof.len())))?;
+            proof.push(h);
+        }
+        if rest.is_empty() {
+            return Err(bad("no checkpoint after the empty line".into()));
+        }
+        Ok(TlogProof {
+            extra,
+            index,
+            proof,
+            checkpoint: rest.to_string(),
+        })
     }
+
     pub fn encode(&self) -> String {
-        todo!()
+        let mut out = format!("{HEADER}\n");
+        if let Some(extra) = &self.extra {
+            out.push_str(&format!("extra {}\n", STANDARD.encode(extra)));
+        }
+        out.push_str(&format!("index {}\n", self.index));
+        for h in &self.proof {
+            out.push_str(&h.to_base64());
+            out.push('\n');
+        }
+        out.push('\n');
+        out.push_str(&self.checkpoint);
+        out
     }
+
     /// Verifies that `leaf` is at `index` in the checkpoint, and that the
     /// checkpoint is signed by `verifier`.
-    pub fn verify(&self, leaf: &[u8], verifier: &Verifier) -> Result<Checkpoint, crate::receipt::ReceiptError> {
-        todo!()
+    pub fn verify(&self, leaf: &[u8], verifier: &Verifier) -> Result<Checkpoint, ReceiptError> {
+        let checkpoint =
+            crate::note::open_checkpoint(&self.checkpoint, verifier).map_err(|e| ReceiptError {
+                step: Step::CheckpointSignature,
+                detail: e.to_string(),
+            })?;
+        crate::merkle::verify_inclusion(
+            &crate::leaf_hash(leaf),
+            self.index,
+            checkpoint.size,
+            &self.proof,
+            &checkpoint.root,
+        )
+        .map_err(|e| ReceiptError {
+            step: Step::InclusionProof,
+            detail: format!(
+                "leaf {} in tree of size {}: {e}",
+                self.index, checkpoint.size
+            ),
+        })?;
+        Ok(checkpoint)
     }
 }

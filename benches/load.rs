@@ -1,0 +1,453 @@
+//! `load`: drives a running Stele service over HTTP and, in the same run,
+//! measures the raw PostgreSQL ceiling it is compared against.
+//!
+//! ```text
+//! cargo bench --bench load -- --url http://127.0.0.1:8080 --token demo.XXXX \
+//!     --mode submit --clients 64 --duration 60 [--server-pid PID] \
+//!     [--copy-ceiling postgres://postgres@127.0.0.1:5432/scratch]
+//! ```
+//!
+//! Modes: `submit` (one record per `POST`), `bulk` (`--bulk-size` records per
+//! `POST .../records/bulk`), `proofs` (inclusion proofs by random index),
+//! `tiles` (random full level-0 hash tiles). It reports records/s (or
+//! requests/s), time to receipt p50/p99/max, errors by status, and the
+//! server's peak RSS (`VmHWM` of `--server-pid`). It only ever targets
+//! loopback addresses, and it stops by itself after `--duration` seconds or
+//! `--count` operations, whichever comes first.
+//!
+//! `--copy-ceiling URL` then times binary `COPY` of the same kind of leaf rows
+//! in batches of 1,000 into a scratch table with a unique hash index, with
+//! `synchronous_commit = on`, one transaction per batch, for the same
+//! duration, and prints the ratio of the service's rate to it.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, ToSocketAddrs};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use clap::{Parser, ValueEnum};
+use sha2::{Digest, Sha256};
+use sqlx::Connection;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum Mode {
+    Submit,
+    Bulk,
+    Proofs,
+    Tiles,
+}
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "load",
+    about = "Load generator for a Stele service on loopback"
+)]
+struct Args {
+    /// Base URL of the service (loopback only).
+    #[arg(long, default_value = "http://127.0.0.1:8080")]
+    url: String,
+    /// Log name.
+    #[arg(long, default_value = "default")]
+    log: String,
+    /// Agency bearer token (submit and bulk modes).
+    #[arg(long, env = "STELE_TOKEN", default_value = "")]
+    token: String,
+    #[arg(long, value_enum, default_value = "submit")]
+    mode: Mode,
+    /// Concurrent clients.
+    #[arg(long, default_value_t = 64)]
+    clients: usize,
+    /// Seconds to run.
+    #[arg(long, default_value_t = 10)]
+    duration: u64,
+    /// Stop after this many operations (records for submit/bulk, requests otherwise).
+    #[arg(long)]
+    count: Option<u64>,
+    /// Records per bulk request.
+    #[arg(long, default_value_t = 1000)]
+    bulk_size: usize,
+    /// Bytes of padding in each record's attributes.
+    #[arg(long, default_value_t = 64)]
+    pad: usize,
+    /// PID of the server, to report its peak resident memory.
+    #[arg(long)]
+    server_pid: Option<u32>,
+    /// PostgreSQL URL for the raw COPY ceiling (a scratch table is created and dropped).
+    #[arg(long)]
+    copy_ceiling: Option<String>,
+    /// A label printed with the results.
+    #[arg(long, default_value = "")]
+    label: String,
+    /// Print one JSON object instead of the table.
+    #[arg(long)]
+    json: bool,
+}
+
+fn ensure_loopback(url: &str) -> anyhow::Result<()> {
+    let parsed = reqwest::Url::parse(url)?;
+    let host = parsed
+        .host_str()
+        .ok_or_else(|| anyhow::anyhow!("no host in {url}"))?;
+    let port = parsed.port_or_known_default().unwrap_or(80);
+    let addrs: Vec<IpAddr> = (host.trim_matches(['[', ']']), port)
+        .to_socket_addrs()?
+        .map(|a| a.ip())
+        .collect();
+    if addrs.is_empty() || !addrs.iter().all(|ip| ip.is_loopback()) {
+        anyhow::bail!("refusing to load {host}: only loopback addresses are allowed");
+    }
+    Ok(())
+}
+
+fn postgres_is_loopback(url: &str) -> anyhow::Result<()> {
+    let parsed = reqwest::Url::parse(url)?;
+    match parsed.host_str() {
+        None | Some("") => Ok(()), // Unix socket
+        Some(_) => ensure_loopback(&url.replacen("postgres", "http", 1)),
+    }
+}
+
+fn record_body(client: usize, n: u64, pad: usize, run: u64) -> serde_json::Value {
+    serde_json::json!({
+        "type": "bench.load",
+        "subject": format!("run{run}-c{client}-n{n}"),
+        "attributes": {"seq": n, "pad": "x".repeat(pad)},
+    })
+}
+
+#[derive(Default)]
+struct ClientStats {
+    latencies_us: Vec<u32>,
+    ops: u64,
+    errors: BTreeMap<u16, u64>,
+    transport_errors: u64,
+}
+
+struct Shared {
+    stop: AtomicBool,
+    done_ops: AtomicU64,
+    tree_size: AtomicU64,
+}
+
+async fn current_tree_size(http: &reqwest::Client, url: &str, log: &str) -> anyhow::Result<u64> {
+    let logs: serde_json::Value = http
+        .get(format!("{url}/logs"))
+        .send()
+        .await?
+        .error_for_status()?
+        .json()
+        .await?;
+    logs["logs"]
+        .as_array()
+        .and_then(|a| a.iter().find(|l| l["name"] == log))
+        .and_then(|l| l["tree_size"].as_u64())
+        .ok_or_else(|| anyhow::anyhow!("log {log} not found at {url}/logs"))
+}
+
+async fn client_loop(
+    id: usize,
+    args: Arc<Args>,
+    http: reqwest::Client,
+    shared: Arc<Shared>,
+    run: u64,
+) -> ClientStats {
+    let mut stats = ClientStats::default();
+    let base = format!("{}/logs/{}", args.url.trim_end_matches('/'), args.log);
+    let mut n: u64 = 0;
+    let mut rng = (id as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ run;
+    let mut next = move || {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        rng
+    };
+    while !shared.stop.load(Ordering::Relaxed) {
+        let (req, ops) = match args.mode {
+            Mode::Submit => {
+                let body = record_body(id, n, args.pad, run);
+                n += 1;
+                (
+                    http.post(format!("{base}/records"))
+                        .bearer_auth(&args.token)
+                        .json(&body),
+                    1,
+                )
+            }
+            Mode::Bulk => {
+                let records: Vec<_> = (0..args.bulk_size)
+                    .map(|_| {
+                        n += 1;
+                        record_body(id, n, args.pad, run)
+                    })
+                    .collect();
+                (
+                    http.post(format!("{base}/records/bulk"))
+                        .bearer_auth(&args.token)
+                        .json(&serde_json::json!({ "records": records })),
+                    args.bulk_size as u64,
+                )
+            }
+            Mode::Proofs => {
+                let size = shared.tree_size.load(Ordering::Relaxed).max(1);
+                let index = next() % size;
+                (
+                    http.get(format!("{base}/proofs/inclusion?index={index}")),
+                    1,
+                )
+            }
+            Mode::Tiles => {
+                let full = (shared.tree_size.load(Ordering::Relaxed) / 256).max(1);
+                let index = next() % full;
+                let path = tile_index_path(index);
+                (http.get(format!("{base}/tile/0/{path}")), 1)
+            }
+        };
+        let start = Instant::now();
+        match req.send().await {
+            Ok(resp) => {
+                let status = resp.status().as_u16();
+                let ok = resp.status().is_success();
+                // Read the whole body: a receipt is only "received" once it is all here.
+                let _ = resp.bytes().await;
+                let us = start.elapsed().as_micros().min(u32::MAX as u128) as u32;
+                if ok {
+                    stats.latencies_us.push(us);
+                    stats.ops += ops;
+                    let total = shared.done_ops.fetch_add(ops, Ordering::Relaxed) + ops;
+                    if args.count.is_some_and(|c| total >= c) {
+                        shared.stop.store(true, Ordering::Relaxed);
+                    }
+                } else {
+                    *stats.errors.entry(status).or_default() += 1;
+                    if status == 503 || status == 429 {
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                    }
+                }
+            }
+            Err(_) => {
+                stats.transport_errors += 1;
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    }
+    stats
+}
+
+/// The tlog-tiles index encoding (`x001/x234/067`).
+fn tile_index_path(mut n: u64) -> String {
+    let mut parts = vec![format!("{:03}", n % 1000)];
+    n /= 1000;
+    while n > 0 {
+        parts.push(format!("x{:03}", n % 1000));
+        n /= 1000;
+    }
+    parts.reverse();
+    parts.join("/")
+}
+
+fn peak_rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+}
+
+fn percentile(sorted: &[u32], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let rank = ((p / 100.0) * (sorted.len() as f64 - 1.0)).round() as usize;
+    sorted[rank.min(sorted.len() - 1)] as f64 / 1000.0
+}
+
+/// Binary COPY of leaf-like rows in batches of 1,000, one transaction per
+/// batch, `synchronous_commit = on`, into a table with a unique hash index.
+async fn copy_ceiling(url: &str, seconds: u64, pad: usize) -> anyhow::Result<f64> {
+    let mut conn = sqlx::PgConnection::connect(url).await?;
+    sqlx::query("SET synchronous_commit = on")
+        .execute(&mut conn)
+        .await?;
+    sqlx::query("DROP TABLE IF EXISTS stele_copy_ceiling")
+        .execute(&mut conn)
+        .await?;
+    sqlx::query(
+        "CREATE TABLE stele_copy_ceiling (idx bigint PRIMARY KEY, leaf bytea NOT NULL, leaf_hash bytea NOT NULL)",
+    )
+    .execute(&mut conn)
+    .await?;
+    sqlx::query("CREATE UNIQUE INDEX stele_copy_ceiling_hash ON stele_copy_ceiling (leaf_hash)")
+        .execute(&mut conn)
+        .await?;
+    let deadline = Instant::now() + Duration::from_secs(seconds);
+    let start = Instant::now();
+    let mut idx: i64 = 0;
+    while Instant::now() < deadline {
+        let mut buf = Vec::with_capacity(1000 * (pad + 200));
+        buf.extend_from_slice(b"PGCOPY\n\xff\r\n\0");
+        buf.extend_from_slice(&0i32.to_be_bytes());
+        buf.extend_from_slice(&0i32.to_be_bytes());
+        for _ in 0..1000 {
+            let leaf = serde_json::to_vec(&serde_json::json!({
+                "agency": "bench",
+                "attributes": {"pad": "x".repeat(pad), "seq": idx},
+                "subject": format!("ceiling-{idx}"),
+                "ts": "2026-01-01T00:00:00.000Z",
+                "type": "bench.load",
+                "v": 1
+            }))?;
+            let mut h = Sha256::new();
+            h.update([0u8]);
+            h.update(&leaf);
+            let hash = h.finalize();
+            buf.extend_from_slice(&3i16.to_be_bytes());
+            buf.extend_from_slice(&8i32.to_be_bytes());
+            buf.extend_from_slice(&idx.to_be_bytes());
+            buf.extend_from_slice(&(leaf.len() as i32).to_be_bytes());
+            buf.extend_from_slice(&leaf);
+            buf.extend_from_slice(&32i32.to_be_bytes());
+            buf.extend_from_slice(&hash);
+            idx += 1;
+        }
+        buf.extend_from_slice(&(-1i16).to_be_bytes());
+        let mut tx = conn.begin().await?;
+        let mut copy = tx
+            .copy_in_raw(
+                "COPY stele_copy_ceiling (idx, leaf, leaf_hash) FROM STDIN (FORMAT binary)",
+            )
+            .await?;
+        copy.send(buf).await?;
+        copy.finish().await?;
+        tx.commit().await?;
+    }
+    let rate = idx as f64 / start.elapsed().as_secs_f64();
+    sqlx::query("DROP TABLE stele_copy_ceiling")
+        .execute(&mut conn)
+        .await?;
+    Ok(rate)
+}
+
+fn main() -> anyhow::Result<()> {
+    // `cargo bench` passes `--bench`; ignore it.
+    let argv: Vec<String> = std::env::args().filter(|a| a != "--bench").collect();
+    let args = Arc::new(Args::parse_from(argv));
+    ensure_loopback(&args.url)?;
+    if let Some(url) = &args.copy_ceiling {
+        postgres_is_loopback(url)?;
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    rt.block_on(run(args))
+}
+
+async fn run(args: Arc<Args>) -> anyhow::Result<()> {
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(args.clients)
+        .timeout(Duration::from_secs(30))
+        .build()?;
+    let url = args.url.trim_end_matches('/').to_string();
+    let shared = Arc::new(Shared {
+        stop: AtomicBool::new(false),
+        done_ops: AtomicU64::new(0),
+        tree_size: AtomicU64::new(current_tree_size(&http, &url, &args.log).await?),
+    });
+    if matches!(args.mode, Mode::Submit | Mode::Bulk) && args.token.is_empty() {
+        anyhow::bail!("--token (or STELE_TOKEN) is needed to submit");
+    }
+    let run_id = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_nanos() as u64;
+    let size_before = shared.tree_size.load(Ordering::Relaxed);
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for id in 0..args.clients {
+        tasks.push(tokio::spawn(client_loop(
+            id,
+            args.clone(),
+            http.clone(),
+            shared.clone(),
+            run_id,
+        )));
+    }
+    let stopper = {
+        let shared = shared.clone();
+        let secs = args.duration;
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_secs(secs)).await;
+            shared.stop.store(true, Ordering::Relaxed);
+        })
+    };
+    let mut all = ClientStats::default();
+    for t in tasks {
+        let s = t.await?;
+        all.latencies_us.extend(s.latencies_us);
+        all.ops += s.ops;
+        all.transport_errors += s.transport_errors;
+        for (k, v) in s.errors {
+            *all.errors.entry(k).or_default() += v;
+        }
+    }
+    stopper.abort();
+    let elapsed = start.elapsed().as_secs_f64();
+    all.latencies_us.sort_unstable();
+    let rate = all.ops as f64 / elapsed;
+    let size_after = current_tree_size(&http, &url, &args.log)
+        .await
+        .unwrap_or(size_before);
+    let rss = args.server_pid.and_then(peak_rss_kib);
+    let ceiling = match &args.copy_ceiling {
+        Some(pg) => Some(copy_ceiling(pg, args.duration, args.pad).await?),
+        None => None,
+    };
+    let summary = serde_json::json!({
+        "label": args.label,
+        "mode": format!("{:?}", args.mode).to_lowercase(),
+        "clients": args.clients,
+        "seconds": elapsed,
+        "ops": all.ops,
+        "rate_per_s": rate,
+        "p50_ms": percentile(&all.latencies_us, 50.0),
+        "p99_ms": percentile(&all.latencies_us, 99.0),
+        "max_ms": percentile(&all.latencies_us, 100.0),
+        "errors_by_status": all.errors,
+        "transport_errors": all.transport_errors,
+        "tree_size_before": size_before,
+        "tree_size_after": size_after,
+        "server_peak_rss_mib": rss.map(|k| k as f64 / 1024.0),
+        "copy_ceiling_rows_per_s": ceiling,
+        "ratio_to_ceiling": ceiling.map(|c| rate / c),
+    });
+    if args.json {
+        println!("{summary}");
+    } else {
+        println!("label            {}", args.label);
+        println!(
+            "mode             {:?} with {} clients",
+            args.mode, args.clients
+        );
+        println!("duration         {elapsed:.1} s");
+        println!("operations       {} ({rate:.0}/s)", all.ops);
+        println!(
+            "latency          p50 {:.2} ms  p99 {:.2} ms  max {:.2} ms",
+            percentile(&all.latencies_us, 50.0),
+            percentile(&all.latencies_us, 99.0),
+            percentile(&all.latencies_us, 100.0)
+        );
+        println!(
+            "errors           {:?} (+{} transport)",
+            all.errors, all.transport_errors
+        );
+        println!("tree size        {size_before} -> {size_after}");
+        if let Some(k) = rss {
+            println!("server peak RSS  {:.1} MiB", k as f64 / 1024.0);
+        }
+        if let Some(c) = ceiling {
+            println!("COPY ceiling     {c:.0} rows/s; ratio {:.2}", rate / c);
+        }
+    }
+    Ok(())
+}
