@@ -431,10 +431,10 @@ impl Storage for PostgresStorage {
     }
 
     async fn read_entries(&self, log: &str, start: u64, end: u64) -> Result<Vec<StoredEntry>> {
+        let end = end.min(i64::MAX as u64);
         if start >= end {
             return Ok(Vec::new());
         }
-        let end = end.min(i64::MAX as u64);
         let rows = sqlx::query(
             "SELECT idx, leaf, leaf_hash FROM entries \
              WHERE log = $1 AND idx >= $2 AND idx < $3 ORDER BY idx",
