@@ -441,7 +441,9 @@ async fn entries_by_range_and_by_leaf_hash(f: Fixture) -> anyhow::Result<()> {
         "reversed range"
     );
     ensure!(
-        s.read_entries(LOG, u64::MAX - 1, u64::MAX).await?.is_empty(),
+        s.read_entries(LOG, u64::MAX - 1, u64::MAX)
+            .await?
+            .is_empty(),
         "range beyond 2^63"
     );
     ensure!(
