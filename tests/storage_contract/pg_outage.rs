@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, ensure, Context};
 use sqlx::postgres::PgConnectOptions;
 use sqlx::ConnectOptions;
-use stele::storage::postgres::{PgOptions, PostgresStorage};
+use stele::storage::postgres::{PgOptions, PostgresStorage, FAST_FAIL};
 use stele::storage::{Storage, StorageError};
 use tokio::net::{TcpSocket, TcpStream};
 use tokio::task::{JoinHandle, JoinSet};
@@ -71,9 +71,10 @@ fn expect_unavailable<T: std::fmt::Debug>(
     what: &str,
     r: stele::storage::Result<T>,
     started: Instant,
+    limit: Duration,
 ) -> anyhow::Result<()> {
     match r {
-        Err(StorageError::Unavailable(_)) if started.elapsed() < Duration::from_secs(5) => Ok(()),
+        Err(StorageError::Unavailable(_)) if started.elapsed() < limit => Ok(()),
         Err(StorageError::Unavailable(_)) => {
             bail!("{what}: Unavailable only after {:?}", started.elapsed())
         }
@@ -99,7 +100,7 @@ pub async fn outage_answers_unavailable_then_recovers(f: Fixture) -> anyhow::Res
         .port(proxy.addr.port())
         .to_url_lossy();
     let opts = PgOptions {
-        acquire_timeout: Duration::from_secs(1),
+        acquire_timeout: Duration::from_secs(3),
         lease_check_interval: Duration::from_millis(200),
         ..Default::default()
     };
@@ -110,17 +111,21 @@ pub async fn outage_answers_unavailable_then_recovers(f: Fixture) -> anyhow::Res
 
     proxy.down().await;
     let t = Instant::now();
-    expect_unavailable("ping", s.ping().await, t)?;
+    // The first caller waits up to `acquire_timeout`; once the outage is
+    // known, callers give up after `FAST_FAIL`.
+    expect_unavailable("ping", s.ping().await, t, Duration::from_secs(5))?;
+    let fast = FAST_FAIL + Duration::from_millis(500);
     let t = Instant::now();
     let p = super::Parts::new(10, 5, "a");
-    expect_unavailable("commit_batch", s.commit_batch(&p.batch()).await, t)?;
+    expect_unavailable("commit_batch", s.commit_batch(&p.batch()).await, t, fast)?;
     let t = Instant::now();
-    expect_unavailable("log_state", s.log_state(LOG).await, t)?;
+    expect_unavailable("log_state", s.log_state(LOG).await, t, fast)?;
     let t = Instant::now();
     expect_unavailable(
         "try_acquire_writer",
         s.try_acquire_writer(LOG).await.map(|l| l.is_some()),
         t,
+        Duration::from_secs(5),
     )?;
     let t = Instant::now();
     while lease.is_held() {
