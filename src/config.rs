@@ -1,1 +1,523 @@
-//! (stub)
+//! Configuration: one typed [`Config`]; its field docs are the reference.
+//!
+//! Layers, later wins: built-in defaults < TOML file (`--config FILE` or
+//! `STELE_CONFIG`) < environment (`STELE_` prefix, nested with `__`, e.g.
+//! `STELE_SEQUENCER__MAX_BATCH=500`; plain `DATABASE_URL` is read too, below
+//! `STELE_DATABASE_URL`) < command-line flags. [`Config::validate`] runs at
+//! start-up; nothing starts with an invalid configuration.
+//!
+//! Two modes:
+//! - **embedded** (no `database_url`): SQLite at `<data_dir>/stele.db`; the
+//!   data directory, the database and missing log keys are created on first
+//!   start.
+//! - **production** (`database_url` set): PostgreSQL; nothing critical is
+//!   created silently — a missing key file is a start-up error.
+//!
+//! Secrets (database passwords, keys) are never printed: [`Config`]'s
+//! `Debug` redacts the database URL's password.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use figment::providers::{Env, Format, Serialized, Toml};
+use figment::Figment;
+use serde::{Deserialize, Serialize};
+
+use crate::engine::EngineConfig;
+
+/// The whole configuration of `stele serve` (and of the commands that open
+/// the same storage: `stele agency ...`).
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Address the HTTP server binds. Default `127.0.0.1:8080`; port 0 picks
+    /// a free port (see `stele serve --addr-file`).
+    pub listen: SocketAddr,
+    /// Directory for the embedded database and generated keys. Default
+    /// `stele-data` (relative to the working directory).
+    pub data_dir: PathBuf,
+    /// PostgreSQL URL (`postgres://user:password@host/db`). Unset → embedded
+    /// SQLite at `<data_dir>/stele.db`. Also read from plain `DATABASE_URL`.
+    pub database_url: Option<String>,
+    /// The logs this deployment serves. Default: one log `default` with origin
+    /// `stele.localhost/default`.
+    pub logs: Vec<LogSettings>,
+    /// The per-log sequencer.
+    pub sequencer: SequencerSettings,
+    /// Request size limits.
+    pub limits: LimitSettings,
+    /// Bytes of full tiles and entry bundles cached in memory. Default 64 MiB.
+    pub cache_bytes: u64,
+    /// How long a verified agency token is trusted before storage is asked
+    /// again, in milliseconds (a revocation bites within this time). 0
+    /// disables the cache. Default 5000.
+    pub token_cache_ttl_ms: u64,
+    /// PostgreSQL connection pool.
+    pub db: DbSettings,
+}
+
+/// One log.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogSettings {
+    /// URL segment, `[a-z0-9-]+`: the log lives under `/logs/{name}`.
+    pub name: String,
+    /// Checkpoint origin (first line of every checkpoint), e.g.
+    /// `records.example.gov/land`. Must equal the key's name.
+    pub origin: String,
+    /// The Ed25519 signing key (`PRIVATE+KEY+...`, as written by `stele
+    /// keygen`). Default `<data_dir>/keys/<name>.skey`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_file: Option<PathBuf>,
+}
+
+/// Sequencer knobs (per log).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SequencerSettings {
+    /// Most records committed in one transaction. Default 1000.
+    pub max_batch: usize,
+    /// How long a batch waits to fill once it has its first record, in
+    /// milliseconds. Default 5.
+    pub max_wait_ms: u64,
+    /// Pending submissions beyond which new ones get `503`. Default 20000.
+    pub queue_capacity: usize,
+    /// `Retry-After` sent with `503` answers, in seconds. Default 1.
+    pub retry_after_s: u64,
+}
+
+/// Request limits.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitSettings {
+    /// Largest body of `POST /logs/{log}/records`, in bytes (`413` above).
+    /// Default 65536.
+    pub max_body_bytes: usize,
+    /// Most records in one `POST /logs/{log}/records/bulk`. Default 1000
+    /// (also the maximum).
+    pub max_bulk_records: usize,
+    /// Largest body of a bulk request, in bytes. Default 16 MiB.
+    pub max_bulk_body_bytes: usize,
+}
+
+/// PostgreSQL pool settings (ignored in embedded mode).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DbSettings {
+    /// Pool size. Default 10.
+    pub max_connections: u32,
+    /// How long a query waits for a connection before the request gets
+    /// `503`, in milliseconds. Default 3000.
+    pub acquire_timeout_ms: u64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            data_dir: PathBuf::from("stele-data"),
+            database_url: None,
+            logs: vec![LogSettings {
+                name: "default".into(),
+                origin: "stele.localhost/default".into(),
+                key_file: None,
+            }],
+            sequencer: SequencerSettings::default(),
+            limits: LimitSettings::default(),
+            cache_bytes: 64 << 20,
+            token_cache_ttl_ms: 5000,
+            db: DbSettings::default(),
+        }
+    }
+}
+
+impl Default for SequencerSettings {
+    fn default() -> Self {
+        SequencerSettings {
+            max_batch: 1000,
+            max_wait_ms: 5,
+            queue_capacity: 20_000,
+            retry_after_s: 1,
+        }
+    }
+}
+
+impl Default for LimitSettings {
+    fn default() -> Self {
+        LimitSettings {
+            max_body_bytes: 65_536,
+            max_bulk_records: 1000,
+            max_bulk_body_bytes: 16 << 20,
+        }
+    }
+}
+
+impl Default for DbSettings {
+    fn default() -> Self {
+        DbSettings {
+            max_connections: 10,
+            acquire_timeout_ms: 3000,
+        }
+    }
+}
+
+/// Command-line overrides (the top layer). `None` leaves a setting alone.
+#[derive(Clone, Debug, Default)]
+pub struct Overrides {
+    pub config_file: Option<PathBuf>,
+    pub listen: Option<SocketAddr>,
+    pub data_dir: Option<PathBuf>,
+    pub database_url: Option<String>,
+}
+
+/// Top-level keys taken from `STELE_*` variables; other `STELE_*` variables
+/// (`STELE_LOG`, `STELE_CONFIG`, test settings, ...) belong to other parts.
+const ENV_KEYS: &[&str] = &[
+    "listen",
+    "data_dir",
+    "database_url",
+    "logs",
+    "sequencer",
+    "limits",
+    "cache_bytes",
+    "token_cache_ttl_ms",
+    "db",
+];
+
+impl Config {
+    /// Resolves the layers and validates the result.
+    pub fn load(overrides: &Overrides) -> anyhow::Result<Config> {
+        let file = overrides
+            .config_file
+            .clone()
+            .or_else(|| std::env::var_os("STELE_CONFIG").map(PathBuf::from));
+        let mut fig = Figment::from(Serialized::defaults(Config::default()));
+        if let Some(file) = &file {
+            if !file.exists() {
+                bail!("configuration file {} does not exist", file.display());
+            }
+            fig = fig.merge(Toml::file(file));
+        }
+        fig = fig.merge(Env::raw().only(&["database_url"])).merge(
+            Env::prefixed("STELE_")
+                .filter(|k| {
+                    let top = k.as_str().split("__").next().unwrap_or_default();
+                    ENV_KEYS.iter().any(|known| top.eq_ignore_ascii_case(known))
+                })
+                .split("__"),
+        );
+        if let Some(v) = overrides.listen {
+            fig = fig.merge(Serialized::default("listen", v));
+        }
+        if let Some(v) = &overrides.data_dir {
+            fig = fig.merge(Serialized::default("data_dir", v));
+        }
+        if let Some(v) = &overrides.database_url {
+            fig = fig.merge(Serialized::default("database_url", v));
+        }
+        let config: Config = fig.extract().map_err(|e| {
+            // figment errors name the key and the layer it came from; they
+            // never include the value of a secret except for type mismatches
+            // on it, which cannot happen for the string-typed URL.
+            anyhow::anyhow!("invalid configuration: {e}")
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks everything that can be checked without touching the disk or
+    /// the database.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        if self.logs.is_empty() {
+            bail!("invalid configuration: `logs` is empty; configure at least one log");
+        }
+        let mut names = std::collections::HashSet::new();
+        let mut origins = std::collections::HashSet::new();
+        for log in &self.logs {
+            if log.name.is_empty()
+                || log.name.len() > 64
+                || !log
+                    .name
+                    .bytes()
+                    .all(|b| matches!(b, b'a'..=b'z' | b'0'..=b'9' | b'-'))
+            {
+                bail!("invalid configuration: log name {:?} must match [a-z0-9-]+ (at most 64 characters)", log.name);
+            }
+            if !names.insert(log.name.as_str()) {
+                bail!(
+                    "invalid configuration: log name {:?} is used twice",
+                    log.name
+                );
+            }
+            if log.origin.is_empty()
+                || log
+                    .origin
+                    .chars()
+                    .any(|c| c.is_whitespace() || c == '+' || c.is_control())
+            {
+                bail!(
+                    "invalid configuration: origin {:?} of log {:?} must be non-empty, without spaces or '+'",
+                    log.origin,
+                    log.name
+                );
+            }
+            if !origins.insert(log.origin.as_str()) {
+                bail!(
+                    "invalid configuration: origin {:?} is used by two logs",
+                    log.origin
+                );
+            }
+        }
+        let s = &self.sequencer;
+        if s.max_batch == 0 {
+            bail!("invalid configuration: sequencer.max_batch must be at least 1");
+        }
+        if s.queue_capacity < s.max_batch {
+            bail!(
+                "invalid configuration: sequencer.queue_capacity ({}) must be at least sequencer.max_batch ({})",
+                s.queue_capacity,
+                s.max_batch
+            );
+        }
+        if s.retry_after_s == 0 {
+            bail!("invalid configuration: sequencer.retry_after_s must be at least 1");
+        }
+        let l = &self.limits;
+        if l.max_body_bytes < 1024 {
+            bail!("invalid configuration: limits.max_body_bytes must be at least 1024");
+        }
+        if l.max_bulk_records == 0 || l.max_bulk_records > 1000 {
+            bail!("invalid configuration: limits.max_bulk_records must be between 1 and 1000");
+        }
+        if l.max_bulk_body_bytes < l.max_body_bytes {
+            bail!("invalid configuration: limits.max_bulk_body_bytes must be at least limits.max_body_bytes");
+        }
+        if let Some(url) = &self.database_url {
+            if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+                bail!(
+                    "invalid configuration: database_url must be a postgres:// URL ({})",
+                    redact_url(url)
+                );
+            }
+        }
+        if self.db.max_connections == 0 {
+            bail!("invalid configuration: db.max_connections must be at least 1");
+        }
+        Ok(())
+    }
+
+    /// True when no `database_url` is set (SQLite under `data_dir`).
+    pub fn embedded(&self) -> bool {
+        self.database_url.is_none()
+    }
+
+    /// Path of the embedded SQLite database.
+    pub fn sqlite_path(&self) -> PathBuf {
+        self.data_dir.join("stele.db")
+    }
+
+    /// The key file of a log (configured, or `<data_dir>/keys/<name>.skey`).
+    pub fn key_file(&self, log: &LogSettings) -> PathBuf {
+        log.key_file
+            .clone()
+            .unwrap_or_else(|| default_key_file(&self.data_dir, &log.name))
+    }
+
+    /// The engine's knobs.
+    pub fn engine_config(&self) -> EngineConfig {
+        EngineConfig {
+            max_batch: self.sequencer.max_batch,
+            max_wait: Duration::from_millis(self.sequencer.max_wait_ms),
+            queue_capacity: self.sequencer.queue_capacity,
+            cache_bytes: self.cache_bytes,
+            token_cache_ttl: Duration::from_millis(self.token_cache_ttl_ms),
+            retry_after: Duration::from_secs(self.sequencer.retry_after_s),
+        }
+    }
+
+    /// Where the data lives, safe to log (password redacted).
+    pub fn describe_storage(&self) -> String {
+        match &self.database_url {
+            Some(url) => format!("PostgreSQL {}", redact_url(url)),
+            None => format!("SQLite {}", self.sqlite_path().display()),
+        }
+    }
+}
+
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Config")
+            .field("listen", &self.listen)
+            .field("data_dir", &self.data_dir)
+            .field(
+                "database_url",
+                &self.database_url.as_deref().map(redact_url),
+            )
+            .field("logs", &self.logs)
+            .field("sequencer", &self.sequencer)
+            .field("limits", &self.limits)
+            .field("cache_bytes", &self.cache_bytes)
+            .field("token_cache_ttl_ms", &self.token_cache_ttl_ms)
+            .field("db", &self.db)
+            .finish()
+    }
+}
+
+/// `<data_dir>/keys/<name>.skey`.
+pub fn default_key_file(data_dir: &Path, log: &str) -> PathBuf {
+    data_dir.join("keys").join(format!("{log}.skey"))
+}
+
+/// The URL with its password (and any `password=` query parameter) replaced
+/// by `***`.
+pub fn redact_url(url: &str) -> String {
+    let mut out = url.to_string();
+    if let Some(scheme_end) = out.find("://") {
+        let rest_start = scheme_end + 3;
+        let authority_end = out[rest_start..]
+            .find(['/', '?'])
+            .map_or(out.len(), |i| rest_start + i);
+        if let Some(at) = out[rest_start..authority_end].rfind('@') {
+            let userinfo = &out[rest_start..rest_start + at];
+            if let Some(colon) = userinfo.find(':') {
+                out.replace_range(rest_start + colon + 1..rest_start + at, "***");
+            }
+        }
+    }
+    if let Some(q) = out.find('?') {
+        let (head, query) = out.split_at(q + 1);
+        let query = query
+            .split('&')
+            .map(|kv| {
+                if kv.to_ascii_lowercase().starts_with("password=") {
+                    "password=***".to_string()
+                } else {
+                    kv.to_string()
+                }
+            })
+            .collect::<Vec<_>>()
+            .join("&");
+        out = format!("{head}{query}");
+    }
+    out
+}
+
+/// Reads a log's signing key file, with an error that says what to do.
+pub fn read_key_file(path: &Path) -> anyhow::Result<String> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading key file {}", path.display()))?;
+    Ok(text.trim().to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redacts_passwords() {
+        assert_eq!(
+            redact_url("postgres://u:secret@h:5432/db"),
+            "postgres://u:***@h:5432/db"
+        );
+        assert_eq!(redact_url("postgres://u@h/db"), "postgres://u@h/db");
+        assert_eq!(
+            redact_url("postgres://h/db?user=u&password=secret"),
+            "postgres://h/db?user=u&password=***"
+        );
+        let c = Config {
+            database_url: Some("postgres://u:hunter2@h/db".into()),
+            ..Config::default()
+        };
+        assert!(!format!("{c:?}").contains("hunter2"));
+        assert!(!c.describe_storage().contains("hunter2"));
+    }
+
+    #[test]
+    #[allow(clippy::result_large_err)]
+    fn layers_file_env_flags() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file(
+                "stele.toml",
+                r#"
+                listen = "127.0.0.1:9000"
+                data_dir = "from-file"
+                [sequencer]
+                max_batch = 10
+                queue_capacity = 100
+                [[logs]]
+                name = "land"
+                origin = "records.example.gov/land"
+                "#,
+            )?;
+            jail.set_env("STELE_SEQUENCER__MAX_WAIT_MS", "7");
+            jail.set_env("STELE_DATA_DIR", "from-env");
+            jail.set_env("DATABASE_URL", "postgres://plain/db");
+            jail.set_env("STELE_LOG", "debug");
+            let c = Config::load(&Overrides {
+                config_file: Some("stele.toml".into()),
+                listen: Some("127.0.0.1:9001".parse().unwrap()),
+                ..Overrides::default()
+            })
+            .map_err(|e| e.to_string())?;
+            assert_eq!(c.listen.port(), 9001);
+            assert_eq!(c.data_dir, PathBuf::from("from-env"));
+            assert_eq!(c.sequencer.max_batch, 10);
+            assert_eq!(c.sequencer.max_wait_ms, 7);
+            assert_eq!(c.sequencer.queue_capacity, 100);
+            assert_eq!(c.logs.len(), 1);
+            assert_eq!(c.logs[0].name, "land");
+            assert_eq!(c.database_url.as_deref(), Some("postgres://plain/db"));
+            jail.set_env("STELE_DATABASE_URL", "postgres://stele/db");
+            let c = Config::load(&Overrides {
+                config_file: Some("stele.toml".into()),
+                ..Overrides::default()
+            })
+            .map_err(|e| e.to_string())?;
+            assert_eq!(c.database_url.as_deref(), Some("postgres://stele/db"));
+            Ok(())
+        });
+    }
+
+    #[test]
+    #[allow(clippy::result_large_err)]
+    fn rejects_bad_settings() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("typo.toml", "listn = \"127.0.0.1:1\"\n")?;
+            let e = Config::load(&Overrides {
+                config_file: Some("typo.toml".into()),
+                ..Overrides::default()
+            })
+            .unwrap_err()
+            .to_string();
+            assert!(e.contains("listn"), "{e}");
+            jail.create_file(
+                "bad.toml",
+                "[[logs]]\nname = \"Bad Name\"\norigin = \"x\"\n",
+            )?;
+            let e = Config::load(&Overrides {
+                config_file: Some("bad.toml".into()),
+                ..Overrides::default()
+            })
+            .unwrap_err()
+            .to_string();
+            assert!(e.contains("Bad Name"), "{e}");
+            jail.set_env("STELE_SEQUENCER__MAX_BATCH", "0");
+            let e = Config::load(&Overrides::default()).unwrap_err().to_string();
+            assert!(e.contains("max_batch"), "{e}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn defaults_are_valid_and_embedded() {
+        let c = Config::default();
+        c.validate().unwrap();
+        assert!(c.embedded());
+        assert_eq!(
+            c.key_file(&c.logs[0]),
+            PathBuf::from("stele-data/keys/default.skey")
+        );
+    }
+}

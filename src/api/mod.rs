@@ -1,3 +1,227 @@
-//! HTTP API (stub).
+//! HTTP API: axum routes over the [`Engine`].
+//!
+//! API boundary: only this module knows about HTTP. Handlers parse and
+//! check their input, call one engine method, and shape its answer; every
+//! error becomes an RFC 9457 problem document in one place
+//! ([`problem::Problem`]), including unknown routes, wrong methods, bad
+//! extractor input and panics.
+//!
+//! [`router`] builds the app; the caller binds the socket and hands it to
+//! [`serve`] (tests bind `127.0.0.1:0`).
 
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::http::Method;
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use tower_http::catch_panic::CatchPanicLayer;
+use tracing::Instrument;
+use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+
+use crate::engine::Engine;
+use crate::metrics::{HttpLabels, Metrics};
+
+pub mod extract;
+pub mod ops;
+pub mod problem;
+pub mod read;
+pub mod records;
 pub mod web;
+
+use problem::Problem;
+
+/// Request limits enforced by the HTTP layer.
+#[derive(Clone, Debug)]
+pub struct Limits {
+    /// Largest body of a single-record `POST` (bytes).
+    pub max_body_bytes: usize,
+    /// Most records in one bulk request.
+    pub max_bulk_records: usize,
+    /// Largest body of a bulk request (bytes).
+    pub max_bulk_body_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_body_bytes: 65_536,
+            max_bulk_records: 1000,
+            max_bulk_body_bytes: 16 << 20,
+        }
+    }
+}
+
+/// What every handler can reach.
+#[derive(Clone)]
+pub struct AppState {
+    pub engine: Arc<Engine>,
+    pub metrics: Arc<Metrics>,
+    pub limits: Limits,
+}
+
+/// The OpenAPI document, generated from the handlers' annotations.
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "Stele",
+        description = "A verifiable record log: agencies submit records and get receipts anyone can verify offline; \
+                       checkpoints, tiles and proofs let anyone audit the log. Errors are RFC 9457 problem documents \
+                       (`application/problem+json`) with a stable `type` `urn:stele:problem:<slug>`."
+    ),
+    paths(
+        read::logs,
+        read::checkpoint,
+        read::tile,
+        read::entry,
+        read::entry_by_hash,
+        read::inclusion,
+        read::consistency,
+        records::submit,
+        records::submit_bulk,
+        ops::healthz,
+        ops::readyz,
+        ops::metrics,
+        ops::openapi_json,
+    ),
+    components(schemas(problem::ProblemBody)),
+    modifiers(&BearerAuth),
+    tags(
+        (name = "logs", description = "The logs of this deployment"),
+        (name = "records", description = "Agencies submit records (bearer token)"),
+        (name = "entries", description = "Entries by index or leaf hash"),
+        (name = "proofs", description = "Inclusion and consistency proofs"),
+        (name = "tiles", description = "C2SP tlog-tiles: checkpoint, hash tiles, entry bundles"),
+        (name = "operations", description = "Health, readiness, metrics, this document"),
+    )
+)]
+pub struct ApiDoc;
+
+struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        let mut http = Http::new(HttpAuthScheme::Bearer);
+        http.description = Some("Agency token `<agency>.<secret>` from `stele agency add`".into());
+        components.add_security_scheme("bearer", SecurityScheme::Http(http));
+    }
+}
+
+/// Builds the application.
+pub fn router(state: AppState) -> Router {
+    let limits = state.limits.clone();
+    let api = Router::new()
+        .route("/logs", get(read::logs))
+        .route("/logs/{log}/checkpoint", get(read::checkpoint))
+        .route("/logs/{log}/tile/{*path}", get(read::tile))
+        .route("/logs/{log}/entries", get(read::entry_by_hash))
+        .route("/logs/{log}/entries/{index}", get(read::entry))
+        .route("/logs/{log}/proofs/inclusion", get(read::inclusion))
+        .route("/logs/{log}/proofs/consistency", get(read::consistency))
+        .route(
+            "/logs/{log}/records",
+            post(records::submit).layer(DefaultBodyLimit::max(limits.max_body_bytes)),
+        )
+        .route(
+            "/logs/{log}/records/bulk",
+            post(records::submit_bulk).layer(DefaultBodyLimit::max(limits.max_bulk_body_bytes)),
+        )
+        .route("/healthz", get(ops::healthz))
+        .route("/readyz", get(ops::readyz))
+        .route("/metrics", get(ops::metrics))
+        .route("/openapi.json", get(ops::openapi_json))
+        .route("/docs", get(ops::docs))
+        .route("/docs/swagger-ui.css", get(ops::docs_css))
+        .route("/docs/swagger-ui-bundle.js", get(ops::docs_js))
+        .route("/docs/init.js", get(ops::docs_init_js))
+        .route("/docs/LICENSE", get(ops::docs_license))
+        .merge(web::routes::<AppState>())
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .with_state(state.clone());
+    api.layer(CatchPanicLayer::custom(panic_to_problem))
+        .layer(middleware::from_fn_with_state(state, observe))
+}
+
+/// Serves `router` on `listener` until `shutdown` completes, then stops
+/// accepting connections and waits for requests in flight to finish. The
+/// caller shuts the engine down afterwards.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    router: Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(
+        listener,
+        router.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await
+}
+
+async fn not_found() -> Problem {
+    Problem::not_found("no such resource")
+}
+
+async fn method_not_allowed(method: Method) -> Problem {
+    Problem::method_not_allowed(format!("method {method} is not allowed on this resource"))
+}
+
+fn panic_to_problem(err: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    let what = err
+        .downcast_ref::<String>()
+        .map(String::as_str)
+        .or_else(|| err.downcast_ref::<&str>().copied())
+        .unwrap_or("(non-string panic payload)");
+    tracing::error!(panic = what, "handler panicked");
+    let e = std::io::Error::other(format!("handler panicked: {what}"));
+    Problem::internal(&e).into_response()
+}
+
+/// One span per request (method, path, status, latency) and the
+/// requests-by-status counter.
+async fn observe(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let start = Instant::now();
+    let method = req.method().clone();
+    let span = tracing::info_span!(
+        "request",
+        method = %method,
+        path = %req.uri().path(),
+        status = tracing::field::Empty,
+        latency_ms = tracing::field::Empty,
+    );
+    let resp = next.run(req).instrument(span.clone()).await;
+    let status = resp.status();
+    let latency = start.elapsed();
+    span.record("status", status.as_u16());
+    span.record("latency_ms", latency.as_secs_f64() * 1e3);
+    // Only standard methods become label values, so hostile requests cannot
+    // grow the metric families without bound.
+    let method_label = match method.as_str() {
+        m @ ("GET" | "HEAD" | "POST" | "PUT" | "DELETE" | "OPTIONS" | "PATCH") => m.to_string(),
+        _ => "OTHER".to_string(),
+    };
+    state
+        .metrics
+        .http_requests
+        .get_or_create(&HttpLabels {
+            method: method_label,
+            status: status.as_u16(),
+        })
+        .inc();
+    span.in_scope(|| {
+        if status.is_server_error() {
+            tracing::warn!(target: "stele::http", status = status.as_u16(), latency_ms = latency.as_secs_f64() * 1e3, "request failed");
+        } else {
+            tracing::info!(target: "stele::http", status = status.as_u16(), latency_ms = latency.as_secs_f64() * 1e3, "request");
+        }
+    });
+    resp
+}

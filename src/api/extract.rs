@@ -1,0 +1,238 @@
+//! Request extractors whose every failure is a [`Problem`], never one of
+//! axum's plain-text rejections.
+
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::request::Parts;
+use axum::http::{header, StatusCode};
+use bytes::Bytes;
+use serde::de::DeserializeOwned;
+
+use super::problem::Problem;
+use super::AppState;
+use crate::engine::Agency;
+
+/// Largest value accepted for an index or a tree size (the ecosystem's
+/// `int64`).
+pub const MAX_U63: u64 = (1 << 63) - 1;
+
+/// Path parameters, with rejections mapped to problems.
+pub struct PathParams<T>(pub T);
+
+impl<T, S> FromRequestParts<S> for PathParams<T>
+where
+    T: DeserializeOwned + Send,
+    S: Send + Sync,
+{
+    type Rejection = Problem;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Problem> {
+        match axum::extract::Path::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Path(v)) => Ok(PathParams(v)),
+            Err(e) => Err(Problem::malformed(format!("bad path: {}", e.body_text()))),
+        }
+    }
+}
+
+/// The authenticated agency from `Authorization: Bearer <token>`.
+pub struct Bearer(pub Agency);
+
+impl FromRequestParts<AppState> for Bearer {
+    type Rejection = Problem;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Problem> {
+        let Some(value) = parts.headers.get(header::AUTHORIZATION) else {
+            return Err(Problem::unauthorized("missing Authorization: Bearer token"));
+        };
+        let token = value
+            .to_str()
+            .ok()
+            .and_then(|v| {
+                let (scheme, rest) = v.split_once(' ')?;
+                scheme.eq_ignore_ascii_case("bearer").then(|| rest.trim())
+            })
+            .filter(|t| !t.is_empty())
+            .ok_or_else(|| {
+                Problem::unauthorized("the Authorization header must be `Bearer <token>`")
+            })?;
+        let agency = state.engine.authenticate(token).await?;
+        Ok(Bearer(agency))
+    }
+}
+
+/// A JSON request body: `Content-Type: application/json` (parameters such as
+/// `charset=utf-8` allowed) or `415`; at most the route's body limit (set
+/// with `DefaultBodyLimit`) or `413`. The bytes are handed on unparsed.
+pub struct JsonBytes(pub Bytes);
+
+impl<S: Send + Sync> FromRequest<S> for JsonBytes {
+    type Rejection = Problem;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Problem> {
+        let ct = req
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok());
+        let is_json = ct
+            .and_then(|v| v.parse::<mime::Mime>().ok())
+            .is_some_and(|m| {
+                m.type_() == mime::APPLICATION && m.subtype() == mime::JSON && m.suffix().is_none()
+            });
+        if !is_json {
+            return Err(Problem::unsupported_media_type(match ct {
+                Some(ct) => format!("Content-Type must be application/json, not {ct:?}"),
+                None => "Content-Type must be application/json".to_string(),
+            }));
+        }
+        match Bytes::from_request(req, state).await {
+            Ok(b) => Ok(JsonBytes(b)),
+            Err(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+                Err(Problem::too_large("request body is larger than the limit"))
+            }
+            Err(e) => Err(Problem::malformed(format!(
+                "could not read the body: {}",
+                e.body_text()
+            ))),
+        }
+    }
+}
+
+/// The query string as decoded pairs, checked against the parameters a
+/// route knows: unknown or repeated parameters are `422`.
+pub struct QueryPairs(pub Vec<(String, String)>);
+
+impl<S: Send + Sync> FromRequestParts<S> for QueryPairs {
+    type Rejection = Problem;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Problem> {
+        let raw = parts.uri.query().unwrap_or("");
+        serde_urlencoded::from_str::<Vec<(String, String)>>(raw)
+            .map(QueryPairs)
+            .map_err(|e| Problem::malformed(format!("bad query string: {e}")))
+    }
+}
+
+impl QueryPairs {
+    /// Checks that only `allowed` parameters appear, each at most once.
+    pub fn only(&self, allowed: &[&str]) -> Result<(), Problem> {
+        for (i, (k, _)) in self.0.iter().enumerate() {
+            if !allowed.contains(&k.as_str()) {
+                return Err(Problem::invalid(
+                    k.clone(),
+                    format!("unknown query parameter (known: {})", allowed.join(", ")),
+                ));
+            }
+            if self.0[..i].iter().any(|(k2, _)| k2 == k) {
+                return Err(Problem::invalid(
+                    k.clone(),
+                    "query parameter given more than once",
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.0
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// An optional index or size parameter.
+    pub fn u63(&self, name: &str) -> Result<Option<u64>, Problem> {
+        self.get(name).map(|v| parse_u63(name, v)).transpose()
+    }
+
+    /// An optional hex leaf hash parameter.
+    pub fn hash(&self, name: &str) -> Result<Option<stele_core::Hash>, Problem> {
+        self.get(name).map(|v| parse_hash(name, v)).transpose()
+    }
+}
+
+/// A decimal index or size below 2^63: digits only (no sign, no spaces).
+pub fn parse_u63(field: &str, s: &str) -> Result<u64, Problem> {
+    if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(Problem::invalid(
+            field,
+            format!("{field} must be a non-negative decimal integer, got {s:?}"),
+        ));
+    }
+    match s.parse::<u64>() {
+        Ok(n) if n <= MAX_U63 => Ok(n),
+        _ => Err(Problem::invalid(
+            field,
+            format!("{field} must be below 2^63"),
+        )),
+    }
+}
+
+/// A 64-digit hex SHA-256 hash.
+pub fn parse_hash(field: &str, s: &str) -> Result<stele_core::Hash, Problem> {
+    if s.len() != 64 || !s.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(Problem::invalid(
+            field,
+            format!("{field} must be 64 hex digits"),
+        ));
+    }
+    stele_core::Hash::from_hex(s).map_err(|e| Problem::invalid(field, e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn numbers() {
+        assert_eq!(parse_u63("i", "0").unwrap(), 0);
+        assert_eq!(parse_u63("i", "9223372036854775807").unwrap(), MAX_U63);
+        for bad in [
+            "",
+            "-1",
+            "+1",
+            " 1",
+            "1e3",
+            "0x10",
+            "9223372036854775808",
+            "18446744073709551616",
+            "1.0",
+        ] {
+            let p = parse_u63("i", bad).unwrap_err();
+            assert_eq!(p.status(), StatusCode::UNPROCESSABLE_ENTITY, "{bad:?}");
+            assert_eq!(p.body().field.as_deref(), Some("i"));
+        }
+    }
+
+    #[test]
+    fn hashes() {
+        assert!(parse_hash("h", &"ab".repeat(32)).is_ok());
+        for bad in [
+            "",
+            "zz",
+            &"ab".repeat(31),
+            &"g0".repeat(32),
+            &"ab".repeat(33),
+        ] {
+            assert_eq!(
+                parse_hash("h", bad).unwrap_err().status(),
+                StatusCode::UNPROCESSABLE_ENTITY
+            );
+        }
+    }
+
+    #[test]
+    fn query_rules() {
+        let q = QueryPairs(vec![
+            ("index".into(), "1".into()),
+            ("index".into(), "2".into()),
+        ]);
+        assert_eq!(
+            q.only(&["index"]).unwrap_err().body().field.as_deref(),
+            Some("index")
+        );
+        let q = QueryPairs(vec![("foo".into(), "1".into())]);
+        assert_eq!(
+            q.only(&["index"]).unwrap_err().body().field.as_deref(),
+            Some("foo")
+        );
+    }
+}

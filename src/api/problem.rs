@@ -1,0 +1,251 @@
+//! RFC 9457 problem documents: the one place where errors become HTTP
+//! responses.
+//!
+//! Every error the API answers with — from the engine ([`LogError`]), from
+//! request parsing, from unknown routes and wrong methods — goes through
+//! [`Problem`], so clients always get `application/problem+json` with a
+//! stable `type` (`urn:stele:problem:<slug>`), never a framework default.
+
+use std::time::Duration;
+
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use crate::engine::LogError;
+
+/// Media type of every error body.
+pub const PROBLEM_JSON: &str = "application/problem+json";
+
+/// An RFC 9457 problem document.
+#[derive(Clone, Debug, Serialize, ToSchema)]
+pub struct ProblemBody {
+    /// Stable problem type, `urn:stele:problem:<slug>`.
+    #[schema(example = "urn:stele:problem:invalid-field")]
+    pub r#type: String,
+    /// Short human-readable summary of the problem type.
+    pub title: String,
+    /// The HTTP status code.
+    pub status: u16,
+    /// What went wrong with this request.
+    pub detail: String,
+    /// For `invalid-field`: the offending field, query parameter or path
+    /// segment (e.g. `type`, `records[3].content_hash`, `tree_size`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
+}
+
+/// An error response under construction.
+#[derive(Clone, Debug)]
+pub struct Problem {
+    status: StatusCode,
+    slug: &'static str,
+    detail: String,
+    field: Option<String>,
+    retry_after: Option<Duration>,
+    www_authenticate: bool,
+}
+
+impl Problem {
+    fn new(status: StatusCode, slug: &'static str, detail: impl Into<String>) -> Self {
+        Problem {
+            status,
+            slug,
+            detail: detail.into(),
+            field: None,
+            retry_after: None,
+            www_authenticate: false,
+        }
+    }
+
+    /// 400: the body is not UTF-8, not JSON or not a JSON object.
+    pub fn malformed(detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "malformed", detail)
+    }
+
+    /// 401 with `WWW-Authenticate: Bearer`.
+    pub fn unauthorized(detail: impl Into<String>) -> Self {
+        let mut p = Self::new(StatusCode::UNAUTHORIZED, "unauthorized", detail);
+        p.www_authenticate = true;
+        p
+    }
+
+    pub fn forbidden(detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::FORBIDDEN, "forbidden", detail)
+    }
+
+    pub fn not_found(detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, "not-found", detail)
+    }
+
+    pub fn method_not_allowed(detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::METHOD_NOT_ALLOWED, "method-not-allowed", detail)
+    }
+
+    pub fn too_large(detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::PAYLOAD_TOO_LARGE, "too-large", detail)
+    }
+
+    pub fn unsupported_media_type(detail: impl Into<String>) -> Self {
+        Self::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported-media-type",
+            detail,
+        )
+    }
+
+    /// 422 naming the offending field.
+    pub fn invalid(field: impl Into<String>, detail: impl Into<String>) -> Self {
+        let mut p = Self::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid-field", detail);
+        p.field = Some(field.into());
+        p
+    }
+
+    /// 503 + `Retry-After`.
+    pub fn unavailable(detail: impl Into<String>, retry_after: Duration) -> Self {
+        let mut p = Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", detail);
+        p.retry_after = Some(retry_after);
+        p
+    }
+
+    /// 500. The cause chain is logged here; the body says nothing internal.
+    pub fn internal(cause: &(dyn std::error::Error + 'static)) -> Self {
+        tracing::error!(error = %ErrorChain(cause), "internal error");
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "internal error; the cause is in the server log",
+        )
+    }
+
+    pub fn status(&self) -> StatusCode {
+        self.status
+    }
+
+    /// Prefixes the field name (used to point into a bulk request's
+    /// `records[i]`).
+    pub fn within(mut self, prefix: &str) -> Self {
+        self.field = Some(match self.field.take() {
+            Some(f) => format!("{prefix}.{f}"),
+            None => prefix.to_string(),
+        });
+        self.detail = format!("{prefix}: {}", self.detail);
+        self
+    }
+
+    /// The problem `type` URI.
+    pub fn type_uri(&self) -> String {
+        format!("urn:stele:problem:{}", self.slug)
+    }
+
+    pub fn body(&self) -> ProblemBody {
+        ProblemBody {
+            r#type: self.type_uri(),
+            title: self
+                .status
+                .canonical_reason()
+                .unwrap_or("Error")
+                .to_string(),
+            status: self.status.as_u16(),
+            detail: self.detail.clone(),
+            field: self.field.clone(),
+        }
+    }
+}
+
+/// Retry-After sent when the engine reports a database outage without its
+/// own hint.
+const UNAVAILABLE_RETRY_AFTER: Duration = Duration::from_secs(1);
+
+impl From<LogError> for Problem {
+    fn from(e: LogError) -> Self {
+        match e {
+            LogError::Malformed(d) => Problem::malformed(d),
+            LogError::Unauthorized(d) => Problem::unauthorized(d),
+            LogError::Forbidden(d) => Problem::forbidden(d),
+            LogError::NotFound(d) => Problem::not_found(d),
+            LogError::TooLarge(d) => Problem::too_large(d),
+            LogError::Invalid { field, detail } => Problem::invalid(field, detail),
+            LogError::Pushback {
+                detail,
+                retry_after,
+            } => Problem::unavailable(detail, retry_after),
+            LogError::Unavailable(d) => {
+                tracing::warn!(detail = %d, "answering 503: storage unavailable");
+                Problem::unavailable(d, UNAVAILABLE_RETRY_AFTER)
+            }
+            LogError::Internal(cause) => Problem::internal(cause.as_ref()),
+        }
+    }
+}
+
+impl IntoResponse for Problem {
+    fn into_response(self) -> Response {
+        let body = serde_json::to_vec(&self.body()).expect("a problem document always serializes");
+        let mut resp = (self.status, body).into_response();
+        let headers = resp.headers_mut();
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
+        if let Some(after) = self.retry_after {
+            // Whole seconds, at least 1 (RFC 9110 delay-seconds).
+            let secs = after.as_secs_f64().ceil().max(1.0) as u64;
+            headers.insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        if self.www_authenticate {
+            headers.insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"stele\""),
+            );
+        }
+        resp
+    }
+}
+
+/// Displays an error with all its sources: `outer: inner: root`.
+pub struct ErrorChain<'a>(pub &'a (dyn std::error::Error + 'static));
+
+impl std::fmt::Display for ErrorChain<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0)?;
+        let mut source = self.0.source();
+        while let Some(s) = source {
+            write!(f, ": {s}")?;
+            source = s.source();
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pushback_carries_retry_after_rounded_up() {
+        let p: Problem = LogError::Pushback {
+            detail: "queue full".into(),
+            retry_after: Duration::from_millis(1500),
+        }
+        .into();
+        let resp = p.into_response();
+        assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(resp.headers()[header::RETRY_AFTER], "2");
+        assert_eq!(resp.headers()[header::CONTENT_TYPE], PROBLEM_JSON);
+    }
+
+    #[test]
+    fn internal_hides_the_cause() {
+        let p: Problem = LogError::Internal(anyhow::anyhow!("secret table t_x is corrupt")).into();
+        let body = p.body();
+        assert_eq!(body.status, 500);
+        assert!(!body.detail.contains("secret"));
+    }
+
+    #[test]
+    fn within_prefixes_the_field() {
+        let p = Problem::invalid("type", "bad").within("records[3]");
+        assert_eq!(p.body().field.as_deref(), Some("records[3].type"));
+        let p = Problem::malformed("not an object").within("records[0]");
+        assert_eq!(p.body().field.as_deref(), Some("records[0]"));
+    }
+}

@@ -1,0 +1,348 @@
+//! Public reads: logs, checkpoints, tiles, entries, proofs. No
+//! authentication; nothing here writes.
+
+use axum::extract::State;
+use axum::http::{header, HeaderValue};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::{Deserialize, Serialize};
+use stele_core::tile::TilePath;
+use utoipa::ToSchema;
+
+use super::extract::{parse_u63, PathParams, QueryPairs};
+use super::problem::{Problem, ProblemBody};
+use super::AppState;
+use crate::engine::{ConsistencyProof, EntryView, InclusionProof, Locator};
+
+/// `Cache-Control` of full tiles and full entry bundles: they never change.
+pub const CACHE_IMMUTABLE: &str = "public, max-age=31536000, immutable";
+/// `Cache-Control` of partial tiles: they grow as the log grows.
+pub const CACHE_PARTIAL: &str = "public, max-age=5";
+/// `Cache-Control` of the checkpoint: always ask again.
+pub const CACHE_CHECKPOINT: &str = "no-cache";
+
+/// One log.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct LogBody {
+    /// URL segment of the log.
+    #[schema(example = "default")]
+    pub name: String,
+    /// Checkpoint origin.
+    #[schema(example = "stele.localhost/default")]
+    pub origin: String,
+    /// Verifier key, `<origin>+<key id>+<base64 key>`.
+    pub vkey: String,
+    /// Size of the latest signed checkpoint.
+    pub tree_size: u64,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct LogsBody {
+    pub logs: Vec<LogBody>,
+}
+
+/// One entry.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct EntryBody {
+    pub index: u64,
+    /// The exact leaf bytes.
+    pub leaf: String,
+    /// Hex SHA-256 leaf hash.
+    pub leaf_hash: String,
+}
+
+impl From<EntryView> for EntryBody {
+    fn from(e: EntryView) -> Self {
+        EntryBody {
+            index: e.index,
+            leaf: e.leaf,
+            leaf_hash: e.leaf_hash.to_hex(),
+        }
+    }
+}
+
+/// An inclusion proof.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct InclusionBody {
+    pub index: u64,
+    pub tree_size: u64,
+    pub leaf_hash: String,
+    /// Hex hashes.
+    pub inclusion_proof: Vec<String>,
+    /// The checkpoint the log signed at `tree_size`, or null if it signed
+    /// none at exactly that size.
+    pub checkpoint: Option<String>,
+}
+
+impl From<InclusionProof> for InclusionBody {
+    fn from(p: InclusionProof) -> Self {
+        InclusionBody {
+            index: p.index,
+            tree_size: p.tree_size,
+            leaf_hash: p.leaf_hash.to_hex(),
+            inclusion_proof: p.proof.iter().map(|h| h.to_hex()).collect(),
+            checkpoint: p.checkpoint,
+        }
+    }
+}
+
+/// A consistency proof.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct ConsistencyBody {
+    pub from: u64,
+    pub to: u64,
+    /// Hex hashes.
+    pub consistency_proof: Vec<String>,
+    /// The checkpoint the log signed at `to`, or null.
+    pub checkpoint: Option<String>,
+}
+
+impl From<ConsistencyProof> for ConsistencyBody {
+    fn from(p: ConsistencyProof) -> Self {
+        ConsistencyBody {
+            from: p.from,
+            to: p.to,
+            consistency_proof: p.proof.iter().map(|h| h.to_hex()).collect(),
+            checkpoint: p.checkpoint,
+        }
+    }
+}
+
+/// List the logs.
+#[utoipa::path(get, path = "/logs", tag = "logs", responses((status = 200, body = LogsBody)))]
+pub async fn logs(State(state): State<AppState>) -> Json<LogsBody> {
+    let logs = state
+        .engine
+        .logs()
+        .await
+        .into_iter()
+        .map(|l| LogBody {
+            name: l.name,
+            origin: l.origin,
+            vkey: l.vkey,
+            tree_size: l.tree_size,
+        })
+        .collect();
+    Json(LogsBody { logs })
+}
+
+/// The latest signed checkpoint (C2SP signed note).
+#[utoipa::path(
+    get,
+    path = "/logs/{log}/checkpoint",
+    tag = "tiles",
+    params(("log" = String, Path, description = "Log name")),
+    responses(
+        (status = 200, description = "Signed note text", body = String, content_type = "text/plain; charset=utf-8"),
+        (status = 404, description = "Unknown log", body = ProblemBody, content_type = "application/problem+json"),
+    )
+)]
+pub async fn checkpoint(
+    State(state): State<AppState>,
+    PathParams(log): PathParams<String>,
+) -> Result<Response, Problem> {
+    let note = state.engine.checkpoint(&log).await?;
+    Ok((
+        [
+            (
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/plain; charset=utf-8"),
+            ),
+            (
+                header::CACHE_CONTROL,
+                HeaderValue::from_static(CACHE_CHECKPOINT),
+            ),
+        ],
+        note,
+    )
+        .into_response())
+}
+
+/// A C2SP tlog-tiles hash tile or entry bundle.
+///
+/// `tile/<L>/<N>[.p/<W>]` or `tile/entries/<N>[.p/<W>]` with the spec's
+/// index encoding (`x001/x234/067`). A path that is not in canonical form,
+/// or a tile the tree does not have, is `404`.
+#[utoipa::path(
+    get,
+    path = "/logs/{log}/tile/{path}",
+    tag = "tiles",
+    params(
+        ("log" = String, Path, description = "Log name"),
+        ("path" = String, Path, description = "Tile path after `tile/`, e.g. `0/x001/234.p/7` or `entries/000`"),
+    ),
+    responses(
+        (status = 200, description = "Tile bytes; full tiles are immutable", body = Vec<u8>, content_type = "application/octet-stream"),
+        (status = 404, description = "Unknown log, bad path, or no such tile", body = ProblemBody, content_type = "application/problem+json"),
+    )
+)]
+pub async fn tile(
+    State(state): State<AppState>,
+    PathParams((log, path)): PathParams<(String, String)>,
+) -> Result<Response, Problem> {
+    let rel = format!("tile/{}", path.trim_start_matches('/'));
+    let tile = TilePath::parse(&rel)
+        .map_err(|e| Problem::not_found(format!("no such tile path {rel:?}: {e}")))?;
+    let data = state.engine.tile(&log, tile).await?;
+    let cache = if data.immutable {
+        CACHE_IMMUTABLE
+    } else {
+        CACHE_PARTIAL
+    };
+    Ok((
+        [
+            (
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/octet-stream"),
+            ),
+            (header::CACHE_CONTROL, HeaderValue::from_static(cache)),
+        ],
+        data.data,
+    )
+        .into_response())
+}
+
+/// One entry by index.
+#[utoipa::path(
+    get,
+    path = "/logs/{log}/entries/{index}",
+    tag = "entries",
+    params(("log" = String, Path, description = "Log name"), ("index" = u64, Path, description = "Entry index")),
+    responses(
+        (status = 200, body = EntryBody),
+        (status = 404, description = "Unknown log, or index beyond the log", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 422, description = "Index not a decimal integer below 2^63", body = ProblemBody, content_type = "application/problem+json"),
+    )
+)]
+pub async fn entry(
+    State(state): State<AppState>,
+    PathParams((log, index)): PathParams<(String, String)>,
+) -> Result<Json<EntryBody>, Problem> {
+    let index = parse_u63("index", &index)?;
+    Ok(Json(state.engine.entry(&log, index).await?.into()))
+}
+
+/// Look an entry up by its leaf hash.
+#[utoipa::path(
+    get,
+    path = "/logs/{log}/entries",
+    tag = "entries",
+    params(
+        ("log" = String, Path, description = "Log name"),
+        ("leaf_hash" = String, Query, description = "Hex SHA-256 leaf hash"),
+    ),
+    responses(
+        (status = 200, body = EntryBody),
+        (status = 404, description = "Unknown log or leaf hash", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 422, description = "Missing or bad leaf_hash", body = ProblemBody, content_type = "application/problem+json"),
+    )
+)]
+pub async fn entry_by_hash(
+    State(state): State<AppState>,
+    PathParams(log): PathParams<String>,
+    query: QueryPairs,
+) -> Result<Json<EntryBody>, Problem> {
+    query.only(&["leaf_hash"])?;
+    let hash = query
+        .hash("leaf_hash")?
+        .ok_or_else(|| Problem::invalid("leaf_hash", "leaf_hash is required"))?;
+    Ok(Json(
+        state.engine.entry_by_leaf_hash(&log, &hash).await?.into(),
+    ))
+}
+
+/// Inclusion proof of one entry.
+///
+/// Name the entry by `index` or by `leaf_hash` (exactly one). Against the
+/// latest checkpoint unless `tree_size` is given.
+#[utoipa::path(
+    get,
+    path = "/logs/{log}/proofs/inclusion",
+    tag = "proofs",
+    params(
+        ("log" = String, Path, description = "Log name"),
+        ("index" = Option<u64>, Query, description = "Entry index"),
+        ("leaf_hash" = Option<String>, Query, description = "Hex SHA-256 leaf hash"),
+        ("tree_size" = Option<u64>, Query, description = "Tree size to prove against (default: latest)"),
+    ),
+    responses(
+        (status = 200, body = InclusionBody),
+        (status = 404, description = "Unknown log, entry or leaf hash", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 422, description = "Bad parameter, index >= tree_size, or tree_size beyond the log", body = ProblemBody, content_type = "application/problem+json"),
+    )
+)]
+pub async fn inclusion(
+    State(state): State<AppState>,
+    PathParams(log): PathParams<String>,
+    query: QueryPairs,
+) -> Result<Json<InclusionBody>, Problem> {
+    query.only(&["index", "leaf_hash", "tree_size"])?;
+    let index = query.u63("index")?;
+    let hash = query.hash("leaf_hash")?;
+    let tree_size = query.u63("tree_size")?;
+    let at = match (index, hash) {
+        (Some(i), None) => Locator::Index(i),
+        (None, Some(h)) => Locator::LeafHash(h),
+        (Some(_), Some(_)) => {
+            return Err(Problem::invalid(
+                "leaf_hash",
+                "give either index or leaf_hash, not both",
+            ))
+        }
+        (None, None) => return Err(Problem::invalid("index", "index or leaf_hash is required")),
+    };
+    if let (Some(i), Some(size)) = (index, tree_size) {
+        if i >= size {
+            return Err(Problem::invalid(
+                "index",
+                format!("index {i} is not below tree_size {size}"),
+            ));
+        }
+    }
+    Ok(Json(
+        state
+            .engine
+            .inclusion_proof(&log, at, tree_size)
+            .await?
+            .into(),
+    ))
+}
+
+/// Consistency proof between two tree sizes.
+#[utoipa::path(
+    get,
+    path = "/logs/{log}/proofs/consistency",
+    tag = "proofs",
+    params(
+        ("log" = String, Path, description = "Log name"),
+        ("from" = u64, Query, description = "Older tree size"),
+        ("to" = Option<u64>, Query, description = "Newer tree size (default: latest)"),
+    ),
+    responses(
+        (status = 200, body = ConsistencyBody),
+        (status = 404, description = "Unknown log", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 422, description = "Bad parameter, from > to, or a size beyond the log", body = ProblemBody, content_type = "application/problem+json"),
+    )
+)]
+pub async fn consistency(
+    State(state): State<AppState>,
+    PathParams(log): PathParams<String>,
+    query: QueryPairs,
+) -> Result<Json<ConsistencyBody>, Problem> {
+    query.only(&["from", "to"])?;
+    let from = query
+        .u63("from")?
+        .ok_or_else(|| Problem::invalid("from", "from is required"))?;
+    let to = query.u63("to")?;
+    if let Some(to) = to {
+        if from > to {
+            return Err(Problem::invalid(
+                "from",
+                format!("from ({from}) is greater than to ({to})"),
+            ));
+        }
+    }
+    Ok(Json(
+        state.engine.consistency_proof(&log, from, to).await?.into(),
+    ))
+}

@@ -1,0 +1,247 @@
+//! Writes: `POST /logs/{log}/records` and `POST /logs/{log}/records/bulk`.
+//!
+//! Order of checks (the first failure answers): bearer token (`401`),
+//! content type (`415`), body size (`413`), body syntax and fields (`400`,
+//! `422`, `413` for attributes), then the engine (unknown log `404`, record
+//! type not allowed `403`, pushback `503`). A rejected request appends
+//! nothing.
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::Json;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use utoipa::ToSchema;
+
+use super::extract::{Bearer, JsonBytes, PathParams};
+use super::problem::{Problem, ProblemBody};
+use super::AppState;
+use crate::engine::records::parse_record;
+use crate::engine::Submitted;
+
+/// The body of `POST /logs/{log}/records`. Unknown fields are rejected;
+/// `agency`, `v` and `ts` are set by the server.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)]
+pub struct RecordRequest {
+    /// Record type, dotted lowercase (`land.transfer`).
+    #[schema(example = "land.transfer")]
+    pub r#type: String,
+    /// Public reference (parcel number, facility id), at most 256 characters.
+    #[schema(example = "parcel-4711")]
+    pub subject: Option<String>,
+    /// `sha256:<64 hex>` commitment to a document kept off the log.
+    #[schema(example = "sha256:9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08")]
+    pub content_hash: Option<String>,
+    /// Public metadata, a JSON object of at most 8 KiB canonical.
+    #[schema(value_type = Option<Object>)]
+    pub attributes: Option<Value>,
+}
+
+/// The body of `POST /logs/{log}/records/bulk`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[allow(dead_code)]
+pub struct BulkRequest {
+    /// Up to 1,000 records; one invalid record rejects the whole request.
+    pub records: Vec<RecordRequest>,
+}
+
+/// A receipt: verifiable offline with the log's vkey alone.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct ReceiptBody {
+    /// The log's origin.
+    pub log: String,
+    pub index: u64,
+    /// The exact leaf bytes (canonical JSON of the record).
+    pub leaf: String,
+    /// Hex SHA-256 leaf hash (RFC 6962).
+    pub leaf_hash: String,
+    /// Hex hashes from the leaf up to the checkpoint's root.
+    pub inclusion_proof: Vec<String>,
+    /// The signed checkpoint note covering the record.
+    pub checkpoint: String,
+    /// The same proof as C2SP `tlog-proof@v1` text.
+    pub tlog_proof: String,
+}
+
+impl From<stele_core::receipt::Receipt> for ReceiptBody {
+    fn from(r: stele_core::receipt::Receipt) -> Self {
+        ReceiptBody {
+            log: r.log,
+            index: r.index,
+            leaf: r.leaf,
+            leaf_hash: r.leaf_hash,
+            inclusion_proof: r.inclusion_proof,
+            checkpoint: r.checkpoint,
+            tlog_proof: r.tlog_proof,
+        }
+    }
+}
+
+/// The answer to a bulk submission, one receipt per record, in order.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct BulkResponse {
+    pub receipts: Vec<ReceiptBody>,
+}
+
+/// Submit a record.
+///
+/// Returns only once the record is durably committed and covered by a
+/// signed checkpoint. The same agency submitting the same body again gets
+/// the existing record's receipt with `200`.
+#[utoipa::path(
+    post,
+    path = "/logs/{log}/records",
+    tag = "records",
+    params(("log" = String, Path, description = "Log name")),
+    request_body(content = RecordRequest, content_type = "application/json"),
+    security(("bearer" = [])),
+    responses(
+        (status = 201, description = "Recorded", body = ReceiptBody),
+        (status = 200, description = "Duplicate: the existing record's receipt", body = ReceiptBody),
+        (status = 400, description = "Not UTF-8, not JSON, or not an object", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 401, description = "Missing, unknown or revoked token", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 403, description = "Record type not allowed for this agency", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 404, description = "Unknown log", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 413, description = "Body or attributes too large", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 415, description = "Content type is not application/json", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid or unknown field", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 503, description = "Pushback or database unavailable; see Retry-After", body = ProblemBody, content_type = "application/problem+json"),
+    )
+)]
+pub async fn submit(
+    State(state): State<AppState>,
+    PathParams(log): PathParams<String>,
+    Bearer(agency): Bearer,
+    JsonBytes(body): JsonBytes,
+) -> Result<(StatusCode, Json<ReceiptBody>), Problem> {
+    let record = parse_record(&body)?;
+    let Submitted { receipt, created } = state.engine.submit(&log, &agency, record).await?;
+    let status = if created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((status, Json(receipt.into())))
+}
+
+/// Submit up to 1,000 records at once.
+///
+/// Validation is all-or-nothing: one invalid record rejects the request
+/// (the problem's `field` names it, e.g. `records[3].type`) and nothing is
+/// appended. `201` when at least one record is new, `200` when all were
+/// duplicates.
+#[utoipa::path(
+    post,
+    path = "/logs/{log}/records/bulk",
+    tag = "records",
+    params(("log" = String, Path, description = "Log name")),
+    request_body(content = BulkRequest, content_type = "application/json"),
+    security(("bearer" = [])),
+    responses(
+        (status = 201, description = "Recorded", body = BulkResponse),
+        (status = 200, description = "Every record was a duplicate", body = BulkResponse),
+        (status = 400, description = "Malformed body or record", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 401, description = "Missing, unknown or revoked token", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 403, description = "A record type is not allowed for this agency", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 404, description = "Unknown log", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 413, description = "Body, a record's attributes, or the number of records too large", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 415, description = "Content type is not application/json", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid or unknown field", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 503, description = "Pushback or database unavailable; see Retry-After", body = ProblemBody, content_type = "application/problem+json"),
+    )
+)]
+pub async fn submit_bulk(
+    State(state): State<AppState>,
+    PathParams(log): PathParams<String>,
+    Bearer(agency): Bearer,
+    JsonBytes(body): JsonBytes,
+) -> Result<(StatusCode, Json<BulkResponse>), Problem> {
+    let items = parse_bulk(&body, state.limits.max_bulk_records)?;
+    let mut records = Vec::with_capacity(items.len());
+    for (i, item) in items.iter().enumerate() {
+        let bytes = serde_json::to_vec(item).map_err(|e| Problem::internal(&e))?;
+        records.push(
+            parse_record(&bytes).map_err(|e| Problem::from(e).within(&format!("records[{i}]")))?,
+        );
+    }
+    let submitted = state.engine.submit_bulk(&log, &agency, records).await?;
+    let status = if submitted.iter().any(|s| s.created) {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    let receipts = submitted.into_iter().map(|s| s.receipt.into()).collect();
+    Ok((status, Json(BulkResponse { receipts })))
+}
+
+/// Splits a bulk body into its records (still unvalidated JSON values).
+fn parse_bulk(body: &[u8], max: usize) -> Result<Vec<Value>, Problem> {
+    let text = std::str::from_utf8(body).map_err(|_| Problem::malformed("body is not UTF-8"))?;
+    let value: Value = serde_json::from_str(text)
+        .map_err(|e| Problem::malformed(format!("body is not JSON: {e}")))?;
+    let Value::Object(mut obj) = value else {
+        return Err(Problem::malformed("body must be a JSON object"));
+    };
+    if let Some(k) = obj.keys().find(|k| k.as_str() != "records") {
+        return Err(Problem::invalid(
+            k.clone(),
+            "unknown field (expected only `records`)",
+        ));
+    }
+    let Some(Value::Array(items)) = obj.remove("records") else {
+        return Err(Problem::invalid(
+            "records",
+            "`records` must be an array of records",
+        ));
+    };
+    if items.is_empty() {
+        return Err(Problem::invalid("records", "`records` must not be empty"));
+    }
+    if items.len() > max {
+        return Err(Problem::too_large(format!(
+            "at most {max} records per request, got {}",
+            items.len()
+        )));
+    }
+    Ok(items)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bulk_shape() {
+        assert_eq!(
+            parse_bulk(b"[]", 10).unwrap_err().status(),
+            StatusCode::BAD_REQUEST
+        );
+        assert_eq!(
+            parse_bulk(b"{\"records\":[1]", 10).unwrap_err().status(),
+            StatusCode::BAD_REQUEST
+        );
+        assert_eq!(
+            parse_bulk(b"\xff", 10).unwrap_err().status(),
+            StatusCode::BAD_REQUEST
+        );
+        let p = parse_bulk(b"{\"records\":[],\"x\":1}", 10).unwrap_err();
+        assert_eq!(p.body().field.as_deref(), Some("x"));
+        assert_eq!(
+            parse_bulk(b"{\"records\":{}}", 10).unwrap_err().status(),
+            StatusCode::UNPROCESSABLE_ENTITY
+        );
+        assert_eq!(
+            parse_bulk(b"{\"records\":[]}", 10).unwrap_err().status(),
+            StatusCode::UNPROCESSABLE_ENTITY
+        );
+        assert_eq!(
+            parse_bulk(b"{\"records\":[{},{},{}]}", 2)
+                .unwrap_err()
+                .status(),
+            StatusCode::PAYLOAD_TOO_LARGE
+        );
+        assert_eq!(parse_bulk(b"{\"records\":[{},{}]}", 2).unwrap().len(), 2);
+    }
+}

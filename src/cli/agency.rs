@@ -1,0 +1,142 @@
+//! `stele agency add|list|revoke`: the writers of the logs. They open the
+//! storage that `stele serve` would use (same configuration resolution), so
+//! they work while the service runs. A token is printed once; only the hash
+//! of its secret is stored.
+//!
+//! A revocation takes effect in a running service within its
+//! `token_cache_ttl_ms`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::bail;
+use clap::Subcommand;
+
+use crate::config::{Config, Overrides};
+use crate::engine::agency::{new_token, valid_agency_name};
+use crate::storage::{AgencyRecord, StorageError};
+
+/// Command-line arguments of `stele agency`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// TOML configuration file (also `STELE_CONFIG`).
+    #[arg(long, value_name = "FILE", global = true)]
+    pub config: Option<PathBuf>,
+    /// Data directory of the embedded mode.
+    #[arg(long, value_name = "DIR", global = true)]
+    pub data_dir: Option<PathBuf>,
+    /// PostgreSQL URL (production mode); also `DATABASE_URL`.
+    #[arg(long, value_name = "URL", global = true)]
+    pub database_url: Option<String>,
+    #[command(subcommand)]
+    pub action: Action,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Action {
+    /// Register an agency and print its bearer token (shown only once).
+    Add {
+        /// Agency id, `[a-z0-9-]+`; appears as `agency` in its records.
+        name: String,
+        /// Record types it may submit: `land.transfer`, `land.*` or `*`
+        /// (default: all).
+        #[arg(long = "types", value_name = "PATTERN", num_args = 1..)]
+        types: Vec<String>,
+    },
+    /// List the agencies (never their tokens).
+    List,
+    /// Revoke an agency's token.
+    Revoke { name: String },
+}
+
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let config = Config::load(&Overrides {
+        config_file: args.config.clone(),
+        listen: None,
+        data_dir: args.data_dir.clone(),
+        database_url: args.database_url.clone(),
+    })?;
+    super::runtime()?.block_on(run_action(&config, args.action))
+}
+
+async fn run_action(config: &Config, action: Action) -> anyhow::Result<ExitCode> {
+    let storage = super::serve::open_storage(config).await?;
+    match action {
+        Action::Add { name, types } => {
+            if !valid_agency_name(&name) {
+                bail!("agency name {name:?} must match [a-z0-9-]+ (at most 64 characters)");
+            }
+            for t in &types {
+                if !valid_type_pattern(t) {
+                    bail!("type pattern {t:?} must be `*`, `prefix.*` or a dotted lowercase type");
+                }
+            }
+            let (token, token_hash) = new_token(&name);
+            let record = AgencyRecord {
+                name: name.clone(),
+                token_hash,
+                types,
+                revoked: false,
+                created_ms: chrono::Utc::now().timestamp_millis(),
+            };
+            match storage.add_agency(&record).await {
+                Ok(()) => {}
+                Err(StorageError::Duplicate(_)) => bail!("agency {name:?} already exists"),
+                Err(e) => return Err(e.into()),
+            }
+            eprintln!("registered agency {name:?}; its token is shown once, store it now:");
+            println!("{token}");
+        }
+        Action::List => {
+            let agencies = storage.list_agencies().await?;
+            if agencies.is_empty() {
+                eprintln!("no agencies");
+            }
+            for a in agencies {
+                let created = chrono::DateTime::from_timestamp_millis(a.created_ms)
+                    .map(|t| t.format("%Y-%m-%dT%H:%M:%SZ").to_string())
+                    .unwrap_or_default();
+                let types = if a.types.is_empty() {
+                    "*".to_string()
+                } else {
+                    a.types.join(",")
+                };
+                let status = if a.revoked { "revoked" } else { "active" };
+                println!("{}\t{status}\t{types}\t{created}", a.name);
+            }
+        }
+        Action::Revoke { name } => {
+            if !storage.revoke_agency(&name).await? {
+                bail!("no agency {name:?}");
+            }
+            eprintln!("revoked agency {name:?}");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `*`, `prefix.*`, or an exact dotted lowercase type.
+fn valid_type_pattern(p: &str) -> bool {
+    let body = p.strip_suffix(".*").unwrap_or(p);
+    p == "*"
+        || (!body.is_empty()
+            && body.split('.').all(|seg| {
+                !seg.is_empty()
+                    && seg
+                        .bytes()
+                        .all(|b| matches!(b, b'a'..=b'z' | b'0'..=b'9' | b'_' | b'-'))
+            }))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn type_patterns() {
+        for ok in ["*", "land.*", "land.transfer", "health.vaccination"] {
+            assert!(super::valid_type_pattern(ok), "{ok}");
+        }
+        for bad in ["", ".*", "Land", "land..x", "land.", "a b", "*.land"] {
+            assert!(!super::valid_type_pattern(bad), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,273 @@
+//! `stele serve`: configuration → storage → keys → engine → HTTP.
+//!
+//! Start-up order, and what each mode may create:
+//! 1. configuration ([`Config::load`]), validated;
+//! 2. storage: embedded mode creates the data directory and the SQLite
+//!    database; production mode connects to PostgreSQL (migrations run);
+//! 3. keys: embedded mode generates a missing key file (and logs its vkey);
+//!    production mode refuses to start without it;
+//! 4. engine (recovery check, writer lease, sequencers);
+//! 5. embedded mode with no agency at all registers agency `demo` and prints
+//!    its token once;
+//! 6. bind, write `--addr-file`, serve until SIGINT/SIGTERM; then stop
+//!    accepting, finish requests in flight, and shut the engine down (the
+//!    batch in flight is committed), exit 0.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use stele_core::note::Signer;
+
+use crate::api::{self, AppState, Limits};
+use crate::config::{Config, Overrides};
+use crate::engine::{Engine, LogConfig};
+use crate::metrics::Metrics;
+use crate::storage::{AgencyRecord, Storage};
+
+/// Command-line arguments of `stele serve`.
+#[derive(Debug, Default, clap::Args)]
+pub struct Args {
+    /// TOML configuration file (also `STELE_CONFIG`).
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Address to listen on (port 0: any free port).
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<SocketAddr>,
+    /// Once listening, write the bound address (`127.0.0.1:PORT`) to this file.
+    #[arg(long, value_name = "FILE")]
+    pub addr_file: Option<PathBuf>,
+    /// Data directory of the embedded mode.
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// PostgreSQL URL (production mode); also `DATABASE_URL`.
+    #[arg(long, value_name = "URL")]
+    pub database_url: Option<String>,
+}
+
+impl Args {
+    pub fn overrides(&self) -> Overrides {
+        Overrides {
+            config_file: self.config.clone(),
+            listen: self.listen,
+            data_dir: self.data_dir.clone(),
+            database_url: self.database_url.clone(),
+        }
+    }
+}
+
+/// How long shutdown waits for requests in flight before giving up on them.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let config = Config::load(&args.overrides())?;
+    super::runtime()?.block_on(serve(config, args.addr_file))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Runs the service until SIGINT or SIGTERM.
+pub async fn serve(config: Config, addr_file: Option<PathBuf>) -> anyhow::Result<()> {
+    tracing::info!(storage = %config.describe_storage(), logs = config.logs.len(), "starting");
+    let storage = open_storage(&config).await?;
+    let logs = load_logs(&config)?;
+    let metrics = Arc::new(Metrics::new());
+    let engine = Engine::start(
+        storage.clone(),
+        logs,
+        config.engine_config(),
+        metrics.clone(),
+    )
+    .await?;
+    if config.embedded() {
+        ensure_demo_agency(storage.as_ref()).await?;
+    }
+
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("binding {}", config.listen))?;
+    let addr = listener.local_addr()?;
+    if let Some(path) = &addr_file {
+        write_addr_file(path, addr)?;
+    }
+    tracing::info!("listening on http://{addr}");
+
+    let state = AppState {
+        engine: engine.clone(),
+        metrics,
+        limits: limits(&config),
+    };
+    let (drained_tx, drained_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(api::serve(listener, api::router(state), async move {
+        shutdown_signal().await;
+        let _ = drained_tx.send(());
+    }));
+    // Once the signal has come, give requests in flight DRAIN_TIMEOUT to finish.
+    let result = tokio::select! {
+        r = server => Some(r),
+        _ = async {
+            let _ = drained_rx.await;
+            tokio::time::sleep(DRAIN_TIMEOUT).await;
+        } => None,
+    };
+    match result {
+        Some(Ok(Ok(()))) => {}
+        Some(Ok(Err(e))) => tracing::error!(error = %e, "HTTP server failed"),
+        Some(Err(e)) => tracing::error!(error = %e, "HTTP server task failed"),
+        None => {
+            tracing::warn!("requests still in flight after {DRAIN_TIMEOUT:?}; shutting down anyway")
+        }
+    }
+    tracing::info!("finishing the batch in flight");
+    engine.shutdown().await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// The HTTP limits from the configuration.
+pub fn limits(config: &Config) -> Limits {
+    Limits {
+        max_body_bytes: config.limits.max_body_bytes,
+        max_bulk_records: config.limits.max_bulk_records,
+        max_bulk_body_bytes: config.limits.max_bulk_body_bytes,
+    }
+}
+
+/// Opens the configured storage: PostgreSQL when `database_url` is set,
+/// else SQLite under `data_dir` (created if missing). Migrations run here.
+pub async fn open_storage(config: &Config) -> anyhow::Result<Arc<dyn Storage>> {
+    use crate::storage::postgres::{PgOptions, PostgresStorage};
+    use crate::storage::sqlite::SqliteStorage;
+    match &config.database_url {
+        Some(url) => {
+            let opts = PgOptions {
+                max_connections: config.db.max_connections,
+                acquire_timeout: Duration::from_millis(config.db.acquire_timeout_ms),
+                ..PgOptions::default()
+            };
+            let storage = PostgresStorage::connect(url, opts)
+                .await
+                .with_context(|| format!("connecting to {}", config.describe_storage()))?;
+            Ok(Arc::new(storage))
+        }
+        None => {
+            std::fs::create_dir_all(&config.data_dir).with_context(|| {
+                format!("creating data directory {}", config.data_dir.display())
+            })?;
+            let path = config.sqlite_path();
+            let storage = SqliteStorage::open(&path)
+                .await
+                .with_context(|| format!("opening {}", path.display()))?;
+            Ok(Arc::new(storage))
+        }
+    }
+}
+
+/// Reads (embedded mode: creates if missing) every log's signing key.
+pub fn load_logs(config: &Config) -> anyhow::Result<Vec<LogConfig>> {
+    let mut out = Vec::with_capacity(config.logs.len());
+    for log in &config.logs {
+        let path = config.key_file(log);
+        let signer = if path.exists() {
+            let skey = crate::config::read_key_file(&path)?;
+            Signer::from_skey(&skey).map_err(|e| {
+                anyhow::anyhow!("key file {} is not a signing key: {e}", path.display())
+            })?
+        } else if config.embedded() {
+            let (signer, skey) = Signer::generate(&log.origin).map_err(|e| {
+                anyhow::anyhow!("cannot make a key for origin {:?}: {e}", log.origin)
+            })?;
+            super::keygen::write_secret_file(&path, &format!("{skey}\n"))?;
+            tracing::info!(log = %log.name, key_file = %path.display(), vkey = %signer.vkey(), "generated a signing key");
+            signer
+        } else {
+            bail!(
+                "key file {} of log {:?} does not exist; create it with `stele keygen --origin {} --out {}`",
+                path.display(),
+                log.name,
+                log.origin,
+                path.display()
+            );
+        };
+        if signer.name() != log.origin {
+            bail!(
+                "key file {} is for origin {:?}, but log {:?} has origin {:?}",
+                path.display(),
+                signer.name(),
+                log.name,
+                log.origin
+            );
+        }
+        tracing::info!(log = %log.name, origin = %log.origin, vkey = %signer.vkey(), "log");
+        out.push(LogConfig {
+            name: log.name.clone(),
+            origin: log.origin.clone(),
+            signer: Arc::new(signer),
+        });
+    }
+    Ok(out)
+}
+
+/// Embedded mode, first start: registers agency `demo` (all record types)
+/// and prints its token once, so a newcomer can submit at once.
+async fn ensure_demo_agency(storage: &dyn Storage) -> anyhow::Result<()> {
+    if !storage.list_agencies().await?.is_empty() {
+        return Ok(());
+    }
+    let (token, token_hash) = crate::engine::agency::new_token("demo");
+    let record = AgencyRecord {
+        name: "demo".into(),
+        token_hash,
+        types: vec![],
+        revoked: false,
+        created_ms: chrono::Utc::now().timestamp_millis(),
+    };
+    storage.add_agency(&record).await?;
+    let line = "=".repeat(72);
+    eprintln!(
+        "\n{line}\n  First start: registered agency `demo` (may submit any record type).\n  \
+         Its bearer token is shown ONCE; store it now:\n\n    {token}\n\n  \
+         Register more with `stele agency add NAME`.\n{line}\n"
+    );
+    Ok(())
+}
+
+/// Writes `ADDR\n` atomically (write a temporary file, then rename), so a
+/// reader never sees a partial address.
+fn write_addr_file(path: &std::path::Path, addr: SocketAddr) -> anyhow::Result<()> {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, format!("{addr}\n"))
+        .with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))?;
+    Ok(())
+}
+
+/// Completes on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(e) = tokio::signal::ctrl_c().await {
+            tracing::error!(error = %e, "cannot listen for SIGINT");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => tracing::info!("SIGINT: shutting down"),
+        _ = term => tracing::info!("SIGTERM: shutting down"),
+    }
+}
