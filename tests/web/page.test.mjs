@@ -161,7 +161,7 @@ test('a pinned key and a link carrying the receipt', async () => {
 
 test('an entry look-up shows its inclusion proof, checked in the browser', async () => {
   await page.goto(`${base}/`);
-  await page.waitForSelector('#lookup-log option');
+  await page.waitForSelector('#lookup-log option', { state: 'attached' });
   await page.fill('#lookup-q', String(receipt.index));
   await page.click('#lookup-form button[type="submit"]');
   await page.waitForSelector('#lookup-result.ok, #lookup-result.bad');
