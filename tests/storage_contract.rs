@@ -781,7 +781,7 @@ async fn readers_never_see_a_partial_batch(f: Fixture) -> anyhow::Result<()> {
                 let st = s.log_state(LOG).await?.context("log")?;
                 let entries = s.read_entries(LOG, 0, u64::MAX).await?;
                 let n = entries.len() as u64;
-                ensure!(n % BATCH == 0, "saw {n} entries: a partial batch");
+                ensure!(n.is_multiple_of(BATCH), "saw {n} entries: a partial batch");
                 ensure!(
                     entries.iter().map(|e| e.index).eq(0..n),
                     "entries not contiguous"
