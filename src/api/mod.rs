@@ -199,28 +199,21 @@ async fn observe(State(state): State<AppState>, req: Request, next: Next) -> Res
     );
     let resp = next.run(req).instrument(span.clone()).await;
     let status = resp.status();
-    let latency = start.elapsed();
+    let latency_ms = format!("{:.3}", start.elapsed().as_secs_f64() * 1e3);
     span.record("status", status.as_u16());
-    span.record("latency_ms", latency.as_secs_f64() * 1e3);
+    span.record("latency_ms", tracing::field::display(&latency_ms));
     // Only standard methods become label values, so hostile requests cannot
     // grow the metric families without bound.
     let method_label = match method.as_str() {
         m @ ("GET" | "HEAD" | "POST" | "PUT" | "DELETE" | "OPTIONS" | "PATCH") => m.to_string(),
         _ => "OTHER".to_string(),
     };
-    state
-        .metrics
-        .http_requests
-        .get_or_create(&HttpLabels {
-            method: method_label,
-            status: status.as_u16(),
-        })
-        .inc();
+    state.metrics.http_requests.get_or_create(&HttpLabels { method: method_label, status: status.as_u16() }).inc();
     span.in_scope(|| {
         if status.is_server_error() {
-            tracing::warn!(target: "stele::http", status = status.as_u16(), latency_ms = latency.as_secs_f64() * 1e3, "request failed");
+            tracing::warn!(target: "stele::http", "request failed");
         } else {
-            tracing::info!(target: "stele::http", status = status.as_u16(), latency_ms = latency.as_secs_f64() * 1e3, "request");
+            tracing::info!(target: "stele::http", "request");
         }
     });
     resp
