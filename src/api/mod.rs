@@ -208,7 +208,14 @@ async fn observe(State(state): State<AppState>, req: Request, next: Next) -> Res
         m @ ("GET" | "HEAD" | "POST" | "PUT" | "DELETE" | "OPTIONS" | "PATCH") => m.to_string(),
         _ => "OTHER".to_string(),
     };
-    state.metrics.http_requests.get_or_create(&HttpLabels { method: method_label, status: status.as_u16() }).inc();
+    state
+        .metrics
+        .http_requests
+        .get_or_create(&HttpLabels {
+            method: method_label,
+            status: status.as_u16(),
+        })
+        .inc();
     span.in_scope(|| {
         if status.is_server_error() {
             tracing::warn!(target: "stele::http", "request failed");
