@@ -39,7 +39,10 @@ enum Mode {
 }
 
 #[derive(Debug, Parser)]
-#[command(name = "load", about = "Load generator for a Stele service on loopback")]
+#[command(
+    name = "load",
+    about = "Load generator for a Stele service on loopback"
+)]
 struct Args {
     /// Base URL of the service (loopback only).
     #[arg(long, default_value = "http://127.0.0.1:8080")]
@@ -311,7 +314,9 @@ async fn copy_ceiling(url: &str, seconds: u64, pad: usize) -> anyhow::Result<f64
         buf.extend_from_slice(&(-1i16).to_be_bytes());
         let mut tx = conn.begin().await?;
         let mut copy = tx
-            .copy_in_raw("COPY stele_copy_ceiling (idx, leaf, leaf_hash) FROM STDIN (FORMAT binary)")
+            .copy_in_raw(
+                "COPY stele_copy_ceiling (idx, leaf, leaf_hash) FROM STDIN (FORMAT binary)",
+            )
             .await?;
         copy.send(buf).await?;
         copy.finish().await?;
@@ -420,7 +425,10 @@ async fn run(args: Arc<Args>) -> anyhow::Result<()> {
         println!("{summary}");
     } else {
         println!("label            {}", args.label);
-        println!("mode             {:?} with {} clients", args.mode, args.clients);
+        println!(
+            "mode             {:?} with {} clients",
+            args.mode, args.clients
+        );
         println!("duration         {elapsed:.1} s");
         println!("operations       {} ({rate:.0}/s)", all.ops);
         println!(

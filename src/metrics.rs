@@ -41,11 +41,19 @@ impl Metrics {
     pub fn new() -> Self {
         let mut registry = Registry::with_prefix("stele");
         let submissions = Family::<SubmissionLabels, Counter>::default();
-        registry.register("submissions", "Record submissions by outcome", submissions.clone());
+        registry.register(
+            "submissions",
+            "Record submissions by outcome",
+            submissions.clone(),
+        );
         let batch_size = Family::<LogLabel, Histogram>::new_with_constructor(|| {
             Histogram::new(exponential_buckets(1.0, 2.0, 14))
         });
-        registry.register("batch_size", "Records per committed batch", batch_size.clone());
+        registry.register(
+            "batch_size",
+            "Records per committed batch",
+            batch_size.clone(),
+        );
         let time_to_receipt = Family::<LogLabel, Histogram>::new_with_constructor(|| {
             Histogram::new(exponential_buckets(0.0005, 2.0, 16))
         });
@@ -63,11 +71,23 @@ impl Metrics {
             batch_commit_seconds.clone(),
         );
         let queue_depth = Family::<LogLabel, Gauge>::default();
-        registry.register("queue_depth", "Pending submissions per log", queue_depth.clone());
+        registry.register(
+            "queue_depth",
+            "Pending submissions per log",
+            queue_depth.clone(),
+        );
         let tree_size = Family::<LogLabel, Gauge>::default();
-        registry.register("tree_size", "Size of the latest signed checkpoint", tree_size.clone());
+        registry.register(
+            "tree_size",
+            "Size of the latest signed checkpoint",
+            tree_size.clone(),
+        );
         let http_requests = Family::<HttpLabels, Counter>::default();
-        registry.register("http_requests", "HTTP requests by method and status", http_requests.clone());
+        registry.register(
+            "http_requests",
+            "HTTP requests by method and status",
+            http_requests.clone(),
+        );
         Metrics {
             registry,
             submissions,
@@ -83,7 +103,8 @@ impl Metrics {
     /// The text exposition format.
     pub fn render(&self) -> String {
         let mut out = String::new();
-        prometheus_client::encoding::text::encode(&mut out, &self.registry).expect("writing to a String cannot fail");
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)
+            .expect("writing to a String cannot fail");
         out
     }
 }

@@ -6,6 +6,8 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 pub mod agency;
+pub mod audit;
+pub mod client;
 pub mod keygen;
 pub mod monitor;
 pub mod serve;

@@ -32,7 +32,9 @@ pub fn new_token(agency: &str) -> (String, [u8; 32]) {
 pub fn valid_agency_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= MAX_AGENCY_LEN
-        && name.bytes().all(|b| matches!(b, b'a'..=b'z' | b'0'..=b'9' | b'-'))
+        && name
+            .bytes()
+            .all(|b| matches!(b, b'a'..=b'z' | b'0'..=b'9' | b'-'))
 }
 
 /// Whether `patterns` allow record type `t`. Patterns: `*` (everything),
@@ -44,7 +46,9 @@ pub fn type_allowed(patterns: &[String], t: &str) -> bool {
             if p == "*" {
                 true
             } else if let Some(prefix) = p.strip_suffix(".*") {
-                t.len() > prefix.len() + 1 && t.starts_with(prefix) && t.as_bytes()[prefix.len()] == b'.'
+                t.len() > prefix.len() + 1
+                    && t.starts_with(prefix)
+                    && t.as_bytes()[prefix.len()] == b'.'
             } else {
                 p == t
             }
@@ -61,7 +65,11 @@ pub(crate) struct Authenticator {
 
 impl Authenticator {
     pub(crate) fn new(storage: Arc<dyn Storage>, ttl: Duration) -> Self {
-        Authenticator { storage, ttl, cache: quick_cache::sync::Cache::new(10_000) }
+        Authenticator {
+            storage,
+            ttl,
+            cache: quick_cache::sync::Cache::new(10_000),
+        }
     }
 
     pub(crate) async fn authenticate(&self, token: &str) -> Result<Agency, LogError> {
@@ -74,7 +82,9 @@ impl Authenticator {
                 self.cache.remove(&token_key);
             }
         }
-        let (name, secret) = token.split_once('.').ok_or_else(|| LogError::Unauthorized(BAD_TOKEN.into()))?;
+        let (name, secret) = token
+            .split_once('.')
+            .ok_or_else(|| LogError::Unauthorized(BAD_TOKEN.into()))?;
         if !valid_agency_name(name) {
             return Err(LogError::Unauthorized(BAD_TOKEN.into()));
         }
@@ -90,9 +100,13 @@ impl Authenticator {
         let matches: bool = presented.ct_eq(&stored).into();
         match record {
             Some(r) if matches && !r.revoked => {
-                let agency = Agency { name: r.name, types: r.types };
+                let agency = Agency {
+                    name: r.name,
+                    types: r.types,
+                };
                 if !self.ttl.is_zero() {
-                    self.cache.insert(token_key, (agency.clone(), Instant::now()));
+                    self.cache
+                        .insert(token_key, (agency.clone(), Instant::now()));
                 }
                 Ok(agency)
             }
@@ -132,7 +146,10 @@ mod tests {
         assert!(type_allowed(&p(&["land.*"]), "land.transfer.partial"));
         assert!(!type_allowed(&p(&["land.*"]), "landx.transfer"));
         assert!(!type_allowed(&p(&["land.*"]), "land"));
-        assert!(type_allowed(&p(&["health.vaccination", "land.transfer"]), "land.transfer"));
+        assert!(type_allowed(
+            &p(&["health.vaccination", "land.transfer"]),
+            "land.transfer"
+        ));
         assert!(!type_allowed(&p(&["land.transfer"]), "land.transfers"));
         assert!(!type_allowed(&p(&["health.*"]), "land.transfer"));
     }

@@ -37,7 +37,9 @@ pub(crate) struct TileCache {
 impl TileCache {
     pub(crate) fn new(bytes: u64) -> Self {
         let items = (bytes / 8192).clamp(16, 1 << 20) as usize;
-        TileCache { inner: quick_cache::sync::Cache::with_weighter(items, bytes, ByBytes) }
+        TileCache {
+            inner: quick_cache::sync::Cache::with_weighter(items, bytes, ByBytes),
+        }
     }
 
     pub(crate) fn get(&self, key: &Key) -> Option<Bytes> {

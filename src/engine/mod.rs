@@ -59,7 +59,10 @@ pub enum LogError {
     Invalid { field: String, detail: String },
     /// 503 + Retry-After: the queue is full, or the log is not writable yet.
     #[error("{detail}")]
-    Pushback { detail: String, retry_after: Duration },
+    Pushback {
+        detail: String,
+        retry_after: Duration,
+    },
     /// 503 + Retry-After: the database is unreachable.
     #[error("{0}")]
     Unavailable(String),
@@ -70,7 +73,10 @@ pub enum LogError {
 
 impl LogError {
     pub fn invalid(field: impl Into<String>, detail: impl Into<String>) -> Self {
-        LogError::Invalid { field: field.into(), detail: detail.into() }
+        LogError::Invalid {
+            field: field.into(),
+            detail: detail.into(),
+        }
     }
 }
 
@@ -211,14 +217,27 @@ impl Engine {
         config: EngineConfig,
         metrics: Arc<Metrics>,
     ) -> anyhow::Result<Arc<Engine>> {
-        let ctx = Arc::new(Ctx { storage: storage.clone(), cache: cache::TileCache::new(config.cache_bytes), metrics, config });
+        let ctx = Arc::new(Ctx {
+            storage: storage.clone(),
+            cache: cache::TileCache::new(config.cache_bytes),
+            metrics,
+            config,
+        });
         let (stop, stop_rx) = tokio::sync::watch::channel(false);
         let mut engine_logs = Vec::new();
         let mut by_name = HashMap::new();
         let mut tasks = Vec::new();
         for lc in logs {
-            anyhow::ensure!(agency::valid_agency_name(&lc.name), "log name {:?} must match [a-z0-9-]+ (at most 64 characters)", lc.name);
-            anyhow::ensure!(!by_name.contains_key(&lc.name), "log {:?} is configured twice", lc.name);
+            anyhow::ensure!(
+                agency::valid_agency_name(&lc.name),
+                "log name {:?} must match [a-z0-9-]+ (at most 64 characters)",
+                lc.name
+            );
+            anyhow::ensure!(
+                !by_name.contains_key(&lc.name),
+                "log {:?} is configured twice",
+                lc.name
+            );
             anyhow::ensure!(
                 lc.signer.name() == lc.origin,
                 "log {}: the signing key is named {:?} but the origin is {:?}",
@@ -226,9 +245,13 @@ impl Engine {
                 lc.signer.name(),
                 lc.origin
             );
-            let state = storage.ensure_log(&lc.name, &lc.origin).await.map_err(|e| anyhow::anyhow!("log {}: {e}", lc.name))?;
+            let state = storage
+                .ensure_log(&lc.name, &lc.origin)
+                .await
+                .map_err(|e| anyhow::anyhow!("log {}: {e}", lc.name))?;
             let vkey = lc.signer.vkey();
-            let verifier = stele_core::note::Verifier::from_vkey(&vkey).map_err(|e| anyhow::anyhow!("log {}: {e}", lc.name))?;
+            let verifier = stele_core::note::Verifier::from_vkey(&vkey)
+                .map_err(|e| anyhow::anyhow!("log {}: {e}", lc.name))?;
             let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
             let log = Arc::new(Log {
                 name: Arc::from(lc.name.as_str()),
@@ -236,13 +259,22 @@ impl Engine {
                 signer: lc.signer,
                 verifier,
                 vkey,
-                label: LogLabel { log: lc.name.clone() },
-                snapshot: RwLock::new(Arc::new(Snapshot { size: state.tree_size, checkpoint: state.checkpoint, partials: HashMap::new() })),
+                label: LogLabel {
+                    log: lc.name.clone(),
+                },
+                snapshot: RwLock::new(Arc::new(Snapshot {
+                    size: state.tree_size,
+                    checkpoint: state.checkpoint,
+                    partials: HashMap::new(),
+                })),
                 status: RwLock::new(Status::NotWriter("starting".into())),
                 queue: tx,
                 slots: Arc::new(tokio::sync::Semaphore::new(ctx.config.queue_capacity)),
             });
-            ctx.metrics.tree_size.get_or_create(&log.label).set(state.tree_size as i64);
+            ctx.metrics
+                .tree_size
+                .get_or_create(&log.label)
+                .set(state.tree_size as i64);
             let mut seq = Sequencer::new(log.clone(), ctx.clone(), rx, stop_rx.clone());
             seq.become_writer().await;
             tasks.push(tokio::spawn(seq.run()));
@@ -264,17 +296,30 @@ impl Engine {
     }
 
     fn log(&self, name: &str) -> Result<&Arc<Log>, LogError> {
-        self.by_name.get(name).ok_or_else(|| LogError::NotFound(format!("no log named {name:?}")))
+        self.by_name
+            .get(name)
+            .ok_or_else(|| LogError::NotFound(format!("no log named {name:?}")))
     }
 
     fn source<'a>(&'a self, log: &'a Log, snapshot: &'a Snapshot) -> TileSource<'a> {
-        TileSource { log: &log.name, storage: &*self.ctx.storage, cache: &self.ctx.cache, snapshot, overlay: None }
+        TileSource {
+            log: &log.name,
+            storage: &*self.ctx.storage,
+            cache: &self.ctx.cache,
+            snapshot,
+            overlay: None,
+        }
     }
 
     pub async fn logs(&self) -> Vec<LogInfo> {
         self.logs
             .iter()
-            .map(|l| LogInfo { name: l.name.to_string(), origin: l.origin.clone(), vkey: l.vkey.clone(), tree_size: l.snapshot().size })
+            .map(|l| LogInfo {
+                name: l.name.to_string(),
+                origin: l.origin.clone(),
+                vkey: l.vkey.clone(),
+                tree_size: l.snapshot().size,
+            })
             .collect()
     }
 
@@ -284,38 +329,71 @@ impl Engine {
     }
 
     /// Submits one record and waits for its receipt.
-    pub async fn submit(&self, log: &str, agency: &Agency, record: Record) -> Result<Submitted, LogError> {
+    pub async fn submit(
+        &self,
+        log: &str,
+        agency: &Agency,
+        record: Record,
+    ) -> Result<Submitted, LogError> {
         let mut out = self.submit_bulk_inner(log, agency, vec![record]).await?;
-        out.pop().ok_or_else(|| LogError::Internal(anyhow::anyhow!("no receipt for a submission")))
+        out.pop()
+            .ok_or_else(|| LogError::Internal(anyhow::anyhow!("no receipt for a submission")))
     }
 
     /// Submits up to 1,000 records, all-or-nothing validation, one receipt each.
-    pub async fn submit_bulk(&self, log: &str, agency: &Agency, records: Vec<Record>) -> Result<Vec<Submitted>, LogError> {
+    pub async fn submit_bulk(
+        &self,
+        log: &str,
+        agency: &Agency,
+        records: Vec<Record>,
+    ) -> Result<Vec<Submitted>, LogError> {
         if records.is_empty() {
-            return Err(LogError::invalid("records", "at least one record is required"));
+            return Err(LogError::invalid(
+                "records",
+                "at least one record is required",
+            ));
         }
         if records.len() > MAX_BULK {
-            return Err(LogError::TooLarge(format!("at most {MAX_BULK} records per bulk submission")));
+            return Err(LogError::TooLarge(format!(
+                "at most {MAX_BULK} records per bulk submission"
+            )));
         }
         self.submit_bulk_inner(log, agency, records).await
     }
 
-    async fn submit_bulk_inner(&self, log_name: &str, agency: &Agency, records: Vec<Record>) -> Result<Vec<Submitted>, LogError> {
+    async fn submit_bulk_inner(
+        &self,
+        log_name: &str,
+        agency: &Agency,
+        records: Vec<Record>,
+    ) -> Result<Vec<Submitted>, LogError> {
         let log = self.log(log_name)?;
         let m = &self.ctx.metrics;
         let count = |outcome: &str, n: usize| {
             m.submissions
-                .get_or_create(&SubmissionLabels { log: log_name.to_string(), outcome: outcome.to_string() })
+                .get_or_create(&SubmissionLabels {
+                    log: log_name.to_string(),
+                    outcome: outcome.to_string(),
+                })
                 .inc_by(n as u64)
         };
         let n = records.len();
-        if let Some(bad) = records.iter().find(|r| !agency::type_allowed(&agency.types, &r.r#type)) {
+        if let Some(bad) = records
+            .iter()
+            .find(|r| !agency::type_allowed(&agency.types, &r.r#type))
+        {
             count("rejected", n);
-            return Err(LogError::Forbidden(format!("agency {} may not submit records of type {}", agency.name, bad.r#type)));
+            return Err(LogError::Forbidden(format!(
+                "agency {} may not submit records of type {}",
+                agency.name, bad.r#type
+            )));
         }
         if !agency::valid_agency_name(&agency.name) {
             count("rejected", n);
-            return Err(LogError::Unauthorized(format!("invalid agency name {:?}", agency.name)));
+            return Err(LogError::Unauthorized(format!(
+                "invalid agency name {:?}",
+                agency.name
+            )));
         }
         if let Some(e) = status_error(&log.status(), self.ctx.config.retry_after) {
             count("pushback", n);
@@ -328,15 +406,31 @@ impl Engine {
                 retry_after: self.ctx.config.retry_after,
             });
         };
-        let used = self.ctx.config.queue_capacity.saturating_sub(log.slots.available_permits());
+        let used = self
+            .ctx
+            .config
+            .queue_capacity
+            .saturating_sub(log.slots.available_permits());
         m.queue_depth.get_or_create(&log.label).set(used as i64);
         let items = records
             .into_iter()
-            .map(|record| Pending { dedup_key: records::dedup_key(&agency.name, &record), agency: agency.name.clone(), record })
+            .map(|record| Pending {
+                dedup_key: records::dedup_key(&agency.name, &record),
+                agency: agency.name.clone(),
+                record,
+            })
             .collect();
         let (reply, answer) = tokio::sync::oneshot::channel();
-        let request = Request { items, reply, enqueued: Instant::now(), _permit: permit };
-        let stopped = || LogError::Pushback { detail: "the service is shutting down".into(), retry_after: self.ctx.config.retry_after };
+        let request = Request {
+            items,
+            reply,
+            enqueued: Instant::now(),
+            _permit: permit,
+        };
+        let stopped = || LogError::Pushback {
+            detail: "the service is shutting down".into(),
+            retry_after: self.ctx.config.retry_after,
+        };
         if log.queue.send(request).is_err() {
             count("pushback", n);
             return Err(stopped());
@@ -347,7 +441,10 @@ impl Engine {
     /// Latest checkpoint note.
     pub async fn checkpoint(&self, log: &str) -> Result<String, LogError> {
         let log = self.log(log)?;
-        log.snapshot().checkpoint.clone().ok_or_else(|| LogError::NotFound("the log has no checkpoint yet".into()))
+        log.snapshot()
+            .checkpoint
+            .clone()
+            .ok_or_else(|| LogError::NotFound("the log has no checkpoint yet".into()))
     }
 
     pub async fn tile(&self, log: &str, path: TilePath) -> Result<TileData, LogError> {
@@ -360,14 +457,25 @@ impl Engine {
         let level = if entries { 0 } else { id.level };
         let exists = stele_core::tile::tile_width(level, id.index, snapshot.size);
         if id.width == 0 || id.width > exists || (entries && id.level != 0) {
-            return Err(LogError::NotFound(format!("{path} is not in the tree of size {}", snapshot.size)));
+            return Err(LogError::NotFound(format!(
+                "{path} is not in the tree of size {}",
+                snapshot.size
+            )));
         }
         let immutable = id.is_full();
         if !entries {
-            let data = self.source(log, &snapshot).hash_tile(id.level, id.index, id.width).await?;
+            let data = self
+                .source(log, &snapshot)
+                .hash_tile(id.level, id.index, id.width)
+                .await?;
             return Ok(TileData { data, immutable });
         }
-        let key = cache::Key { log: log.name.clone(), kind: cache::Kind::Entries, level: 0, index: id.index };
+        let key = cache::Key {
+            log: log.name.clone(),
+            kind: cache::Kind::Entries,
+            level: 0,
+            index: id.index,
+        };
         if immutable {
             if let Some(data) = self.ctx.cache.get(&key) {
                 return Ok(TileData { data, immutable });
@@ -375,11 +483,21 @@ impl Engine {
         }
         let start = id.index * stele_core::tile::TILE_WIDTH;
         let end = start + u64::from(id.width);
-        let stored = self.ctx.storage.read_entries(&log.name, start, end).await.map_err(storage_error)?;
-        if stored.len() != usize::from(id.width) || stored.iter().zip(start..).any(|(e, i)| e.index != i) {
-            return Err(LogError::Internal(anyhow::anyhow!("entries {start}..{end} are incomplete in storage")));
+        let stored = self
+            .ctx
+            .storage
+            .read_entries(&log.name, start, end)
+            .await
+            .map_err(storage_error)?;
+        if stored.len() != usize::from(id.width)
+            || stored.iter().zip(start..).any(|(e, i)| e.index != i)
+        {
+            return Err(LogError::Internal(anyhow::anyhow!(
+                "entries {start}..{end} are incomplete in storage"
+            )));
         }
-        let bundle = stele_core::tile::encode_bundle(stored.iter().map(|e| e.leaf.as_slice())).map_err(|e| LogError::Internal(e.into()))?;
+        let bundle = stele_core::tile::encode_bundle(stored.iter().map(|e| e.leaf.as_slice()))
+            .map_err(|e| LogError::Internal(e.into()))?;
         let data = bytes::Bytes::from(bundle);
         if immutable {
             self.ctx.cache.insert(key, data.clone());
@@ -391,72 +509,157 @@ impl Engine {
         let log = self.log(log)?;
         let size = log.snapshot().size;
         if index >= size {
-            return Err(LogError::NotFound(format!("no entry {index}: the tree has {size} entries")));
+            return Err(LogError::NotFound(format!(
+                "no entry {index}: the tree has {size} entries"
+            )));
         }
-        let stored = self.ctx.storage.read_entries(&log.name, index, index + 1).await.map_err(storage_error)?;
+        let stored = self
+            .ctx
+            .storage
+            .read_entries(&log.name, index, index + 1)
+            .await
+            .map_err(storage_error)?;
         match stored.into_iter().next() {
             Some(e) if e.index == index => entry_view(e),
-            _ => Err(LogError::Internal(anyhow::anyhow!("entry {index} is missing from storage"))),
+            _ => Err(LogError::Internal(anyhow::anyhow!(
+                "entry {index} is missing from storage"
+            ))),
         }
     }
 
-    pub async fn entry_by_leaf_hash(&self, log: &str, leaf_hash: &Hash) -> Result<EntryView, LogError> {
+    pub async fn entry_by_leaf_hash(
+        &self,
+        log: &str,
+        leaf_hash: &Hash,
+    ) -> Result<EntryView, LogError> {
         let log = self.log(log)?;
         let size = log.snapshot().size;
-        match self.ctx.storage.entry_by_leaf_hash(&log.name, leaf_hash).await.map_err(storage_error)? {
+        match self
+            .ctx
+            .storage
+            .entry_by_leaf_hash(&log.name, leaf_hash)
+            .await
+            .map_err(storage_error)?
+        {
             Some(e) if e.index < size => entry_view(e),
-            _ => Err(LogError::NotFound(format!("no entry with leaf hash {}", leaf_hash.to_hex()))),
+            _ => Err(LogError::NotFound(format!(
+                "no entry with leaf hash {}",
+                leaf_hash.to_hex()
+            ))),
         }
     }
 
-    pub async fn inclusion_proof(&self, log: &str, at: Locator, tree_size: Option<u64>) -> Result<InclusionProof, LogError> {
+    pub async fn inclusion_proof(
+        &self,
+        log: &str,
+        at: Locator,
+        tree_size: Option<u64>,
+    ) -> Result<InclusionProof, LogError> {
         let log = self.log(log)?;
         let snapshot = log.snapshot();
         let size = tree_size.unwrap_or(snapshot.size);
         if size > snapshot.size {
-            return Err(LogError::invalid("tree_size", format!("{size} is beyond the current tree size {}", snapshot.size)));
+            return Err(LogError::invalid(
+                "tree_size",
+                format!("{size} is beyond the current tree size {}", snapshot.size),
+            ));
         }
         let source = self.source(log, &snapshot);
         let (index, leaf_hash) = match at {
             Locator::Index(index) => {
                 if index >= size {
-                    return Err(LogError::invalid("index", format!("{index} is not below the tree size {size}")));
+                    return Err(LogError::invalid(
+                        "index",
+                        format!("{index} is not below the tree size {size}"),
+                    ));
                 }
-                let tile = source.hash_tile(0, index >> 8, (index % 256 + 1) as u16).await?;
+                let tile = source
+                    .hash_tile(0, index >> 8, (index % 256 + 1) as u16)
+                    .await?;
                 let off = (index % 256) as usize * stele_core::HASH_SIZE;
-                let leaf_hash = Hash::from_slice(&tile[off..off + stele_core::HASH_SIZE]).map_err(|e| LogError::Internal(e.into()))?;
+                let leaf_hash = Hash::from_slice(&tile[off..off + stele_core::HASH_SIZE])
+                    .map_err(|e| LogError::Internal(e.into()))?;
                 (index, leaf_hash)
             }
-            Locator::LeafHash(h) => match self.ctx.storage.entry_by_leaf_hash(&log.name, &h).await.map_err(storage_error)? {
+            Locator::LeafHash(h) => match self
+                .ctx
+                .storage
+                .entry_by_leaf_hash(&log.name, &h)
+                .await
+                .map_err(storage_error)?
+            {
                 Some(e) if e.index < size => (e.index, h),
-                _ => return Err(LogError::NotFound(format!("no entry with leaf hash {} in the tree of size {size}", h.to_hex()))),
+                _ => {
+                    return Err(LogError::NotFound(format!(
+                        "no entry with leaf hash {} in the tree of size {size}",
+                        h.to_hex()
+                    )))
+                }
             },
         };
-        let proof = source.prove(&[ProofJob::Inclusion { index, size }]).await?.remove(0);
+        let proof = source
+            .prove(&[ProofJob::Inclusion { index, size }])
+            .await?
+            .remove(0);
         let checkpoint = self.checkpoint_at(log, &snapshot, size).await?;
-        Ok(InclusionProof { index, tree_size: size, leaf_hash, proof, checkpoint })
+        Ok(InclusionProof {
+            index,
+            tree_size: size,
+            leaf_hash,
+            proof,
+            checkpoint,
+        })
     }
 
-    pub async fn consistency_proof(&self, log: &str, from: u64, to: Option<u64>) -> Result<ConsistencyProof, LogError> {
+    pub async fn consistency_proof(
+        &self,
+        log: &str,
+        from: u64,
+        to: Option<u64>,
+    ) -> Result<ConsistencyProof, LogError> {
         let log = self.log(log)?;
         let snapshot = log.snapshot();
         let to = to.unwrap_or(snapshot.size);
         if to > snapshot.size {
-            return Err(LogError::invalid("to", format!("{to} is beyond the current tree size {}", snapshot.size)));
+            return Err(LogError::invalid(
+                "to",
+                format!("{to} is beyond the current tree size {}", snapshot.size),
+            ));
         }
         if from > to {
-            return Err(LogError::invalid("from", format!("{from} is larger than to ({to})")));
+            return Err(LogError::invalid(
+                "from",
+                format!("{from} is larger than to ({to})"),
+            ));
         }
-        let proof = self.source(log, &snapshot).prove(&[ProofJob::Consistency { from, to }]).await?.remove(0);
+        let proof = self
+            .source(log, &snapshot)
+            .prove(&[ProofJob::Consistency { from, to }])
+            .await?
+            .remove(0);
         let checkpoint = self.checkpoint_at(log, &snapshot, to).await?;
-        Ok(ConsistencyProof { from, to, proof, checkpoint })
+        Ok(ConsistencyProof {
+            from,
+            to,
+            proof,
+            checkpoint,
+        })
     }
 
-    async fn checkpoint_at(&self, log: &Log, snapshot: &Snapshot, size: u64) -> Result<Option<String>, LogError> {
+    async fn checkpoint_at(
+        &self,
+        log: &Log,
+        snapshot: &Snapshot,
+        size: u64,
+    ) -> Result<Option<String>, LogError> {
         if size == snapshot.size && snapshot.checkpoint.is_some() {
             return Ok(snapshot.checkpoint.clone());
         }
-        self.ctx.storage.checkpoint_at(&log.name, size).await.map_err(storage_error)
+        self.ctx
+            .storage
+            .checkpoint_at(&log.name, size)
+            .await
+            .map_err(storage_error)
     }
 
     /// Ok when the database answers and every sequencer is running and writable.
@@ -469,7 +672,9 @@ impl Engine {
             .iter()
             .filter_map(|l| match l.status() {
                 Status::Writable => None,
-                Status::NotWriter(m) | Status::Unavailable(m) | Status::Refused(m) => Some(format!("log {}: {m}", l.name)),
+                Status::NotWriter(m) | Status::Unavailable(m) | Status::Refused(m) => {
+                    Some(format!("log {}: {m}", l.name))
+                }
                 Status::Stopped => Some(format!("log {}: shutting down", l.name)),
             })
             .collect();
@@ -497,5 +702,9 @@ impl Engine {
 
 fn entry_view(e: crate::storage::StoredEntry) -> Result<EntryView, LogError> {
     let leaf = String::from_utf8(e.leaf).map_err(|e| LogError::Internal(e.into()))?;
-    Ok(EntryView { index: e.index, leaf, leaf_hash: e.leaf_hash })
+    Ok(EntryView {
+        index: e.index,
+        leaf,
+        leaf_hash: e.leaf_hash,
+    })
 }

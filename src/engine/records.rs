@@ -37,7 +37,8 @@ pub const MAX_AGENCY_LEN: usize = 64;
 /// escapes to at most 6 bytes (`\u001f`), the type and agency are ASCII, and
 /// the fixed parts (keys, punctuation, `content_hash`, `ts`) take far less
 /// than 256 bytes. It is below the tlog-tiles limit of 65,535 bytes.
-pub const MAX_LEAF_BYTES: usize = 256 + MAX_AGENCY_LEN + MAX_TYPE_LEN + 6 * MAX_SUBJECT_CHARS + 80 + MAX_ATTRIBUTES_BYTES;
+pub const MAX_LEAF_BYTES: usize =
+    256 + MAX_AGENCY_LEN + MAX_TYPE_LEN + 6 * MAX_SUBJECT_CHARS + 80 + MAX_ATTRIBUTES_BYTES;
 const _: () = assert!(MAX_LEAF_BYTES <= stele_core::tile::MAX_LEAF_SIZE);
 
 /// A validated submission (the body of `POST /logs/{log}/records`).
@@ -54,7 +55,8 @@ pub struct Record {
 /// object → `Malformed`; unknown fields, wrong types, bad values →
 /// `Invalid`; attributes over 8 KiB canonical → `TooLarge`.
 pub fn parse_record(body: &[u8]) -> Result<Record, LogError> {
-    let text = std::str::from_utf8(body).map_err(|e| LogError::Malformed(format!("body is not UTF-8: {e}")))?;
+    let text = std::str::from_utf8(body)
+        .map_err(|e| LogError::Malformed(format!("body is not UTF-8: {e}")))?;
     let value = parse_strict_json(text)?;
     match value {
         Value::Object(map) => record_from_object(map),
@@ -76,9 +78,10 @@ pub fn record_from_value(value: Value) -> Result<Record, LogError> {
 /// (`Malformed`). serde_json's nesting limit (128) still applies.
 pub fn parse_strict_json(text: &str) -> Result<Value, LogError> {
     let mut de = serde_json::Deserializer::from_str(text);
-    let StrictValue(value) =
-        StrictValue::deserialize(&mut de).map_err(|e| LogError::Malformed(format!("body is not valid JSON: {e}")))?;
-    de.end().map_err(|e| LogError::Malformed(format!("body is not valid JSON: {e}")))?;
+    let StrictValue(value) = StrictValue::deserialize(&mut de)
+        .map_err(|e| LogError::Malformed(format!("body is not valid JSON: {e}")))?;
+    de.end()
+        .map_err(|e| LogError::Malformed(format!("body is not valid JSON: {e}")))?;
     Ok(value)
 }
 
@@ -105,19 +108,26 @@ fn record_from_object(map: Map<String, Value>) -> Result<Record, LogError> {
     }
     if let Some(s) = &subject {
         if s.chars().count() > MAX_SUBJECT_CHARS {
-            return Err(LogError::invalid("subject", format!("at most {MAX_SUBJECT_CHARS} characters")));
+            return Err(LogError::invalid(
+                "subject",
+                format!("at most {MAX_SUBJECT_CHARS} characters"),
+            ));
         }
     }
     if let Some(h) = &content_hash {
         if !valid_content_hash(h) {
-            return Err(LogError::invalid("content_hash", "must be sha256:<64 lowercase hex digits>"));
+            return Err(LogError::invalid(
+                "content_hash",
+                "must be sha256:<64 lowercase hex digits>",
+            ));
         }
     }
     let attributes = match attributes {
         None => None,
         Some(v @ Value::Object(_)) => {
-            let canonical = serde_json_canonicalizer::to_string(&v)
-                .map_err(|e| LogError::invalid("attributes", format!("cannot be canonicalized: {e}")))?;
+            let canonical = serde_json_canonicalizer::to_string(&v).map_err(|e| {
+                LogError::invalid("attributes", format!("cannot be canonicalized: {e}"))
+            })?;
             if canonical.len() > MAX_ATTRIBUTES_BYTES {
                 return Err(LogError::TooLarge(format!(
                     "attributes are {} bytes in canonical form, at most {MAX_ATTRIBUTES_BYTES} allowed",
@@ -128,7 +138,12 @@ fn record_from_object(map: Map<String, Value>) -> Result<Record, LogError> {
         }
         Some(_) => return Err(LogError::invalid("attributes", "must be a JSON object")),
     };
-    Ok(Record { r#type, subject, content_hash, attributes })
+    Ok(Record {
+        r#type,
+        subject,
+        content_hash,
+        attributes,
+    })
 }
 
 fn string_field(field: &str, value: Value) -> Result<String, LogError> {
@@ -267,7 +282,9 @@ impl<'de> Visitor<'de> for StrictVisitor {
         Ok(Value::from(v))
     }
     fn visit_f64<E: de::Error>(self, v: f64) -> Result<Value, E> {
-        serde_json::Number::from_f64(v).map(Value::Number).ok_or_else(|| E::custom("number out of range"))
+        serde_json::Number::from_f64(v)
+            .map(Value::Number)
+            .ok_or_else(|| E::custom("number out of range"))
     }
     fn visit_str<E>(self, v: &str) -> Result<Value, E> {
         Ok(Value::String(v.to_owned()))
@@ -323,7 +340,10 @@ mod tests {
         .unwrap();
         assert_eq!(r.r#type, "land.transfer");
         assert_eq!(r.subject.as_deref(), Some("parcel 12"));
-        assert_eq!(r.attributes.as_deref(), Some(r#"{"a":[true,null,"x"],"m":{"a":1000,"b":2.5},"z":1}"#));
+        assert_eq!(
+            r.attributes.as_deref(),
+            Some(r#"{"a":[true,null,"x"],"m":{"a":1000,"b":2.5},"z":1}"#)
+        );
     }
 
     #[test]
@@ -344,11 +364,19 @@ mod tests {
             (br#"{"type":"land..x"}"#, "invalid:type"),
             (br#"{"type":"land.1x"}"#, "invalid:type"),
             (br#"{"type":"a.b","subject":null}"#, "invalid:subject"),
-            (br#"{"type":"a.b","content_hash":"sha256:ABC"}"#, "invalid:content_hash"),
+            (
+                br#"{"type":"a.b","content_hash":"sha256:ABC"}"#,
+                "invalid:content_hash",
+            ),
             (br#"{"type":"a.b","attributes":[1]}"#, "invalid:attributes"),
         ];
         for (body, want) in cases {
-            assert_eq!(err_kind(parse_record(body)), *want, "body {}", String::from_utf8_lossy(body));
+            assert_eq!(
+                err_kind(parse_record(body)),
+                *want,
+                "body {}",
+                String::from_utf8_lossy(body)
+            );
         }
         let long_type = format!(r#"{{"type":"a.{}"}}"#, "b".repeat(127));
         assert_eq!(err_kind(parse_record(long_type.as_bytes())), "invalid:type");
@@ -357,8 +385,14 @@ mod tests {
         let subject = format!(r#"{{"type":"a.b","subject":"{}"}}"#, "é".repeat(256));
         assert_eq!(err_kind(parse_record(subject.as_bytes())), "ok");
         let subject = format!(r#"{{"type":"a.b","subject":"{}"}}"#, "é".repeat(257));
-        assert_eq!(err_kind(parse_record(subject.as_bytes())), "invalid:subject");
-        let big = format!(r#"{{"type":"a.b","attributes":{{"k":"{}"}}}}"#, "x".repeat(8192));
+        assert_eq!(
+            err_kind(parse_record(subject.as_bytes())),
+            "invalid:subject"
+        );
+        let big = format!(
+            r#"{{"type":"a.b","attributes":{{"k":"{}"}}}}"#,
+            "x".repeat(8192)
+        );
         assert_eq!(err_kind(parse_record(big.as_bytes())), "too-large");
         let deep = format!("{}{}", "[".repeat(10_000), "]".repeat(10_000));
         assert_eq!(err_kind(parse_record(deep.as_bytes())), "malformed");
@@ -370,7 +404,10 @@ mod tests {
             r#"{"type":"health.vaccination","subject":"clinic \"7\"\n\u0001\u007f\u2028 ✓ 𝄞"}"#,
             r#"{"type":"land.transfer","subject":"p","content_hash":"sha256:00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff","attributes":{"€":1,"a\u0000":[0.1,-0,1e21,"\u00e9"],"b":{}}}"#,
         ];
-        bodies.iter().map(|b| parse_record(b.as_bytes()).unwrap()).collect()
+        bodies
+            .iter()
+            .map(|b| parse_record(b.as_bytes()).unwrap())
+            .collect()
     }
 
     #[test]
@@ -389,7 +426,10 @@ mod tests {
                     obj["attributes"] = serde_json::from_str(a).unwrap();
                 }
                 let want = serde_json_canonicalizer::to_vec(&obj).unwrap();
-                assert_eq!(String::from_utf8(leaf_bytes(agency, &r, ts)).unwrap(), String::from_utf8(want).unwrap());
+                assert_eq!(
+                    String::from_utf8(leaf_bytes(agency, &r, ts)).unwrap(),
+                    String::from_utf8(want).unwrap()
+                );
             }
         }
     }
@@ -409,7 +449,10 @@ mod tests {
             }
             let mut want = b"agency-1\0".to_vec();
             want.extend(serde_json_canonicalizer::to_vec(&obj).unwrap());
-            assert_eq!(dedup_key("agency-1", &r), stele_core::Hash(Sha256::digest(&want).into()));
+            assert_eq!(
+                dedup_key("agency-1", &r),
+                stele_core::Hash(Sha256::digest(&want).into())
+            );
         }
         // Key order and whitespace in the body do not matter; the agency does.
         let a = parse_record(br#"{"type":"a.b","attributes":{"x":1,"y":2}}"#).unwrap();
@@ -435,6 +478,11 @@ mod tests {
         );
         let r = parse_record(body.as_bytes()).unwrap();
         let leaf = leaf_bytes(&"a".repeat(MAX_AGENCY_LEN), &r, i64::MAX / 1000);
-        assert!(leaf.len() <= MAX_LEAF_BYTES, "{} > {}", leaf.len(), MAX_LEAF_BYTES);
+        assert!(
+            leaf.len() <= MAX_LEAF_BYTES,
+            "{} > {}",
+            leaf.len(),
+            MAX_LEAF_BYTES
+        );
     }
 }

@@ -73,7 +73,10 @@ enum Mode {
     /// tried): serve reads, retry the lease.
     Follower,
     /// A commit's outcome is unknown: find out before writing again.
-    Reload { old_size: u64, prepared: Prepared },
+    Reload {
+        old_size: u64,
+        prepared: Prepared,
+    },
     /// The stored state failed verification: never write.
     Refused,
 }
@@ -156,13 +159,16 @@ impl Sequencer {
                         tracing::error!(log = %name, "refusing writes: {why}");
                         self.lease = None;
                         self.mode = Mode::Refused;
-                        self.log.set_status(Status::Refused(format!("log {name} refuses writes: {why}")));
+                        self.log.set_status(Status::Refused(format!(
+                            "log {name} refuses writes: {why}"
+                        )));
                     }
                     Err(Recovery::Storage(e)) => {
                         tracing::warn!(log = %name, "could not load the log state: {e}");
                         self.lease = None;
                         self.mode = Mode::Follower;
-                        self.log.set_status(Status::Unavailable(format!("database unavailable: {e}")));
+                        self.log
+                            .set_status(Status::Unavailable(format!("database unavailable: {e}")));
                     }
                 }
             }
@@ -175,7 +181,8 @@ impl Sequencer {
             Err(e) => {
                 tracing::warn!(log = %name, "could not take the writer lease: {e}");
                 self.mode = Mode::Follower;
-                self.log.set_status(Status::Unavailable(format!("database unavailable: {e}")));
+                self.log
+                    .set_status(Status::Unavailable(format!("database unavailable: {e}")));
             }
         }
     }
@@ -206,7 +213,9 @@ impl Sequencer {
         }
         let size = state.tree_size;
         let Some(note_text) = state.checkpoint else {
-            return Err(Recovery::Refuse(format!("the log has {size} entries but no checkpoint")));
+            return Err(Recovery::Refuse(format!(
+                "the log has {size} entries but no checkpoint"
+            )));
         };
         let ids = partial_tiles(size);
         let keys: Vec<(u8, u64)> = ids.iter().map(|t| (t.level, t.index)).collect();
@@ -232,8 +241,11 @@ impl Sequencer {
         let refs: Vec<(TileId, &[u8])> = tiles.iter().map(|(id, d)| (*id, &d[..])).collect();
         let builder = TreeBuilder::from_partial_tiles(size, &refs)
             .map_err(|e| Recovery::Refuse(format!("stored partial tiles are unusable: {e}")))?;
-        let cp = note::open_checkpoint(&note_text, &self.log.verifier)
-            .map_err(|e| Recovery::Refuse(format!("the stored checkpoint does not verify with the log's key: {e}")))?;
+        let cp = note::open_checkpoint(&note_text, &self.log.verifier).map_err(|e| {
+            Recovery::Refuse(format!(
+                "the stored checkpoint does not verify with the log's key: {e}"
+            ))
+        })?;
         if cp.origin != self.log.origin {
             return Err(Recovery::Refuse(format!(
                 "the stored checkpoint names origin {:?}, expected {:?}",
@@ -241,7 +253,10 @@ impl Sequencer {
             )));
         }
         if cp.size != size {
-            return Err(Recovery::Refuse(format!("the stored checkpoint is for size {}, the tree size is {size}", cp.size)));
+            return Err(Recovery::Refuse(format!(
+                "the stored checkpoint is for size {}, the tree size is {size}",
+                cp.size
+            )));
         }
         if cp.root != builder.root() {
             return Err(Recovery::Refuse(format!(
@@ -252,8 +267,16 @@ impl Sequencer {
         }
         self.builder = builder;
         self.last_ts = state.last_ts_ms;
-        self.log.set_snapshot(Snapshot { size, checkpoint: Some(note_text), partials });
-        self.ctx.metrics.tree_size.get_or_create(&self.log.label).set(size as i64);
+        self.log.set_snapshot(Snapshot {
+            size,
+            checkpoint: Some(note_text),
+            partials,
+        });
+        self.ctx
+            .metrics
+            .tree_size
+            .get_or_create(&self.log.label)
+            .set(size as i64);
         Ok(())
     }
 
@@ -313,7 +336,10 @@ impl Sequencer {
         tracing::error!(log = %self.log.name, "lost the writer lease; serving reads only until it is taken again");
         self.lease = None;
         self.mode = Mode::Follower;
-        self.log.set_status(Status::NotWriter(format!("log {} lost its writer lease", self.log.name)));
+        self.log.set_status(Status::NotWriter(format!(
+            "log {} lost its writer lease",
+            self.log.name
+        )));
         false
     }
 
@@ -325,10 +351,12 @@ impl Sequencer {
         while n < max {
             let next = match self.rx.try_recv() {
                 Ok(r) => r,
-                Err(mpsc::error::TryRecvError::Empty) => match tokio::time::timeout_at(deadline, self.rx.recv()).await {
-                    Ok(Some(r)) => r,
-                    _ => break,
-                },
+                Err(mpsc::error::TryRecvError::Empty) => {
+                    match tokio::time::timeout_at(deadline, self.rx.recv()).await {
+                        Ok(Some(r)) => r,
+                        _ => break,
+                    }
+                }
                 Err(mpsc::error::TryRecvError::Disconnected) => break,
             };
             if n + next.items.len() > max {
@@ -343,21 +371,34 @@ impl Sequencer {
 
     fn answer(&self, r: Request, result: Result<Vec<Submitted>, LogError>) {
         let m = &self.ctx.metrics;
-        let outcome = |o: &str| SubmissionLabels { log: self.log.name.to_string(), outcome: o.to_string() };
+        let outcome = |o: &str| SubmissionLabels {
+            log: self.log.name.to_string(),
+            outcome: o.to_string(),
+        };
         match &result {
             Ok(subs) => {
                 let created = subs.iter().filter(|s| s.created).count() as u64;
-                m.submissions.get_or_create(&outcome("created")).inc_by(created);
-                m.submissions.get_or_create(&outcome("duplicate")).inc_by(subs.len() as u64 - created);
+                m.submissions
+                    .get_or_create(&outcome("created"))
+                    .inc_by(created);
+                m.submissions
+                    .get_or_create(&outcome("duplicate"))
+                    .inc_by(subs.len() as u64 - created);
             }
             Err(LogError::Pushback { .. }) => {
-                m.submissions.get_or_create(&outcome("pushback")).inc_by(r.items.len() as u64);
+                m.submissions
+                    .get_or_create(&outcome("pushback"))
+                    .inc_by(r.items.len() as u64);
             }
             Err(_) => {
-                m.submissions.get_or_create(&outcome("failed")).inc_by(r.items.len() as u64);
+                m.submissions
+                    .get_or_create(&outcome("failed"))
+                    .inc_by(r.items.len() as u64);
             }
         }
-        m.time_to_receipt.get_or_create(&self.log.label).observe(r.enqueued.elapsed().as_secs_f64());
+        m.time_to_receipt
+            .get_or_create(&self.log.label)
+            .observe(r.enqueued.elapsed().as_secs_f64());
         let _ = r.reply.send(result);
         // `r` (and its queue slots) is released here.
     }
@@ -370,8 +411,16 @@ impl Sequencer {
     }
 
     fn update_queue_depth(&self) {
-        let used = self.ctx.config.queue_capacity.saturating_sub(self.log.slots.available_permits());
-        self.ctx.metrics.queue_depth.get_or_create(&self.log.label).set(used as i64);
+        let used = self
+            .ctx
+            .config
+            .queue_capacity
+            .saturating_sub(self.log.slots.available_permits());
+        self.ctx
+            .metrics
+            .queue_depth
+            .get_or_create(&self.log.label)
+            .set(used as i64);
     }
 
     /// Sequences, commits and answers one batch.
@@ -408,7 +457,10 @@ impl Sequencer {
                 if let Some(&index) = stored.get(&p.dedup_key) {
                     s.push(Slot::Existing(index));
                 } else if let Some(&pos) = new_pos.get(&p.dedup_key) {
-                    s.push(Slot::New { pos, created: false });
+                    s.push(Slot::New {
+                        pos,
+                        created: false,
+                    });
                 } else {
                     let pos = entries.len();
                     let leaf = leaf_bytes(&p.agency, &p.record, ts_ms);
@@ -456,11 +508,15 @@ impl Sequencer {
                 Ok(n) => n,
                 Err(Recovery::Refuse(why)) | Err(Recovery::Storage(StorageError::Other(why))) => {
                     tracing::error!(log = %name, "{why}");
-                    return self.fail_all(requests, || LogError::Internal(anyhow::anyhow!("cannot sign a checkpoint")));
+                    return self.fail_all(requests, || {
+                        LogError::Internal(anyhow::anyhow!("cannot sign a checkpoint"))
+                    });
                 }
                 Err(Recovery::Storage(e)) => {
                     let msg = e.to_string();
-                    return self.fail_all(requests, || LogError::Internal(anyhow::anyhow!(msg.clone())));
+                    return self.fail_all(requests, || {
+                        LogError::Internal(anyhow::anyhow!(msg.clone()))
+                    });
                 }
             };
             if !self.check_lease() {
@@ -481,16 +537,31 @@ impl Sequencer {
             };
             let started = Instant::now();
             let result = storage.commit_batch(&batch).await;
-            self.ctx.metrics.batch_commit_seconds.get_or_create(&self.log.label).observe(started.elapsed().as_secs_f64());
-            let prepared = Prepared { builder, ts_ms, note, changed };
+            self.ctx
+                .metrics
+                .batch_commit_seconds
+                .get_or_create(&self.log.label)
+                .observe(started.elapsed().as_secs_f64());
+            let prepared = Prepared {
+                builder,
+                ts_ms,
+                note,
+                changed,
+            };
             match result {
                 Ok(()) => {
-                    self.ctx.metrics.batch_size.get_or_create(&self.log.label).observe(entries.len() as f64);
+                    self.ctx
+                        .metrics
+                        .batch_size
+                        .get_or_create(&self.log.label)
+                        .observe(entries.len() as f64);
                     overlay = self.adopt(prepared);
                 }
                 Err(StorageError::Conflict(why)) => {
                     tracing::error!(log = %name, "another writer moved the log ({why}); this process stops writing");
-                    self.fail_all(requests, || LogError::Unavailable("the log moved under this writer; retry".into()));
+                    self.fail_all(requests, || {
+                        LogError::Unavailable("the log moved under this writer; retry".into())
+                    });
                     self.lease = None;
                     self.mode = Mode::Follower;
                     self.log.set_status(Status::NotWriter(format!(
@@ -501,9 +572,13 @@ impl Sequencer {
                 Err(e) => {
                     // Outcome unknown: answer 503 now, find out before writing again.
                     tracing::warn!(log = %name, "commit of {old_size}..{new_size} failed: {e}; reloading");
-                    self.log.set_status(Status::Unavailable(format!("database unavailable: {e}")));
+                    self.log
+                        .set_status(Status::Unavailable(format!("database unavailable: {e}")));
                     self.fail_all(requests, || {
-                        LogError::Unavailable("the record could not be committed; retry (a retry is deduplicated)".into())
+                        LogError::Unavailable(
+                            "the record could not be committed; retry (a retry is deduplicated)"
+                                .into(),
+                        )
                     });
                     self.mode = Mode::Reload { old_size, prepared };
                     return;
@@ -514,7 +589,9 @@ impl Sequencer {
         // Receipts, all against the latest checkpoint (this batch's if it had new entries).
         let snapshot = self.log.snapshot();
         let Some(checkpoint) = snapshot.checkpoint.clone() else {
-            return self.fail_all(requests, || LogError::Internal(anyhow::anyhow!("no checkpoint after a batch")));
+            return self.fail_all(requests, || {
+                LogError::Internal(anyhow::anyhow!("no checkpoint after a batch"))
+            });
         };
         let size = snapshot.size;
         let index_of = |s: &Slot| match *s {
@@ -524,7 +601,10 @@ impl Sequencer {
         let mut indexes: Vec<u64> = slots.iter().flatten().map(index_of).collect();
         indexes.sort_unstable();
         indexes.dedup();
-        let jobs: Vec<ProofJob> = indexes.iter().map(|&index| ProofJob::Inclusion { index, size }).collect();
+        let jobs: Vec<ProofJob> = indexes
+            .iter()
+            .map(|&index| ProofJob::Inclusion { index, size })
+            .collect();
         let source = TileSource {
             log: &self.log.name,
             storage: &*self.ctx.storage,
@@ -537,7 +617,9 @@ impl Sequencer {
             Err(e) => {
                 tracing::error!(log = %name, "cannot build receipts: {e:?}");
                 let msg = e.to_string();
-                return self.fail_all(requests, || LogError::Unavailable(format!("receipt not available, retry: {msg}")));
+                return self.fail_all(requests, || {
+                    LogError::Unavailable(format!("receipt not available, retry: {msg}"))
+                });
             }
         };
         for (r, s) in requests.into_iter().zip(slots) {
@@ -546,10 +628,22 @@ impl Sequencer {
                 .map(|slot| {
                     let index = index_of(slot);
                     let (leaf, created) = match *slot {
-                        Slot::New { pos, created } => (String::from_utf8_lossy(&entries[pos].leaf).into_owned(), created),
+                        Slot::New { pos, created } => (
+                            String::from_utf8_lossy(&entries[pos].leaf).into_owned(),
+                            created,
+                        ),
                         Slot::Existing(i) => (existing[&i].clone(), false),
                     };
-                    Submitted { receipt: Receipt::new(&self.log.origin, index, leaf, &proofs[&index], checkpoint.clone()), created }
+                    Submitted {
+                        receipt: Receipt::new(
+                            &self.log.origin,
+                            index,
+                            leaf,
+                            &proofs[&index],
+                            checkpoint.clone(),
+                        ),
+                        created,
+                    }
                 })
                 .collect();
             self.answer(r, Ok(subs));
@@ -558,10 +652,19 @@ impl Sequencer {
     }
 
     async fn read_leaf(&self, index: u64) -> Result<String, LogError> {
-        let e = self.ctx.storage.read_entries(&self.log.name, index, index + 1).await.map_err(storage_error)?;
+        let e = self
+            .ctx
+            .storage
+            .read_entries(&self.log.name, index, index + 1)
+            .await
+            .map_err(storage_error)?;
         match e.into_iter().next() {
-            Some(e) if e.index == index => String::from_utf8(e.leaf).map_err(|e| LogError::Internal(e.into())),
-            _ => Err(LogError::Internal(anyhow::anyhow!("entry {index} is deduplicated but missing"))),
+            Some(e) if e.index == index => {
+                String::from_utf8(e.leaf).map_err(|e| LogError::Internal(e.into()))
+            }
+            _ => Err(LogError::Internal(anyhow::anyhow!(
+                "entry {index} is deduplicated but missing"
+            ))),
         }
     }
 
@@ -578,7 +681,12 @@ impl Sequencer {
             if id.is_full() {
                 partials.remove(&(id.level, id.index));
                 self.ctx.cache.insert(
-                    Key { log: self.log.name.clone(), kind: Kind::Hash, level: id.level, index: id.index },
+                    Key {
+                        log: self.log.name.clone(),
+                        kind: Kind::Hash,
+                        level: id.level,
+                        index: id.index,
+                    },
                     data.clone(),
                 );
             } else {
@@ -586,10 +694,21 @@ impl Sequencer {
             }
             overlay.insert((id.level, id.index), data);
         }
-        let keep: HashSet<(u8, u64)> = partial_tiles(new_size).iter().map(|t| (t.level, t.index)).collect();
+        let keep: HashSet<(u8, u64)> = partial_tiles(new_size)
+            .iter()
+            .map(|t| (t.level, t.index))
+            .collect();
         partials.retain(|k, _| keep.contains(k));
-        self.log.set_snapshot(Snapshot { size: new_size, checkpoint: Some(p.note), partials });
-        self.ctx.metrics.tree_size.get_or_create(&self.log.label).set(new_size as i64);
+        self.log.set_snapshot(Snapshot {
+            size: new_size,
+            checkpoint: Some(p.note),
+            partials,
+        });
+        self.ctx
+            .metrics
+            .tree_size
+            .get_or_create(&self.log.label)
+            .set(new_size as i64);
         overlay
     }
 
@@ -601,7 +720,9 @@ impl Sequencer {
             match self.ctx.storage.log_state(&name).await {
                 Ok(Some(s)) => {
                     let new_size = prepared.builder.size();
-                    if s.tree_size == new_size && s.checkpoint.as_deref() == Some(prepared.note.as_str()) {
+                    if s.tree_size == new_size
+                        && s.checkpoint.as_deref() == Some(prepared.note.as_str())
+                    {
                         tracing::warn!(log = %name, "the failed commit of {old_size}..{new_size} had in fact committed; adopting it");
                         self.adopt(prepared);
                     } else if s.tree_size == old_size {
@@ -628,12 +749,15 @@ impl Sequencer {
                 Ok(None) => {
                     tracing::error!(log = %name, "the log disappeared from storage");
                     self.mode = Mode::Refused;
-                    self.log.set_status(Status::Refused(format!("log {name} is missing from storage")));
+                    self.log.set_status(Status::Refused(format!(
+                        "log {name} is missing from storage"
+                    )));
                     return;
                 }
                 Err(e) => {
                     tracing::warn!(log = %name, "reload failed: {e}; retrying in {backoff:?}");
-                    self.log.set_status(Status::Unavailable(format!("database unavailable: {e}")));
+                    self.log
+                        .set_status(Status::Unavailable(format!("database unavailable: {e}")));
                     self.idle(backoff).await;
                     backoff = (backoff * 2).min(MAX_BACKOFF);
                 }
@@ -658,8 +782,16 @@ impl Sequencer {
         if let Ok(Some(s)) = self.ctx.storage.log_state(&self.log.name).await {
             let cur = self.log.snapshot();
             if s.tree_size != cur.size || s.checkpoint != cur.checkpoint {
-                self.log.set_snapshot(Snapshot { size: s.tree_size, checkpoint: s.checkpoint, partials: HashMap::new() });
-                self.ctx.metrics.tree_size.get_or_create(&self.log.label).set(s.tree_size as i64);
+                self.log.set_snapshot(Snapshot {
+                    size: s.tree_size,
+                    checkpoint: s.checkpoint,
+                    partials: HashMap::new(),
+                });
+                self.ctx
+                    .metrics
+                    .tree_size
+                    .get_or_create(&self.log.label)
+                    .set(s.tree_size as i64);
             }
         }
     }
@@ -688,16 +820,21 @@ impl Sequencer {
     }
 
     fn status_error(&self) -> LogError {
-        status_error(&self.log.status(), self.ctx.config.retry_after).unwrap_or_else(|| LogError::Pushback {
-            detail: "the log is not writable right now".into(),
-            retry_after: self.ctx.config.retry_after,
+        status_error(&self.log.status(), self.ctx.config.retry_after).unwrap_or_else(|| {
+            LogError::Pushback {
+                detail: "the log is not writable right now".into(),
+                retry_after: self.ctx.config.retry_after,
+            }
         })
     }
 
     fn finish(&mut self) {
         self.rx.close();
         let retry_after = self.ctx.config.retry_after;
-        let stopped = || LogError::Pushback { detail: "the service is shutting down".into(), retry_after };
+        let stopped = || LogError::Pushback {
+            detail: "the service is shutting down".into(),
+            retry_after,
+        };
         if let Some(r) = self.held.take() {
             self.answer(r, Err(stopped()));
         }
@@ -714,8 +851,14 @@ impl Sequencer {
 pub(crate) fn status_error(status: &Status, retry_after: Duration) -> Option<LogError> {
     match status {
         Status::Writable => None,
-        Status::NotWriter(m) | Status::Refused(m) => Some(LogError::Pushback { detail: m.clone(), retry_after }),
+        Status::NotWriter(m) | Status::Refused(m) => Some(LogError::Pushback {
+            detail: m.clone(),
+            retry_after,
+        }),
         Status::Unavailable(m) => Some(LogError::Unavailable(m.clone())),
-        Status::Stopped => Some(LogError::Pushback { detail: "the service is shutting down".into(), retry_after }),
+        Status::Stopped => Some(LogError::Pushback {
+            detail: "the service is shutting down".into(),
+            retry_after,
+        }),
     }
 }

@@ -37,8 +37,12 @@ pub(crate) enum ProofJob {
 
 fn run(job: ProofJob, r: &impl TileReader) -> Result<Vec<Hash>, CoreError> {
     match job {
-        ProofJob::Inclusion { index, size } => prove_inclusion(index, size, &TileHashReader::new(size, r)),
-        ProofJob::Consistency { from, to } => prove_consistency(from, to, &TileHashReader::new(to, r)),
+        ProofJob::Inclusion { index, size } => {
+            prove_inclusion(index, size, &TileHashReader::new(size, r))
+        }
+        ProofJob::Consistency { from, to } => {
+            prove_consistency(from, to, &TileHashReader::new(to, r))
+        }
     }
 }
 
@@ -78,7 +82,10 @@ impl TileReader for FetchedTiles {
                 let need = usize::from(t.width) * HASH_SIZE;
                 match self.tiles.get(&(t.level, t.index)) {
                     Some(d) if d.len() >= need => Ok(d.slice(..need)),
-                    _ => Err(CoreError::Read(format!("tile {}/{} (width {}) was not fetched", t.level, t.index, t.width))),
+                    _ => Err(CoreError::Read(format!(
+                        "tile {}/{} (width {}) was not fetched",
+                        t.level, t.index, t.width
+                    ))),
                 }
             })
             .collect()
@@ -97,7 +104,12 @@ pub(crate) struct TileSource<'a> {
 
 impl TileSource<'_> {
     fn hash_key(&self, level: u8, index: u64) -> Key {
-        Key { log: self.log.clone(), kind: Kind::Hash, level, index }
+        Key {
+            log: self.log.clone(),
+            kind: Kind::Hash,
+            level,
+            index,
+        }
     }
 
     /// Fetches hash tiles, each at least `width` hashes wide. Full tiles read
@@ -124,21 +136,38 @@ impl TileSource<'_> {
             }
         }
         if !missing.is_empty() {
-            let got = self.storage.read_tiles(self.log, &missing).await.map_err(storage_error)?;
+            let got = self
+                .storage
+                .read_tiles(self.log, &missing)
+                .await
+                .map_err(storage_error)?;
             if got.len() != missing.len() {
-                return Err(LogError::Internal(anyhow::anyhow!("storage returned {} tiles for {}", got.len(), missing.len())));
+                return Err(LogError::Internal(anyhow::anyhow!(
+                    "storage returned {} tiles for {}",
+                    got.len(),
+                    missing.len()
+                )));
             }
             for ((level, index), data) in missing.into_iter().zip(got) {
                 let width = wanted[&(level, index)];
                 let data = match data {
-                    Some(d) if d.len() >= usize::from(width) * HASH_SIZE && d.len() % HASH_SIZE == 0 => Bytes::from(d),
+                    Some(d)
+                        if d.len() >= usize::from(width) * HASH_SIZE
+                            && d.len() % HASH_SIZE == 0 =>
+                    {
+                        Bytes::from(d)
+                    }
                     Some(d) => {
                         return Err(LogError::Internal(anyhow::anyhow!(
                             "stored tile {level}/{index} has {} bytes, need {width} hashes",
                             d.len()
                         )))
                     }
-                    None => return Err(LogError::Internal(anyhow::anyhow!("stored tile {level}/{index} is missing"))),
+                    None => {
+                        return Err(LogError::Internal(anyhow::anyhow!(
+                            "stored tile {level}/{index} is missing"
+                        )))
+                    }
                 };
                 if data.len() == TILE_WIDTH as usize * HASH_SIZE {
                     self.cache.insert(self.hash_key(level, index), data.clone());
@@ -156,7 +185,9 @@ impl TileSource<'_> {
             run(*job, &recorder).map_err(proof_error)?;
         }
         let fetched = self.fetch(&recorder.wanted.into_inner()).await?;
-        jobs.iter().map(|job| run(*job, &fetched).map_err(proof_error)).collect()
+        jobs.iter()
+            .map(|job| run(*job, &fetched).map_err(proof_error))
+            .collect()
     }
 
     /// One hash tile at exactly `width`, or None if it does not exist.

@@ -3,4 +3,5 @@
 
 pub mod checker;
 pub mod pg;
+pub mod process;
 pub mod server;

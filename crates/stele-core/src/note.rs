@@ -47,7 +47,8 @@ impl Signer {
         let inner =
             StandardSigner::new(skey).map_err(|e| NoteError::MalformedKey(format!("skey: {e}")))?;
         // The crate checked the form; recover the public key for the vkey.
-        let key64 = skey.rsplit('+').next().unwrap_or_default();
+        // The key is everything after the fourth '+' (base64 may contain '+').
+        let key64 = skey.splitn(5, '+').nth(4).unwrap_or_default();
         let key = STANDARD
             .decode(key64)
             .map_err(|_| NoteError::MalformedKey("skey: bad base64".into()))?;
@@ -122,7 +123,7 @@ impl Verifier {
         let inner = StandardVerifier::new(vkey)
             .map_err(|e| NoteError::MalformedKey(format!("vkey: {e}")))?;
         // Canonical text: lowercase key id, whatever case the input used.
-        let key64 = vkey.rsplit('+').next().unwrap_or_default();
+        let key64 = vkey.splitn(3, '+').nth(2).unwrap_or_default();
         let vkey = format!("{}+{:08x}+{}", inner.name(), inner.key_id(), key64);
         Ok(Verifier { inner, vkey })
     }

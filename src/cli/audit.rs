@@ -1,0 +1,255 @@
+//! `stele monitor --audit`: rebuilds a log's tree from its public C2SP
+//! tlog-tiles (entry bundles and hash tiles, nothing else) and checks that
+//! it reproduces a verified checkpoint's root and that every served hash
+//! tile equals the rebuilt one.
+//!
+//! Resumable: the audited prefix is kept as its right edge (the partial
+//! hash tiles of a [`TreeBuilder`]), saved after every chunk of bundles. A
+//! prefix is only ever trusted because the final root must match a signed
+//! checkpoint: bad bundles anywhere make that check fail.
+
+use std::collections::BTreeMap;
+use std::io::IsTerminal;
+
+use base64::Engine as _;
+use futures::StreamExt;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use stele_core::checkpoint::Checkpoint;
+use stele_core::tile::{decode_bundle, partial_tiles, TileId, TilePath, TreeBuilder, TILE_WIDTH};
+use stele_core::{leaf_hash, Hash};
+
+use super::client::LogClient;
+use super::monitor::Alarm;
+
+/// Bundles fetched and hashed between two saves of the progress.
+const CHUNK_BUNDLES: u64 = 512;
+
+/// The audited prefix of a tree: its size and its right edge.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct AuditState {
+    /// Leaves hashed so far.
+    pub size: u64,
+    /// The partial hash tiles of the tree of `size`.
+    pub tiles: Vec<EdgeTile>,
+}
+
+/// One partial hash tile of the audited prefix.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct EdgeTile {
+    pub level: u8,
+    pub index: u64,
+    pub width: u16,
+    /// The tile's hashes, concatenated, standard base64.
+    pub hashes: String,
+}
+
+/// The edge being built: partial tiles by (level, index), latest contents.
+type Edge = BTreeMap<(u8, u64), Vec<u8>>;
+
+fn b64() -> base64::engine::GeneralPurpose {
+    base64::engine::general_purpose::STANDARD
+}
+
+fn resume(prior: Option<&AuditState>, cp: &Checkpoint) -> anyhow::Result<(TreeBuilder, Edge)> {
+    let Some(s) = prior.filter(|s| s.size <= cp.size) else {
+        return Ok((TreeBuilder::new(), Edge::new()));
+    };
+    let mut data = Vec::new();
+    for t in &s.tiles {
+        data.push((
+            TileId::new(t.level, t.index, t.width),
+            b64().decode(&t.hashes)?,
+        ));
+    }
+    let refs: Vec<(TileId, &[u8])> = data.iter().map(|(id, d)| (*id, d.as_slice())).collect();
+    let builder = TreeBuilder::from_partial_tiles(s.size, &refs)
+        .map_err(|e| anyhow::anyhow!("the saved audit state is unusable: {e}"))?;
+    let edge = data
+        .into_iter()
+        .map(|(id, d)| ((id.level, id.index), d))
+        .collect();
+    Ok((builder, edge))
+}
+
+fn snapshot(size: u64, edge: &Edge) -> anyhow::Result<AuditState> {
+    let mut tiles = Vec::new();
+    for id in partial_tiles(size) {
+        let d = edge
+            .get(&(id.level, id.index))
+            .ok_or_else(|| anyhow::anyhow!("rebuilt edge lacks tile {}/{}", id.level, id.index))?;
+        let want = usize::from(id.width) * 32;
+        anyhow::ensure!(
+            d.len() >= want,
+            "rebuilt tile {}/{} is too short",
+            id.level,
+            id.index
+        );
+        tiles.push(EdgeTile {
+            level: id.level,
+            index: id.index,
+            width: id.width,
+            hashes: b64().encode(&d[..want]),
+        });
+    }
+    Ok(AuditState { size, tiles })
+}
+
+fn progress(len: u64, start: u64) -> indicatif::ProgressBar {
+    if !std::io::stderr().is_terminal() {
+        return indicatif::ProgressBar::hidden();
+    }
+    let pb = indicatif::ProgressBar::new(len);
+    pb.set_position(start);
+    pb.set_style(
+        indicatif::ProgressStyle::with_template(
+            "auditing [{bar:40}] {pos}/{len} entries ({per_sec}, eta {eta})",
+        )
+        .expect("valid template")
+        .progress_chars("=> "),
+    );
+    pb
+}
+
+/// Compares served hash tiles with rebuilt ones.
+async fn check_tiles(
+    client: &LogClient,
+    tiles: Vec<(TileId, Vec<u8>)>,
+    concurrency: usize,
+) -> anyhow::Result<Result<(), Alarm>> {
+    let mut served = futures::stream::iter(tiles.into_iter().map(|(id, rebuilt)| {
+        let client = client.clone();
+        async move {
+            let got = client.tile(TilePath::Hash(id)).await;
+            (id, rebuilt, got)
+        }
+    }))
+    .buffer_unordered(concurrency.max(1));
+    while let Some((id, rebuilt, got)) = served.next().await {
+        let got = got?;
+        if got != rebuilt {
+            let path = TilePath::Hash(id).to_path();
+            return Ok(Err(Alarm {
+                what: format!(
+                    "served hash tile {path} differs from the one rebuilt from the entries"
+                ),
+                evidence: format!(
+                    "served:  {} bytes, SHA-256 {}\nrebuilt: {} bytes, SHA-256 {}",
+                    got.len(),
+                    hex::encode(Sha256::digest(&got)),
+                    rebuilt.len(),
+                    hex::encode(Sha256::digest(&rebuilt))
+                ),
+            }));
+        }
+    }
+    Ok(Ok(()))
+}
+
+/// Audits the tree up to `cp` (already verified), resuming from `slot`.
+/// On success `slot` holds the audited state at `cp.size` and the answer is
+/// the number of entries fetched and hashed by this call; after each chunk
+/// the progress is put in `slot` and handed to `save`.
+pub async fn audit(
+    client: &LogClient,
+    cp: &Checkpoint,
+    slot: &mut Option<AuditState>,
+    concurrency: usize,
+    save: &mut (dyn FnMut(&AuditState) -> anyhow::Result<()> + Send),
+) -> anyhow::Result<Result<u64, Alarm>> {
+    let (mut builder, mut edge) = resume(slot.as_ref(), cp)?;
+    let start = builder.size();
+    let pb = progress(cp.size, start);
+    let first_bundle = start / TILE_WIDTH;
+    let end_bundle = cp.size.div_ceil(TILE_WIDTH);
+
+    let mut chunk_start = first_bundle;
+    while chunk_start < end_bundle {
+        let chunk_end = (chunk_start + CHUNK_BUNDLES).min(end_bundle);
+        let mut bundles = futures::stream::iter((chunk_start..chunk_end).map(|k| {
+            let width = (cp.size - k * TILE_WIDTH).min(TILE_WIDTH) as u16;
+            let client = client.clone();
+            async move {
+                let got = client
+                    .tile(TilePath::Entries(TileId::new(0, k, width)))
+                    .await;
+                (k, width, got)
+            }
+        }))
+        .buffered(concurrency.max(1));
+        let mut full_tiles = Vec::new();
+        while let Some((k, width, got)) = bundles.next().await {
+            let data = got?;
+            let path = TilePath::Entries(TileId::new(0, k, width)).to_path();
+            let leaves = match decode_bundle(&data) {
+                Ok(l) => l,
+                Err(e) => {
+                    return Ok(Err(Alarm {
+                        what: format!("entry bundle {path} is malformed: {e}"),
+                        evidence: String::new(),
+                    }))
+                }
+            };
+            if leaves.len() != usize::from(width) {
+                return Ok(Err(Alarm {
+                    what: format!(
+                        "entry bundle {path} holds {} entries, not {width}",
+                        leaves.len()
+                    ),
+                    evidence: String::new(),
+                }));
+            }
+            let skip = if k == first_bundle {
+                (start % TILE_WIDTH) as usize
+            } else {
+                0
+            };
+            let hashes: Vec<Hash> = leaves[skip..].iter().map(|l| leaf_hash(l)).collect();
+            for (id, data) in builder.append(&hashes) {
+                if id.is_full() {
+                    edge.remove(&(id.level, id.index));
+                    full_tiles.push((id, data));
+                } else {
+                    edge.insert((id.level, id.index), data);
+                }
+            }
+            pb.inc(hashes.len() as u64);
+        }
+        drop(bundles);
+        if let Err(alarm) = check_tiles(client, full_tiles, concurrency).await? {
+            return Ok(Err(alarm));
+        }
+        let progress = snapshot(builder.size(), &edge)?;
+        save(&progress)?;
+        *slot = Some(progress);
+        chunk_start = chunk_end;
+    }
+    pb.finish_and_clear();
+
+    let root = builder.root();
+    if builder.size() != cp.size || root != cp.root {
+        return Ok(Err(Alarm {
+            what: format!(
+                "audit: the entries rebuild a tree of {} with root {}, but the checkpoint says size {} with root {}",
+                builder.size(),
+                root.to_base64(),
+                cp.size,
+                cp.root.to_base64()
+            ),
+            evidence: String::new(),
+        }));
+    }
+    let state = snapshot(cp.size, &edge)?;
+    let mut partial = Vec::new();
+    for t in &state.tiles {
+        partial.push((
+            TileId::new(t.level, t.index, t.width),
+            b64().decode(&t.hashes)?,
+        ));
+    }
+    if let Err(alarm) = check_tiles(client, partial, concurrency).await? {
+        return Ok(Err(alarm));
+    }
+    *slot = Some(state);
+    Ok(Ok(cp.size - start))
+}

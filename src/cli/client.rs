@@ -1,0 +1,270 @@
+//! What `submit`, `verify --online` and `monitor` share: a small client for
+//! one log's public HTTP surface, problem-document messages, verifier keys,
+//! and running async code from the synchronous command entry points.
+
+use std::future::Future;
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context};
+use stele_core::note::Verifier;
+use stele_core::tile::{TileId, TilePath};
+use stele_core::Hash;
+
+/// Runs a future to completion on a fresh current-thread runtime (on its
+/// own thread when called from inside a runtime, where blocking is not
+/// allowed).
+pub fn block_on<F>(fut: F) -> F::Output
+where
+    F: Future + Send,
+    F::Output: Send,
+{
+    let run = move || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("building a tokio runtime")
+            .block_on(fut)
+    };
+    if tokio::runtime::Handle::try_current().is_ok() {
+        std::thread::scope(|s| s.spawn(run).join().expect("runtime thread panicked"))
+    } else {
+        run()
+    }
+}
+
+/// The verifier key from `--vkey` or `--vkey-file` (exactly one).
+pub fn load_verifier(vkey: Option<&str>, vkey_file: Option<&Path>) -> anyhow::Result<Verifier> {
+    let text = match (vkey, vkey_file) {
+        (Some(k), None) => k.to_string(),
+        (None, Some(f)) => {
+            std::fs::read_to_string(f).with_context(|| format!("reading {}", f.display()))?
+        }
+        (Some(_), Some(_)) => bail!("give either --vkey or --vkey-file, not both"),
+        (None, None) => {
+            bail!("a verifier key is needed: --vkey <origin>+<key id>+<base64> or --vkey-file FILE")
+        }
+    };
+    let text = text.trim();
+    Verifier::from_vkey(text).map_err(|e| anyhow!("verifier key {text:?}: {e}"))
+}
+
+/// `name (key id 1a2b3c4d)`.
+pub fn describe_key(v: &Verifier) -> String {
+    format!("{} (key id {:08x})", v.name(), v.key_id())
+}
+
+/// A one-line message for an HTTP error answer: the problem document's
+/// `title`, `detail` (and `field`) when there is one, the raw body otherwise.
+pub fn problem_message(
+    status: reqwest::StatusCode,
+    retry_after: Option<&str>,
+    body: &[u8],
+) -> String {
+    let mut msg = format!("HTTP {status}");
+    match serde_json::from_slice::<serde_json::Value>(body) {
+        Ok(v) if v.is_object() => {
+            let get = |k: &str| v.get(k).and_then(|x| x.as_str()).map(str::to_string);
+            if let Some(t) = get("title") {
+                msg.push_str(&format!(": {t}"));
+            }
+            if let Some(f) = get("field") {
+                msg.push_str(&format!(" [field {f}]"));
+            }
+            if let Some(d) = get("detail") {
+                msg.push_str(&format!(" — {d}"));
+            }
+            if let Some(t) = get("type") {
+                msg.push_str(&format!(" ({t})"));
+            }
+        }
+        _ => {
+            let text = String::from_utf8_lossy(body);
+            let text = text.trim();
+            if !text.is_empty() {
+                let cut: String = text.chars().take(300).collect();
+                msg.push_str(&format!(": {cut}"));
+            }
+        }
+    }
+    if let Some(r) = retry_after {
+        msg.push_str(&format!("; retry after {r} s"));
+    }
+    msg
+}
+
+/// Why a fetch failed: the log answered 404, or anything else.
+#[derive(Debug, thiserror::Error)]
+pub enum FetchError {
+    #[error("{0}: not found")]
+    NotFound(String),
+    #[error("{0}")]
+    Other(String),
+}
+
+/// A client for one log, addressed by its base URL (`https://host/logs/NAME`).
+#[derive(Clone)]
+pub struct LogClient {
+    http: reqwest::Client,
+    base: String,
+}
+
+impl LogClient {
+    pub fn new(base: &str) -> anyhow::Result<Self> {
+        let base = base.trim_end_matches('/').to_string();
+        let parsed = reqwest::Url::parse(&base).with_context(|| format!("log URL {base:?}"))?;
+        if !matches!(parsed.scheme(), "http" | "https") {
+            bail!("log URL {base:?}: only http and https are supported");
+        }
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(60))
+            .user_agent(concat!("stele/", env!("CARGO_PKG_VERSION")))
+            .build()?;
+        Ok(LogClient { http, base })
+    }
+
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
+    pub fn url(&self, rel: &str) -> String {
+        format!("{}/{}", self.base, rel.trim_start_matches('/'))
+    }
+
+    /// GETs `rel` under the log; non-2xx answers are errors.
+    pub async fn get(&self, rel: &str) -> Result<bytes::Bytes, FetchError> {
+        let url = self.url(rel);
+        let resp = self
+            .http
+            .get(&url)
+            .send()
+            .await
+            .map_err(|e| FetchError::Other(format!("GET {url}: {e}")))?;
+        let status = resp.status();
+        let retry = resp
+            .headers()
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        let body = resp
+            .bytes()
+            .await
+            .map_err(|e| FetchError::Other(format!("GET {url}: {e}")))?;
+        if status == reqwest::StatusCode::NOT_FOUND {
+            return Err(FetchError::NotFound(format!("GET {url}")));
+        }
+        if !status.is_success() {
+            return Err(FetchError::Other(format!(
+                "GET {url}: {}",
+                problem_message(status, retry.as_deref(), &body)
+            )));
+        }
+        Ok(body)
+    }
+
+    /// The latest checkpoint note (`<base>/checkpoint`), unverified.
+    pub async fn checkpoint(&self) -> anyhow::Result<String> {
+        let body = self.get("checkpoint").await?;
+        String::from_utf8(body.to_vec())
+            .map_err(|_| anyhow!("GET {}: checkpoint is not UTF-8", self.url("checkpoint")))
+    }
+
+    /// A consistency proof from `from` to `to` (unverified).
+    pub async fn consistency(&self, from: u64, to: u64) -> anyhow::Result<Vec<Hash>> {
+        let rel = format!("proofs/consistency?from={from}&to={to}");
+        let body = self.get(&rel).await?;
+        let v: serde_json::Value = serde_json::from_slice(&body)
+            .with_context(|| format!("GET {}: not JSON", self.url(&rel)))?;
+        let proof = v
+            .get("consistency_proof")
+            .and_then(|p| p.as_array())
+            .ok_or_else(|| anyhow!("GET {}: no consistency_proof array", self.url(&rel)))?;
+        proof
+            .iter()
+            .map(|h| {
+                let s = h
+                    .as_str()
+                    .ok_or_else(|| anyhow!("consistency proof hash is not a string"))?;
+                Hash::from_hex(s).map_err(|e| anyhow!("consistency proof: {e}"))
+            })
+            .collect()
+    }
+
+    /// A hash tile or entry bundle at exactly the width asked. When a
+    /// partial tile is gone (the log grew and the server serves only the
+    /// wider version), the full tile is fetched and cut down: tiles only grow
+    /// at the end.
+    pub async fn tile(&self, path: TilePath) -> Result<Vec<u8>, FetchError> {
+        match self.get(&path.to_path()).await {
+            Ok(b) => Ok(b.to_vec()),
+            Err(FetchError::NotFound(what)) => {
+                let (id, entries) = match path {
+                    TilePath::Hash(id) => (id, false),
+                    TilePath::Entries(id) => (id, true),
+                };
+                if id.is_full() {
+                    return Err(FetchError::NotFound(what));
+                }
+                let full = TileId::new(id.level, id.index, 256);
+                let full_path = if entries {
+                    TilePath::Entries(full)
+                } else {
+                    TilePath::Hash(full)
+                };
+                let data = self.get(&full_path.to_path()).await?.to_vec();
+                Ok(truncate_tile(&data, id.width, entries).map_err(FetchError::Other)?)
+            }
+            Err(e) => Err(e),
+        }
+    }
+}
+
+/// Cuts a wider tile (or bundle) down to its first `width` hashes (leaves).
+fn truncate_tile(data: &[u8], width: u16, entries: bool) -> Result<Vec<u8>, String> {
+    let width = usize::from(width);
+    if !entries {
+        let want = width * 32;
+        if data.len() < want {
+            return Err(format!("hash tile has {} bytes, need {want}", data.len()));
+        }
+        return Ok(data[..want].to_vec());
+    }
+    let mut pos = 0;
+    for _ in 0..width {
+        if pos + 2 > data.len() {
+            return Err("entry bundle is shorter than expected".into());
+        }
+        let len = usize::from(u16::from_be_bytes([data[pos], data[pos + 1]]));
+        pos += 2 + len;
+        if pos > data.len() {
+            return Err("entry bundle is truncated".into());
+        }
+    }
+    Ok(data[..pos].to_vec())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn truncates_bundles_and_tiles() {
+        let bundle = [0u8, 1, b'a', 0, 2, b'b', b'c', 0, 0];
+        assert_eq!(truncate_tile(&bundle, 2, true).unwrap(), &bundle[..7]);
+        assert!(truncate_tile(&bundle[..5], 2, true).is_err());
+        let tile = [7u8; 96];
+        assert_eq!(truncate_tile(&tile, 2, false).unwrap().len(), 64);
+        assert!(truncate_tile(&tile, 4, false).is_err());
+    }
+
+    #[test]
+    fn problem_messages_show_title_and_detail() {
+        let body = br#"{"type":"urn:stele:problem:invalid-field","title":"Invalid field","detail":"type: must be dotted lowercase","field":"type","status":422}"#;
+        let m = problem_message(reqwest::StatusCode::UNPROCESSABLE_ENTITY, None, body);
+        assert!(m.contains("Invalid field"), "{m}");
+        assert!(m.contains("must be dotted lowercase"), "{m}");
+        assert!(m.contains("[field type]"), "{m}");
+        let m = problem_message(reqwest::StatusCode::SERVICE_UNAVAILABLE, Some("2"), b"busy");
+        assert!(m.contains("busy") && m.contains("retry after 2"), "{m}");
+    }
+}

@@ -1,0 +1,251 @@
+//! The engine on PostgreSQL, where it behaves differently from SQLite: many
+//! concurrent submissions over a connection pool, and two engines (two
+//! processes' worth of sessions) on one database, where the advisory-lock
+//! lease and the compare-and-set must keep the log from forking.
+//!
+//! Unreachable server: the tests are reported ignored with the reason, or
+//! fail when `STELE_REQUIRE_POSTGRES=1`.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use libtest_mimic::{Arguments, Completion, Failed, Trial};
+use stele::engine::agency::new_token;
+use stele::engine::records::parse_record;
+use stele::engine::{
+    Agency, Engine, EngineConfig, Locator, LogConfig, LogError, Record, Submitted,
+};
+use stele::metrics::Metrics;
+use stele::storage::postgres::{PgOptions, PostgresStorage};
+use stele::storage::{AgencyRecord, Storage};
+use stele::testkit::pg::{fresh_database, pg_policy, PgPolicy};
+use stele_core::leaf_hash;
+use stele_core::merkle::{verify_consistency, verify_inclusion};
+use stele_core::note::{open_checkpoint, Signer, Verifier};
+
+const LOG: &str = "default";
+const ORIGIN: &str = "records.example.test/default";
+
+type TestResult = anyhow::Result<()>;
+
+/// A signing key whose text the core parses (see the engine unit tests).
+fn test_key() -> String {
+    for _ in 0..1000 {
+        if let Ok((s, skey)) = Signer::generate(ORIGIN) {
+            if Verifier::from_vkey(&s.vkey()).is_ok() {
+                return skey;
+            }
+        }
+    }
+    panic!("no usable key");
+}
+
+async fn engine(url: &str, skey: &str) -> anyhow::Result<Arc<Engine>> {
+    let storage: Arc<dyn Storage> =
+        Arc::new(PostgresStorage::connect(url, PgOptions::default()).await?);
+    let signer = Arc::new(Signer::from_skey(skey)?);
+    let logs = vec![LogConfig {
+        name: LOG.into(),
+        origin: ORIGIN.into(),
+        signer,
+    }];
+    let config = EngineConfig {
+        max_wait: Duration::from_millis(2),
+        ..EngineConfig::default()
+    };
+    Engine::start(storage, logs, config, Arc::new(Metrics::new())).await
+}
+
+async fn add_agency(engine: &Engine, name: &str) -> anyhow::Result<Agency> {
+    let (token, token_hash) = new_token(name);
+    let rec = AgencyRecord {
+        name: name.into(),
+        token_hash,
+        types: vec![],
+        revoked: false,
+        created_ms: 0,
+    };
+    engine.storage().add_agency(&rec).await?;
+    Ok(engine.authenticate(&token).await?)
+}
+
+fn rec(i: usize) -> Record {
+    parse_record(format!(r#"{{"type":"land.transfer","subject":"parcel {i}"}}"#).as_bytes())
+        .unwrap()
+}
+
+/// Every stored checkpoint verifies and is consistent with the latest;
+/// every entry is included in the latest.
+async fn check_log(engine: &Engine) -> TestResult {
+    let v = Verifier::from_vkey(&engine.logs().await[0].vkey)?;
+    let latest = open_checkpoint(&engine.checkpoint(LOG).await?, &v)?;
+    for (size, text) in engine.storage().checkpoints(LOG).await? {
+        let cp = open_checkpoint(&text, &v)?;
+        anyhow::ensure!(
+            cp.size == size,
+            "checkpoint stored at {size} says {}",
+            cp.size
+        );
+        let p = engine
+            .consistency_proof(LOG, size, Some(latest.size))
+            .await?;
+        verify_consistency(size, latest.size, &cp.root, &latest.root, &p.proof)?;
+    }
+    for i in 0..latest.size {
+        let e = engine.entry(LOG, i).await?;
+        anyhow::ensure!(e.leaf_hash == leaf_hash(e.leaf.as_bytes()));
+        let p = engine.inclusion_proof(LOG, Locator::Index(i), None).await?;
+        verify_inclusion(&e.leaf_hash, i, latest.size, &p.proof, &latest.root)?;
+    }
+    Ok(())
+}
+
+async fn retry_submit(engine: &Engine, agency: &Agency, r: Record) -> anyhow::Result<Submitted> {
+    for _ in 0..400 {
+        match engine.submit(LOG, agency, r.clone()).await {
+            Ok(s) => return Ok(s),
+            Err(LogError::Unavailable(_)) | Err(LogError::Pushback { .. }) => {
+                tokio::time::sleep(Duration::from_millis(25)).await
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    anyhow::bail!("the engine did not become writable")
+}
+
+async fn concurrent_submissions(url: String) -> TestResult {
+    let skey = test_key();
+    let engine = engine(&url, &skey).await?;
+    let agency = add_agency(&engine, "transport").await?;
+    let v = Verifier::from_vkey(&engine.logs().await[0].vkey)?;
+    let mut tasks = Vec::new();
+    for t in 0..20 {
+        let (engine, agency) = (engine.clone(), agency.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut out = Vec::new();
+            for i in 0..25 {
+                out.push(engine.submit(LOG, &agency, rec(t * 1000 + i)).await?);
+            }
+            Ok::<_, LogError>(out)
+        }));
+    }
+    let mut indexes = HashSet::new();
+    for t in tasks {
+        for sub in t.await?? {
+            anyhow::ensure!(sub.created);
+            anyhow::ensure!(
+                indexes.insert(sub.receipt.verify(&v)?.index),
+                "index handed out twice"
+            );
+        }
+    }
+    anyhow::ensure!(
+        indexes == (0..500).collect::<HashSet<u64>>(),
+        "indexes are not 0..500"
+    );
+    // A repeat is a duplicate, across the pool's connections.
+    let again = engine.submit(LOG, &agency, rec(7)).await?;
+    anyhow::ensure!(!again.created);
+    check_log(&engine).await?;
+    engine.shutdown().await;
+    Ok(())
+}
+
+async fn two_engines_never_fork(url: String) -> TestResult {
+    let skey = test_key();
+    let first = engine(&url, &skey).await?;
+    let agency = add_agency(&first, "land").await?;
+    first.submit(LOG, &agency, rec(0)).await?;
+    let second = engine(&url, &skey).await?;
+    let why = second.ready().await.err().unwrap_or_default();
+    anyhow::ensure!(
+        why.contains("another process"),
+        "second engine should not be the writer: {why:?}"
+    );
+
+    // Both take submissions at once: only the writer's succeed.
+    let mut handles = Vec::new();
+    for (n, e) in [first.clone(), second.clone()].into_iter().enumerate() {
+        let agency = agency.clone();
+        handles.push(tokio::spawn(async move {
+            let mut ok = 0;
+            for i in 0..50 {
+                match e.submit(LOG, &agency, rec(1000 * (n + 1) + i)).await {
+                    Ok(_) => ok += 1,
+                    Err(LogError::Pushback { .. }) => {}
+                    Err(other) => return Err(anyhow::anyhow!("{other}")),
+                }
+            }
+            Ok::<_, anyhow::Error>(ok)
+        }));
+    }
+    let first_ok = handles.remove(0).await??;
+    let second_ok = handles.remove(0).await??;
+    anyhow::ensure!(
+        first_ok == 50 && second_ok == 0,
+        "writes: first {first_ok}, second {second_ok}"
+    );
+    anyhow::ensure!(first.logs().await[0].tree_size == 51);
+    first.shutdown().await;
+
+    // The second takes the lease, reloads the first's state and continues.
+    let sub = retry_submit(&second, &agency, rec(9999)).await?;
+    anyhow::ensure!(
+        sub.receipt.index == 51,
+        "continued at {}",
+        sub.receipt.index
+    );
+    anyhow::ensure!(second.ready().await.is_ok());
+    check_log(&second).await?;
+    second.shutdown().await;
+    Ok(())
+}
+
+type TestFn = fn(String) -> std::pin::Pin<Box<dyn std::future::Future<Output = TestResult> + Send>>;
+
+const TESTS: &[(&str, TestFn)] = &[
+    ("concurrent_submissions", |u| {
+        Box::pin(concurrent_submissions(u))
+    }),
+    ("two_engines_never_fork", |u| {
+        Box::pin(two_engines_never_fork(u))
+    }),
+];
+
+fn run(test: TestFn) -> TestResult {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    rt.block_on(async {
+        let db = fresh_database().await.map_err(|e| anyhow::anyhow!("{e}"))?;
+        let result = test(db.url.clone()).await;
+        db.drop_db().await?;
+        result
+    })
+}
+
+fn main() {
+    let args = Arguments::from_args();
+    let policy = pg_policy();
+    let names: Vec<String> = TESTS
+        .iter()
+        .map(|(n, _)| format!("postgres::{n}"))
+        .collect();
+    policy.announce(&names);
+    let trials = TESTS
+        .iter()
+        .map(|&(name, test)| {
+            let policy = policy.clone();
+            Trial::ignorable_test(format!("postgres::{name}"), move || match policy {
+                PgPolicy::Run => run(test)
+                    .map(|()| Completion::Completed)
+                    .map_err(|e| Failed::from(format!("{e:#}"))),
+                PgPolicy::Skip(e) => Ok(Completion::ignored_with(e)),
+                PgPolicy::Fail(e) => Err(Failed::from(format!("{e} and STELE_REQUIRE_POSTGRES=1"))),
+            })
+        })
+        .collect();
+    libtest_mimic::run(&args, trials).exit();
+}
