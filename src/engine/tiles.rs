@@ -1,16 +1,17 @@
 //! Reading hash tiles for proofs: work out which tiles a set of proofs
-//! needs (a dry run over zero-filled tiles), fetch them once (overlay →
-//! latest partial tiles → cache → one storage round trip), then compute the
-//! proofs synchronously with `stele_core`.
+//! needs (a dry run of `stele_core`'s proof generation with a recording
+//! `HashReader`), fetch them once (overlay → latest partial tiles → cache →
+//! one storage round trip), then run the proofs again over the fetched
+//! tiles, synchronously.
 
 use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use bytes::Bytes;
-use stele_core::merkle::{prove_consistency, prove_inclusion};
-use stele_core::tile::{TileHashReader, TileId, TileReader, TILE_WIDTH};
-use stele_core::{Error as CoreError, Hash, HASH_SIZE};
+use stele_core::merkle::{prove_consistency, prove_inclusion, HashReader, NodeId};
+use stele_core::tile::{TileId, TileReader, TILE_HEIGHT, TILE_WIDTH};
+use stele_core::{node_hash, Error as CoreError, Hash, HASH_SIZE};
 
 use crate::engine::cache::{Key, Kind, TileCache};
 use crate::engine::{storage_error, LogError};
@@ -35,35 +36,88 @@ pub(crate) enum ProofJob {
     Consistency { from: u64, to: u64 },
 }
 
-fn run(job: ProofJob, r: &impl TileReader) -> Result<Vec<Hash>, CoreError> {
+fn run<R: HashReader + ?Sized>(job: ProofJob, r: &R) -> Result<Vec<Hash>, CoreError> {
     match job {
-        ProofJob::Inclusion { index, size } => {
-            prove_inclusion(index, size, &TileHashReader::new(size, r))
-        }
-        ProofJob::Consistency { from, to } => {
-            prove_consistency(from, to, &TileHashReader::new(to, r))
-        }
+        ProofJob::Inclusion { index, size } => prove_inclusion(index, size, r),
+        ProofJob::Consistency { from, to } => prove_consistency(from, to, r),
     }
 }
 
-/// Records the tiles a proof reads, answering with zeros.
+/// The tile holding the level-`8L` descendants of `node`, and the range of
+/// positions they occupy in it: `(tile level, tile index, start, end)`.
+fn tile_span(node: NodeId) -> (u8, u64, u16, u16) {
+    let r = node.level % TILE_HEIGHT;
+    let first = node.index << r;
+    let start = (first % TILE_WIDTH) as u16;
+    (
+        node.level / TILE_HEIGHT,
+        first / TILE_WIDTH,
+        start,
+        start + (1u16 << r),
+    )
+}
+
+/// Records the nodes a proof reads, answering with zeros (proof shapes do
+/// not depend on hash values).
 #[derive(Default)]
 struct Recorder {
     wanted: RefCell<BTreeMap<(u8, u64), u16>>,
 }
 
-impl TileReader for Recorder {
-    type Data = Vec<u8>;
-    fn read_tiles(&self, tiles: &[TileId]) -> Result<Vec<Vec<u8>>, CoreError> {
+impl HashReader for Recorder {
+    fn read_hashes(&self, nodes: &[NodeId]) -> Result<Vec<Hash>, CoreError> {
         let mut wanted = self.wanted.borrow_mut();
-        Ok(tiles
-            .iter()
-            .map(|t| {
-                let w = wanted.entry((t.level, t.index)).or_insert(0);
-                *w = (*w).max(t.width);
-                vec![0u8; usize::from(t.width) * HASH_SIZE]
-            })
-            .collect())
+        for &n in nodes {
+            let (level, index, _, end) = tile_span(n);
+            let w = wanted.entry((level, index)).or_insert(0);
+            *w = (*w).max(end);
+        }
+        Ok(vec![Hash::default(); nodes.len()])
+    }
+}
+
+/// Computes perfect-subtree hashes from fetched tiles, remembering every
+/// node it computed: the proofs of one batch share most of their nodes, so a
+/// batch of 1,000 receipts costs about 2,000 hashes, not 1,000 × 255.
+/// Only nodes entirely inside the tree are requested (the `HashReader`
+/// contract), so every node is a perfect subtree whose level-`8L`
+/// descendants sit in one tile.
+struct MemoReader<'a> {
+    tiles: &'a FetchedTiles,
+    memo: RefCell<HashMap<NodeId, Hash>>,
+}
+
+impl MemoReader<'_> {
+    fn node(&self, n: NodeId) -> Result<Hash, CoreError> {
+        if let Some(h) = self.memo.borrow().get(&n) {
+            return Ok(*h);
+        }
+        let h = if n.level % TILE_HEIGHT == 0 {
+            let (level, index, start, _) = tile_span(n);
+            let off = usize::from(start) * HASH_SIZE;
+            match self.tiles.tiles.get(&(level, index)) {
+                Some(d) if d.len() >= off + HASH_SIZE => {
+                    Hash::from_slice(&d[off..off + HASH_SIZE])?
+                }
+                _ => {
+                    return Err(CoreError::Read(format!(
+                        "tile {level}/{index} was not fetched or is short"
+                    )))
+                }
+            }
+        } else {
+            let l = self.node(NodeId::new(n.level - 1, n.index * 2))?;
+            let r = self.node(NodeId::new(n.level - 1, n.index * 2 + 1))?;
+            node_hash(&l, &r)
+        };
+        self.memo.borrow_mut().insert(n, h);
+        Ok(h)
+    }
+}
+
+impl HashReader for MemoReader<'_> {
+    fn read_hashes(&self, nodes: &[NodeId]) -> Result<Vec<Hash>, CoreError> {
+        nodes.iter().map(|&n| self.node(n)).collect()
     }
 }
 
@@ -153,7 +207,7 @@ impl TileSource<'_> {
                 let data = match data {
                     Some(d)
                         if d.len() >= usize::from(width) * HASH_SIZE
-                            && d.len() % HASH_SIZE == 0 =>
+                            && d.len() / HASH_SIZE * HASH_SIZE == d.len() =>
                     {
                         Bytes::from(d)
                     }
@@ -185,8 +239,12 @@ impl TileSource<'_> {
             run(*job, &recorder).map_err(proof_error)?;
         }
         let fetched = self.fetch(&recorder.wanted.into_inner()).await?;
+        let reader = MemoReader {
+            tiles: &fetched,
+            memo: RefCell::new(HashMap::new()),
+        };
         jobs.iter()
-            .map(|job| run(*job, &fetched).map_err(proof_error))
+            .map(|job| run(*job, &reader).map_err(proof_error))
             .collect()
     }
 
@@ -204,5 +262,58 @@ fn proof_error(e: CoreError) -> LogError {
     match e {
         CoreError::InvalidRange(m) => LogError::invalid("tree_size", m),
         other => LogError::Internal(anyhow::Error::new(other)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use stele_core::tile::{TileHashReader, TreeBuilder};
+
+    use super::*;
+
+    /// The memoizing reader gives the same proofs as the core's
+    /// `TileHashReader` over the same tiles, for every index and many sizes.
+    #[test]
+    fn memo_reader_agrees_with_the_core_tile_reader() {
+        let leaves: Vec<Hash> = (0u32..700)
+            .map(|i| stele_core::leaf_hash(&i.to_be_bytes()))
+            .collect();
+        let mut b = TreeBuilder::new();
+        let mut fetched = FetchedTiles::default();
+        for chunk in leaves.chunks(97) {
+            for (id, data) in b.append(chunk) {
+                fetched
+                    .tiles
+                    .insert((id.level, id.index), Bytes::from(data));
+            }
+        }
+        for size in [1u64, 2, 3, 255, 256, 257, 511, 512, 513, 600, 700] {
+            let core = TileHashReader::new(size, &fetched);
+            let memo = MemoReader {
+                tiles: &fetched,
+                memo: RefCell::new(HashMap::new()),
+            };
+            for index in (0..size).step_by(7).chain([size - 1]) {
+                let job = ProofJob::Inclusion { index, size };
+                assert_eq!(
+                    run(job, &memo).unwrap(),
+                    run(job, &core).unwrap(),
+                    "inclusion {index} in {size}"
+                );
+                let rec = Recorder::default();
+                run(job, &rec).unwrap();
+                for ((level, tile), width) in rec.wanted.into_inner() {
+                    assert!(u64::from(width) * 32 <= fetched.tiles[&(level, tile)].len() as u64);
+                }
+            }
+            for from in (0..=size).step_by(13) {
+                let job = ProofJob::Consistency { from, to: size };
+                assert_eq!(
+                    run(job, &memo).unwrap(),
+                    run(job, &core).unwrap(),
+                    "consistency {from}..{size}"
+                );
+            }
+        }
     }
 }
