@@ -54,6 +54,8 @@ const TESTS: &[(&str, TestFn)] = tests![
     inclusion_and_consistency_proofs,
     health_ready_metrics,
     openapi_is_current_and_docs_are_served,
+    json_with_charset_is_accepted,
+    stopped_engine_answers_503_with_retry_after,
 ];
 
 fn main() {
@@ -1186,6 +1188,67 @@ async fn openapi_is_current_and_docs_are_served(ctx: Ctx) -> TestResult {
             anyhow::bail!("/docs does not reference {asset}");
         }
     }
+    Ok(())
+}
+
+async fn json_with_charset_is_accepted(ctx: Ctx) -> TestResult {
+    let path = ctx.log("/records");
+    let body = serde_json::to_vec(&record(0))?;
+    let token = ctx.app.token.clone();
+    for (i, ct) in ["application/json; charset=utf-8", "Application/JSON"]
+        .into_iter()
+        .enumerate()
+    {
+        let body = serde_json::to_vec(&record(i))?;
+        let r = ctx
+            .request(Method::POST, &path, Some(&token), Some(ct), Some(body))
+            .await?;
+        ensure_eq!(r.status, StatusCode::CREATED, "{ct}: {}", r.text());
+    }
+    for ct in ["application/problem+json", "application/jsonx", "text/json"] {
+        let r = ctx
+            .request(
+                Method::POST,
+                &path,
+                Some(&token),
+                Some(ct),
+                Some(body.clone()),
+            )
+            .await?;
+        check_problem(
+            &r,
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported-media-type",
+            None,
+        )?;
+    }
+    ensure_eq!(ctx.tree_size().await?, 2);
+    Ok(())
+}
+
+async fn stopped_engine_answers_503_with_retry_after(ctx: Ctx) -> TestResult {
+    ctx.submit_new(&record(0)).await?;
+    ctx.app.engine.shutdown().await;
+    let r = ctx.get("/readyz").await?;
+    check_problem(&r, StatusCode::SERVICE_UNAVAILABLE, "unavailable", None)?;
+    if r.header(RETRY_AFTER)
+        .parse::<u64>()
+        .map_or(true, |s| s == 0)
+    {
+        anyhow::bail!("readyz 503 without Retry-After");
+    }
+    let r = ctx.submit(&record(1)).await?;
+    check_problem(&r, StatusCode::SERVICE_UNAVAILABLE, "unavailable", None)?;
+    if r.header(RETRY_AFTER)
+        .parse::<u64>()
+        .map_or(true, |s| s == 0)
+    {
+        anyhow::bail!("submission 503 without Retry-After");
+    }
+    // Reads still work.
+    ensure_eq!(ctx.tree_size().await?, 1);
+    let h = ctx.get("/healthz").await?;
+    ensure_eq!(h.status, StatusCode::OK);
     Ok(())
 }
 
