@@ -1105,6 +1105,11 @@ async fn inclusion_and_consistency_proofs(ctx: Ctx) -> TestResult {
 async fn health_ready_metrics(ctx: Ctx) -> TestResult {
     let h = ctx.get("/healthz").await?;
     ensure_eq!(h.status, StatusCode::OK);
+    if h.header(reqwest::header::HeaderName::from_static("x-request-id"))
+        .is_empty()
+    {
+        anyhow::bail!("no x-request-id on the response");
+    }
     let r = ctx.get("/readyz").await?;
     ensure_eq!(r.status, StatusCode::OK, "{}", r.text());
     ctx.submit_new(&record(0)).await?;
