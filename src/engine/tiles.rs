@@ -92,7 +92,7 @@ impl MemoReader<'_> {
         if let Some(h) = self.memo.borrow().get(&n) {
             return Ok(*h);
         }
-        let h = if n.level % TILE_HEIGHT == 0 {
+        let h = if n.level.is_multiple_of(TILE_HEIGHT) {
             let (level, index, start, _) = tile_span(n);
             let off = usize::from(start) * HASH_SIZE;
             match self.tiles.tiles.get(&(level, index)) {
