@@ -511,6 +511,27 @@ mod tests {
     }
 
     #[test]
+    #[allow(clippy::result_large_err)]
+    fn example_production_config_is_valid() {
+        let example = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/stele.toml");
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("DATABASE_URL", "postgres://stele:pw@db.internal/stele");
+            let c = Config::load(&Overrides {
+                config_file: Some(example.clone()),
+                ..Overrides::default()
+            })
+            .map_err(|e| e.to_string())?;
+            assert!(!c.embedded());
+            assert_eq!(c.logs.len(), 2);
+            assert_eq!(
+                c.key_file(&c.logs[0]),
+                PathBuf::from("/etc/stele/keys/land.skey")
+            );
+            Ok(())
+        });
+    }
+
+    #[test]
     fn defaults_are_valid_and_embedded() {
         let c = Config::default();
         c.validate().unwrap();
