@@ -109,7 +109,7 @@ pub struct DbSettings {
     /// Pool size. Default 10.
     pub max_connections: u32,
     /// How long a query waits for a connection before the request gets
-    /// `503`, in milliseconds. Default 3000.
+    /// `503`, in milliseconds. Default 2000.
     pub acquire_timeout_ms: u64,
 }
 
@@ -158,7 +158,7 @@ impl Default for DbSettings {
     fn default() -> Self {
         DbSettings {
             max_connections: 10,
-            acquire_timeout_ms: 3000,
+            acquire_timeout_ms: 2000,
         }
     }
 }
