@@ -61,20 +61,21 @@ impl SqliteStorage {
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Full)
             .foreign_keys(true)
-            .busy_timeout(Duration::from_secs(5))
-            // 64 MiB page cache per connection: the leaf-hash and dedup-key
-            // indexes take random inserts and outgrow the 2 MiB default.
-            .pragma("cache_size", "-65536");
+            .busy_timeout(Duration::from_secs(5));
+        // Page cache, bounded per connection: 64 MiB for the one writer (the
+        // leaf-hash and dedup-key indexes take random inserts and outgrow the
+        // 2 MiB default), 8 MiB for each reader (reads are mostly served from
+        // the engine's tile cache). At most 96 MiB in all.
         let writer = SqlitePoolOptions::new()
             .max_connections(1)
             .acquire_timeout(Duration::from_secs(10))
-            .connect_with(base.clone())
+            .connect_with(base.clone().pragma("cache_size", "-65536"))
             .await?;
         sqlx::migrate!("./migrations/sqlite").run(&writer).await?;
         let reader = SqlitePoolOptions::new()
             .max_connections(4)
             .acquire_timeout(Duration::from_secs(5))
-            .connect_with(base)
+            .connect_with(base.pragma("cache_size", "-8192"))
             .await?;
         Ok(SqliteStorage {
             path: path.to_path_buf(),
