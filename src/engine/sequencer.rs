@@ -29,17 +29,16 @@ use std::time::Duration;
 use bytes::Bytes;
 use stele_core::checkpoint::Checkpoint;
 use stele_core::note;
-use stele_core::receipt::Receipt;
 use stele_core::tile::{partial_tiles, TileId, TreeBuilder};
 use stele_core::{leaf_hash, Hash, EMPTY_ROOT, HASH_SIZE};
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
 use crate::engine::cache::{Key, Kind, TileCache};
-use crate::engine::log::{Log, Request, Status};
+use crate::engine::log::{Integrated, Integration, Log, Request, Status};
 use crate::engine::records::leaf_bytes;
 use crate::engine::tiles::{ProofJob, Snapshot, TileSource};
-use crate::engine::{storage_error, EngineConfig, LogError, Submitted};
+use crate::engine::{storage_error, EngineConfig, LogError};
 use crate::metrics::{Metrics, SubmissionLabels};
 use crate::storage::{Batch, NewEntry, Storage, StorageError, WriterLease};
 
@@ -369,14 +368,14 @@ impl Sequencer {
         requests
     }
 
-    fn answer(&self, r: Request, result: Result<Vec<Submitted>, LogError>) {
+    fn answer(&self, r: Request, result: Result<Integration, LogError>) {
         let m = &self.ctx.metrics;
         let outcome = |o: &str| SubmissionLabels {
             log: self.log.name.to_string(),
             outcome: o.to_string(),
         };
         match &result {
-            Ok(subs) => {
+            Ok(Integration { items: subs, .. }) => {
                 let created = subs.iter().filter(|s| s.created).count() as u64;
                 m.submissions
                     .get_or_create(&outcome("created"))
@@ -622,8 +621,9 @@ impl Sequencer {
                 });
             }
         };
+        let checkpoint: Arc<str> = checkpoint.into();
         for (r, s) in requests.into_iter().zip(slots) {
-            let subs = s
+            let items = s
                 .iter()
                 .map(|slot| {
                     let index = index_of(slot);
@@ -634,19 +634,21 @@ impl Sequencer {
                         ),
                         Slot::Existing(i) => (existing[&i].clone(), false),
                     };
-                    Submitted {
-                        receipt: Receipt::new(
-                            &self.log.origin,
-                            index,
-                            leaf,
-                            &proofs[&index],
-                            checkpoint.clone(),
-                        ),
+                    Integrated {
+                        index,
+                        leaf,
+                        proof: proofs[&index].clone(),
                         created,
                     }
                 })
                 .collect();
-            self.answer(r, Ok(subs));
+            self.answer(
+                r,
+                Ok(Integration {
+                    checkpoint: checkpoint.clone(),
+                    items,
+                }),
+            );
         }
         self.update_queue_depth();
     }
