@@ -262,11 +262,11 @@ impl Engine {
                 label: LogLabel {
                     log: lc.name.clone(),
                 },
-                snapshot: RwLock::new(Arc::new(Snapshot {
-                    size: state.tree_size,
-                    checkpoint: state.checkpoint,
-                    partials: HashMap::new(),
-                })),
+                snapshot: RwLock::new(Arc::new(Snapshot::new(
+                    state.tree_size,
+                    state.checkpoint,
+                    HashMap::new(),
+                ))),
                 status: RwLock::new(Status::NotWriter("starting".into())),
                 queue: tx,
                 slots: Arc::new(tokio::sync::Semaphore::new(ctx.config.queue_capacity)),

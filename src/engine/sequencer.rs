@@ -266,11 +266,8 @@ impl Sequencer {
         }
         self.builder = builder;
         self.last_ts = state.last_ts_ms;
-        self.log.set_snapshot(Snapshot {
-            size,
-            checkpoint: Some(note_text),
-            partials,
-        });
+        self.log
+            .set_snapshot(Snapshot::new(size, Some(note_text), partials));
         self.ctx
             .metrics
             .tree_size
@@ -307,6 +304,7 @@ impl Sequencer {
     }
 
     async fn writer_step(&mut self) {
+        let backlog = self.held.is_some() || !self.rx.is_empty();
         let first = match self.held.take() {
             Some(r) => r,
             None => {
@@ -324,7 +322,7 @@ impl Sequencer {
                 }
             }
         };
-        let requests = self.gather(first).await;
+        let requests = self.gather(first, backlog).await;
         self.process(requests).await;
     }
 
@@ -342,7 +340,13 @@ impl Sequencer {
         false
     }
 
-    async fn gather(&mut self, first: Request) -> Vec<Request> {
+    /// Collects a batch behind `first`. Under load (requests were already
+    /// queued when the batch started, or one was held back from the last
+    /// batch) the batch is whatever queued up while the previous one
+    /// committed, taken without waiting: waiting would leave the database
+    /// idle. Only a sequencer that was idle waits up to `max_wait` for
+    /// company, to save commits when submissions trickle in.
+    async fn gather(&mut self, first: Request, backlog: bool) -> Vec<Request> {
         let max = self.ctx.config.max_batch.max(1);
         let deadline = Instant::now() + self.ctx.config.max_wait;
         let mut n = first.items.len();
@@ -350,6 +354,7 @@ impl Sequencer {
         while n < max {
             let next = match self.rx.try_recv() {
                 Ok(r) => r,
+                Err(mpsc::error::TryRecvError::Empty) if backlog => break,
                 Err(mpsc::error::TryRecvError::Empty) => {
                     match tokio::time::timeout_at(deadline, self.rx.recv()).await {
                         Ok(Some(r)) => r,
@@ -701,11 +706,8 @@ impl Sequencer {
             .map(|t| (t.level, t.index))
             .collect();
         partials.retain(|k, _| keep.contains(k));
-        self.log.set_snapshot(Snapshot {
-            size: new_size,
-            checkpoint: Some(p.note),
-            partials,
-        });
+        self.log
+            .set_snapshot(Snapshot::new(new_size, Some(p.note), partials));
         self.ctx
             .metrics
             .tree_size
@@ -784,11 +786,8 @@ impl Sequencer {
         if let Ok(Some(s)) = self.ctx.storage.log_state(&self.log.name).await {
             let cur = self.log.snapshot();
             if s.tree_size != cur.size || s.checkpoint != cur.checkpoint {
-                self.log.set_snapshot(Snapshot {
-                    size: s.tree_size,
-                    checkpoint: s.checkpoint,
-                    partials: HashMap::new(),
-                });
+                self.log
+                    .set_snapshot(Snapshot::new(s.tree_size, s.checkpoint, HashMap::new()));
                 self.ctx
                     .metrics
                     .tree_size
