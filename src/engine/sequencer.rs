@@ -1,11 +1,13 @@
 //! The sequencer: one task per log, the only writer of that log.
 //!
-//! Life of a batch: gather requests (the first one, then more until
-//! `max_batch` records or `max_wait`) → look up dedup keys → assign indexes
-//! and `ts` → append leaf hashes to a *copy* of the tree builder → sign the
-//! checkpoint → `Storage::commit_batch` (one transaction, CAS on the size) →
-//! only then adopt the new state and answer every waiter with a receipt
-//! against this batch's checkpoint.
+//! Life of a batch: gather requests (the first one, then whatever queued up
+//! meanwhile, up to `max_batch` records; an idle sequencer also waits up to
+//! `max_wait` for more) → look up dedup keys → assign indexes and `ts` →
+//! append leaf hashes to a *copy* of the tree builder → sign the checkpoint
+//! → `Storage::commit_batch` (one transaction, CAS on the size) → only then
+//! adopt the new state and answer every waiter with its index, leaf and
+//! inclusion proof against this batch's checkpoint (the submitting task
+//! turns that into the receipt).
 //!
 //! Crash points:
 //! - Before the commit returns: nothing in memory changed; a crash loses only
