@@ -109,7 +109,7 @@ pub struct DbSettings {
     /// Pool size. Default 10.
     pub max_connections: u32,
     /// How long a query waits for a connection before the request gets
-    /// `503`, in milliseconds. Default 3000.
+    /// `503`, in milliseconds. Default 2000.
     pub acquire_timeout_ms: u64,
 }
 
@@ -158,7 +158,7 @@ impl Default for DbSettings {
     fn default() -> Self {
         DbSettings {
             max_connections: 10,
-            acquire_timeout_ms: 3000,
+            acquire_timeout_ms: 2000,
         }
     }
 }
@@ -506,6 +506,27 @@ mod tests {
             jail.set_env("STELE_SEQUENCER__MAX_BATCH", "0");
             let e = Config::load(&Overrides::default()).unwrap_err().to_string();
             assert!(e.contains("max_batch"), "{e}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    #[allow(clippy::result_large_err)]
+    fn example_production_config_is_valid() {
+        let example = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/stele.toml");
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("DATABASE_URL", "postgres://stele:pw@db.internal/stele");
+            let c = Config::load(&Overrides {
+                config_file: Some(example.clone()),
+                ..Overrides::default()
+            })
+            .map_err(|e| e.to_string())?;
+            assert!(!c.embedded());
+            assert_eq!(c.logs.len(), 2);
+            assert_eq!(
+                c.key_file(&c.logs[0]),
+                PathBuf::from("/etc/stele/keys/land.skey")
+            );
             Ok(())
         });
     }

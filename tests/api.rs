@@ -54,6 +54,8 @@ const TESTS: &[(&str, TestFn)] = tests![
     inclusion_and_consistency_proofs,
     health_ready_metrics,
     openapi_is_current_and_docs_are_served,
+    json_with_charset_is_accepted,
+    stopped_engine_answers_503_with_retry_after,
 ];
 
 fn main() {
@@ -79,7 +81,33 @@ fn main() {
             trials.push(trial.with_ignored_flag(skip));
         }
     }
+    trials.push(Trial::test(
+        "process::serve_embedded_first_start_and_graceful_stop",
+        || block_on(serve_embedded_first_start_and_graceful_stop()),
+    ));
+    let skip = policy.is_skip();
+    trials.push(
+        Trial::test("process::serve_production_requires_a_key", move || {
+            policy.check()?;
+            block_on(serve_production_requires_a_key())
+        })
+        .with_ignored_flag(skip),
+    );
     libtest_mimic::run(&args, trials).exit();
+}
+
+fn block_on(f: impl Future<Output = TestResult>) -> Result<(), Failed> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| Failed::from(e.to_string()))?;
+    rt.block_on(async move {
+        match tokio::time::timeout(Duration::from_secs(240), f).await {
+            Ok(r) => r.map_err(|e| Failed::from(format!("{e:#}"))),
+            Err(_) => Err(Failed::from("timed out")),
+        }
+    })
 }
 
 fn run_one(backend: Backend, f: TestFn) -> Result<(), Failed> {
@@ -1077,6 +1105,11 @@ async fn inclusion_and_consistency_proofs(ctx: Ctx) -> TestResult {
 async fn health_ready_metrics(ctx: Ctx) -> TestResult {
     let h = ctx.get("/healthz").await?;
     ensure_eq!(h.status, StatusCode::OK);
+    if h.header(reqwest::header::HeaderName::from_static("x-request-id"))
+        .is_empty()
+    {
+        anyhow::bail!("no x-request-id on the response");
+    }
     let r = ctx.get("/readyz").await?;
     ensure_eq!(r.status, StatusCode::OK, "{}", r.text());
     ctx.submit_new(&record(0)).await?;
@@ -1159,6 +1192,299 @@ async fn openapi_is_current_and_docs_are_served(ctx: Ctx) -> TestResult {
         if !docs.text().contains(asset.trim_start_matches('/')) {
             anyhow::bail!("/docs does not reference {asset}");
         }
+    }
+    Ok(())
+}
+
+async fn json_with_charset_is_accepted(ctx: Ctx) -> TestResult {
+    let path = ctx.log("/records");
+    let body = serde_json::to_vec(&record(0))?;
+    let token = ctx.app.token.clone();
+    for (i, ct) in ["application/json; charset=utf-8", "Application/JSON"]
+        .into_iter()
+        .enumerate()
+    {
+        let body = serde_json::to_vec(&record(i))?;
+        let r = ctx
+            .request(Method::POST, &path, Some(&token), Some(ct), Some(body))
+            .await?;
+        ensure_eq!(r.status, StatusCode::CREATED, "{ct}: {}", r.text());
+    }
+    for ct in ["application/problem+json", "application/jsonx", "text/json"] {
+        let r = ctx
+            .request(
+                Method::POST,
+                &path,
+                Some(&token),
+                Some(ct),
+                Some(body.clone()),
+            )
+            .await?;
+        check_problem(
+            &r,
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported-media-type",
+            None,
+        )?;
+    }
+    ensure_eq!(ctx.tree_size().await?, 2);
+    Ok(())
+}
+
+async fn stopped_engine_answers_503_with_retry_after(ctx: Ctx) -> TestResult {
+    ctx.submit_new(&record(0)).await?;
+    ctx.app.engine.shutdown().await;
+    let r = ctx.get("/readyz").await?;
+    check_problem(&r, StatusCode::SERVICE_UNAVAILABLE, "unavailable", None)?;
+    if r.header(RETRY_AFTER)
+        .parse::<u64>()
+        .map_or(true, |s| s == 0)
+    {
+        anyhow::bail!("readyz 503 without Retry-After");
+    }
+    let r = ctx.submit(&record(1)).await?;
+    check_problem(&r, StatusCode::SERVICE_UNAVAILABLE, "unavailable", None)?;
+    if r.header(RETRY_AFTER)
+        .parse::<u64>()
+        .map_or(true, |s| s == 0)
+    {
+        anyhow::bail!("submission 503 without Retry-After");
+    }
+    // Reads still work.
+    ensure_eq!(ctx.tree_size().await?, 1);
+    let h = ctx.get("/healthz").await?;
+    ensure_eq!(h.status, StatusCode::OK);
+    Ok(())
+}
+
+// ------------------------------------------------- `stele serve` processes
+
+/// A `stele serve` child process listening on a free port.
+struct ServeProcess {
+    child: std::process::Child,
+    stderr: std::path::PathBuf,
+    base_url: String,
+}
+
+fn stele(dir: &std::path::Path) -> std::process::Command {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_stele"));
+    cmd.current_dir(dir)
+        .env_remove("DATABASE_URL")
+        .env_remove("STELE_CONFIG")
+        .env_remove("STELE_DATABASE_URL")
+        .env_remove("STELE_DATA_DIR")
+        .env("STELE_LOG", "info");
+    cmd
+}
+
+impl ServeProcess {
+    async fn start(dir: &std::path::Path, extra: &[&str]) -> anyhow::Result<ServeProcess> {
+        let n = std::fs::read_dir(dir)?.count();
+        let stderr = dir.join(format!("serve-{n}.err"));
+        let addr_file = dir.join(format!("serve-{n}.addr"));
+        let mut child = stele(dir)
+            .args(["serve", "--listen", "127.0.0.1:0", "--addr-file"])
+            .arg(&addr_file)
+            .args(extra)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(&stderr)?)
+            .spawn()?;
+        for _ in 0..600 {
+            if let Ok(addr) = std::fs::read_to_string(&addr_file) {
+                return Ok(ServeProcess {
+                    child,
+                    stderr,
+                    base_url: format!("http://{}", addr.trim()),
+                });
+            }
+            if let Some(status) = child.try_wait()? {
+                anyhow::bail!(
+                    "stele serve exited with {status}: {}",
+                    std::fs::read_to_string(&stderr)?
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let _ = child.kill();
+        anyhow::bail!("stele serve did not write its address file in 60 s")
+    }
+
+    fn stderr(&self) -> String {
+        std::fs::read_to_string(&self.stderr).unwrap_or_default()
+    }
+
+    /// SIGTERM, then wait for the exit status.
+    async fn terminate(mut self) -> anyhow::Result<std::process::ExitStatus> {
+        let pid = self.child.id().to_string();
+        std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()?;
+        for _ in 0..300 {
+            if let Some(status) = self.child.try_wait()? {
+                return Ok(status);
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let _ = self.child.kill();
+        anyhow::bail!("stele serve did not stop within 30 s of SIGTERM")
+    }
+}
+
+impl Drop for ServeProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn post_record(
+    base_url: &str,
+    token: &str,
+    body: &Value,
+) -> anyhow::Result<(StatusCode, Value)> {
+    let r = reqwest::Client::new()
+        .post(format!("{base_url}/logs/default/records"))
+        .bearer_auth(token)
+        .json(body)
+        .send()
+        .await?;
+    let status = r.status();
+    Ok((status, r.json().await?))
+}
+
+async fn serve_embedded_first_start_and_graceful_stop() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let data = dir.path().join("data");
+    let data_arg = data.to_str().unwrap_or_default();
+    let server = ServeProcess::start(dir.path(), &["--data-dir", data_arg]).await?;
+    let err = server.stderr();
+    let token = err
+        .split_whitespace()
+        .find(|w| w.starts_with("demo."))
+        .ok_or_else(|| anyhow::anyhow!("no demo token on first start:\n{err}"))?
+        .to_string();
+    if !err.contains("listening on http://") || !err.contains("generated a signing key") {
+        anyhow::bail!("start-up log lacks the address or the key:\n{err}");
+    }
+    let skey = std::fs::read_to_string(data.join("keys/default.skey"))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(data.join("keys/default.skey"))?
+            .permissions()
+            .mode();
+        ensure_eq!(mode & 0o777, 0o600);
+    }
+    let signer =
+        stele_core::note::Signer::from_skey(skey.trim()).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let verifier = Verifier::from_vkey(&signer.vkey()).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let body = json!({"type": "land.transfer", "subject": "parcel-9"});
+    let (status, receipt) = post_record(&server.base_url, &token, &body).await?;
+    ensure_eq!(status, StatusCode::CREATED, "{receipt}");
+    let receipt: Receipt = serde_json::from_value(receipt)?;
+    receipt
+        .verify(&verifier)
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let status = server.terminate().await?;
+    if !status.success() {
+        anyhow::bail!("stele serve exited with {status} after SIGTERM");
+    }
+
+    // Second start: same key, same log, no new demo token.
+    let server = ServeProcess::start(dir.path(), &["--data-dir", data_arg]).await?;
+    if server.stderr().contains("demo.") {
+        anyhow::bail!("a second start printed a token again:\n{}", server.stderr());
+    }
+    let (status, again) = post_record(&server.base_url, &token, &body).await?;
+    ensure_eq!(status, StatusCode::OK, "{again}");
+    ensure_eq!(again["index"], 0);
+    let status = server.terminate().await?;
+    if !status.success() {
+        anyhow::bail!("stele serve exited with {status} after SIGTERM");
+    }
+    Ok(())
+}
+
+async fn serve_production_requires_a_key() -> TestResult {
+    let db = stele::testkit::pg::fresh_database().await?;
+    let dir = tempfile::tempdir()?;
+    let key = dir.path().join("keys/default.skey");
+    let key_arg = key.to_str().unwrap_or_default().to_string();
+    std::fs::write(
+        dir.path().join("stele.toml"),
+        format!("[[logs]]\nname = \"default\"\norigin = \"records.example.gov/default\"\nkey_file = {key_arg:?}\n"),
+    )?;
+    let common = ["--config", "stele.toml", "--database-url", db.url.as_str()];
+
+    // No key: refuse to start, and say how to make one.
+    let out = stele(dir.path()).arg("serve").args(common).output()?;
+    let err = String::from_utf8_lossy(&out.stderr);
+    if out.status.success() || !err.contains("stele keygen") {
+        anyhow::bail!("production start without a key: {} / {err}", out.status);
+    }
+    if key.exists() {
+        anyhow::bail!("production mode created a key file");
+    }
+
+    let out = stele(dir.path())
+        .args([
+            "keygen",
+            "--origin",
+            "records.example.gov/default",
+            "--out",
+            &key_arg,
+        ])
+        .output()?;
+    ensure_eq!(
+        out.status.success(),
+        true,
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let vkey = String::from_utf8(out.stdout)?.trim().to_string();
+    let verifier = Verifier::from_vkey(&vkey).map_err(|e| anyhow::anyhow!("{vkey:?}: {e}"))?;
+
+    let server = ServeProcess::start(dir.path(), &common).await?;
+    if server.stderr().contains("demo.") {
+        anyhow::bail!(
+            "production mode registered a demo agency:\n{}",
+            server.stderr()
+        );
+    }
+    let out = stele(dir.path())
+        .args(["agency", "add", "land-office", "--types", "land.*"])
+        .args(&common[2..])
+        .output()?;
+    ensure_eq!(
+        out.status.success(),
+        true,
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let token = String::from_utf8(out.stdout)?.trim().to_string();
+
+    let (status, receipt) =
+        post_record(&server.base_url, &token, &json!({"type": "land.transfer"})).await?;
+    ensure_eq!(status, StatusCode::CREATED, "{receipt}");
+    let receipt: Receipt = serde_json::from_value(receipt)?;
+    receipt
+        .verify(&verifier)
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let (status, problem) =
+        post_record(&server.base_url, &token, &json!({"type": "health.x"})).await?;
+    ensure_eq!(status, StatusCode::FORBIDDEN, "{problem}");
+
+    let out = stele(dir.path())
+        .args(["agency", "list"])
+        .args(&common[2..])
+        .output()?;
+    let list = String::from_utf8(out.stdout)?;
+    if !list.contains("land-office\tactive\tland.*") || list.contains(&token) {
+        anyhow::bail!("agency list: {list:?}");
+    }
+    let status = server.terminate().await?;
+    if !status.success() {
+        anyhow::bail!("stele serve exited with {status} after SIGTERM");
     }
     Ok(())
 }

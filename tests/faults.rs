@@ -21,6 +21,7 @@ use libtest_mimic::{Arguments, Failed, Trial};
 use stele::storage::postgres::{PgOptions, PostgresStorage};
 use stele::storage::sqlite::SqliteStorage;
 use stele::testkit::checker::LogChecker;
+use stele::testkit::pg::{fresh_database, pg_policy, require_postgres, TestDb};
 use stele::testkit::process::{
     parse_token, parse_vkey, pg_cluster_available, run_stele, PgCluster, ServeOptions,
     ServerProcess,
@@ -44,18 +45,25 @@ fn bin() -> PathBuf {
 
 fn main() {
     let args = Arguments::from_args();
-    let require_pg = std::env::var("STELE_REQUIRE_POSTGRES").is_ok_and(|v| v == "1");
-    let pg = probe_shared_postgres();
+    let pg = pg_policy();
+    pg.announce(&[
+        "concurrency_postgres",
+        "crash_kill9_postgres",
+        "two_writers_postgres",
+    ]);
+    let skip_pg = pg.is_skip();
+    // The outage test runs its own cluster, not the shared server; it is
+    // held to the same rule (ignored with a reason, or failed in CI).
     let cluster = pg_cluster_available();
-    if let Err(reason) = &pg {
-        eprintln!("PostgreSQL tests on the shared server: {reason}");
-    }
     if let Err(reason) = &cluster {
-        eprintln!("database outage test (throwaway cluster): {reason}");
+        let verdict = if require_postgres() {
+            "failing"
+        } else {
+            "not running"
+        };
+        eprintln!("{reason}: {verdict} database_outage_postgres");
     }
-    let skip_pg = pg.is_err() && !require_pg;
-    let skip_cluster = cluster.is_err() && !require_pg;
-
+    let skip_cluster = cluster.is_err() && !require_postgres();
     let trials = vec![
         Trial::test("concurrency_postgres", || {
             run(concurrency(Backend::Postgres))
@@ -66,7 +74,11 @@ fn main() {
             .with_ignored_flag(skip_pg),
         Trial::test("crash_kill9_sqlite", || run(crash(Backend::Sqlite))),
         Trial::test("database_outage_postgres", || run(outage())).with_ignored_flag(skip_cluster),
-        Trial::test("two_writers_postgres", || run(two_writers())).with_ignored_flag(skip_pg),
+        Trial::test("two_writers_postgres", || {
+            run(two_writers(Backend::Postgres))
+        })
+        .with_ignored_flag(skip_pg),
+        Trial::test("two_writers_sqlite", || run(two_writers(Backend::Sqlite))),
     ];
     libtest_mimic::run(&args, trials).exit();
 }
@@ -80,85 +92,6 @@ fn run<F: Future<Output = Result<()>>>(test: F) -> Result<(), Failed> {
     runtime
         .block_on(test)
         .map_err(|e| Failed::from(format!("{e:#}")))
-}
-
-// ---------------------------------------------------------------------------
-// PostgreSQL databases on the shared server
-
-fn shared_url() -> String {
-    std::env::var("STELE_TEST_DATABASE_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
-}
-
-fn probe_shared_postgres() -> Result<(), String> {
-    let url = shared_url();
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| e.to_string())?;
-    runtime.block_on(async {
-        use sqlx::Connection;
-        match tokio::time::timeout(Duration::from_secs(5), sqlx::PgConnection::connect(&url)).await
-        {
-            Ok(Ok(c)) => {
-                let _ = c.close().await;
-                Ok(())
-            }
-            Ok(Err(e)) => Err(format!("{url} is unreachable: {e}")),
-            Err(_) => Err(format!("{url} did not answer within 5 s")),
-        }
-    })
-}
-
-/// A database created for one test on a PostgreSQL server and dropped
-/// (with `FORCE`) when the value is dropped. The server under test runs the
-/// migrations itself at start-up.
-struct TestDatabase {
-    admin_url: String,
-    name: String,
-    url: String,
-}
-
-impl TestDatabase {
-    async fn create(admin_url: &str) -> Result<Self> {
-        use sqlx::Connection;
-        let name = format!(
-            "stele_faults_{}_{:08x}",
-            std::process::id(),
-            rand::random::<u32>()
-        );
-        let mut admin = sqlx::PgConnection::connect(admin_url).await?;
-        sqlx::query(&format!("CREATE DATABASE {name}"))
-            .execute(&mut admin)
-            .await?;
-        admin.close().await?;
-        let mut url = reqwest::Url::parse(admin_url)?;
-        url.set_path(&format!("/{name}"));
-        Ok(TestDatabase {
-            admin_url: admin_url.to_string(),
-            name,
-            url: url.to_string(),
-        })
-    }
-}
-
-impl Drop for TestDatabase {
-    fn drop(&mut self) {
-        let admin_url = self.admin_url.clone();
-        let statement = format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name);
-        let _ = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .ok()?;
-            runtime.block_on(async {
-                use sqlx::Connection;
-                let mut admin = sqlx::PgConnection::connect(&admin_url).await.ok()?;
-                sqlx::query(&statement).execute(&mut admin).await.ok()
-            })
-        })
-        .join();
-    }
 }
 
 // ---------------------------------------------------------------------------
@@ -643,11 +576,11 @@ fn with_logs<T>(servers: &[&ServerProcess], result: Result<T>) -> Result<T> {
     result
 }
 
-async fn storage_for(backend: Backend) -> Result<(Option<TestDatabase>, Deployment)> {
+async fn storage_for(backend: Backend) -> Result<(Option<TestDb>, Deployment)> {
     match backend {
         Backend::Sqlite => Ok((None, Deployment::new(None).await?)),
         Backend::Postgres => {
-            let db = TestDatabase::create(&shared_url()).await?;
+            let db = fresh_database().await?;
             let deployment = Deployment::new(Some(&db.url)).await?;
             Ok((Some(db), deployment))
         }
@@ -764,10 +697,13 @@ async fn concurrency(backend: Backend) -> Result<()> {
 // 2. Crash: kill -9 under load
 
 async fn crash(backend: Backend) -> Result<()> {
+    /// Receipts to collect before each `kill -9` (varied, so the kills land
+    /// at different points of the batch cycle).
+    const KILL_AFTER: [usize; 3] = [400, 137, 251];
     let (_db, deployment) = storage_for(backend).await?;
-    let mut first = deployment.start("server-before-kill").await?;
-    let targets: Targets = Arc::new(RwLock::new(vec![first.base_url()]));
-    let mut checker = deployment.checker(&first).await?;
+    let mut servers = vec![deployment.start("server-0").await?];
+    let targets: Targets = Arc::new(RwLock::new(vec![servers[0].base_url()]));
+    let mut checker = deployment.checker(&servers[0]).await?;
     let mut load = Load::start(
         LoadSpec {
             clients: 20,
@@ -779,74 +715,78 @@ async fn crash(backend: Backend) -> Result<()> {
         targets.clone(),
     )?;
     let mut collector = Collector::default();
-    let before = async {
-        collector
-            .pump(
-                &mut load,
-                &mut checker,
-                true,
-                Duration::from_secs(120),
-                |c| c.receipts.len() >= 400,
-            )
-            .await
-    }
-    .await;
-    with_logs(&[&first], before)?;
-
-    // kill -9 while the clients keep submitting.
-    first.kill9();
-    let killed_at = Instant::now();
-    let acknowledged_before_kill: Vec<Receipt> = collector.receipts.values().cloned().collect();
-    // Absorb what was in flight at the kill (transport errors, or receipts
-    // that made it out before the process died).
-    collector
-        .pump(
-            &mut load,
-            &mut checker,
-            false,
-            Duration::from_secs(30),
-            |_| killed_at.elapsed() > Duration::from_millis(500),
-        )
-        .await?;
-
-    let second = deployment.start("server-after-restart").await?;
+    let mut restart_times = Vec::new();
     let result = async {
-        eprintln!("crash ({backend:?}): restarted and ready {:.2?} after kill -9", killed_at.elapsed());
-        checker.set_base_url(&second.base_url());
-        // Every receipt from before the kill: its checkpoint is consistent
-        // with the new checkpoint, and its leaf is included in it.
-        checker.check().await?;
-        ensure!(checker.pending().is_empty(), "unproven checkpoints after restart: {:?}", checker.pending());
-        checker.check_inclusion().await?;
-        let audited = checker.audit().await?;
-        ensure!(
-            audited.checkpoint.size as usize >= acknowledged_before_kill.len(),
-            "log of size {} after restart, but {} records were acknowledged before the kill",
-            audited.checkpoint.size,
-            acknowledged_before_kill.len()
-        );
-        // The log accepts writes again, from the same clients.
-        *targets.write().expect("targets lock") = vec![second.base_url()];
-        let target = acknowledged_before_kill.len() + 200;
-        collector.pump(&mut load, &mut checker, true, Duration::from_secs(120), |c| c.receipts.len() >= target).await?;
+        for (round, more) in KILL_AFTER.iter().enumerate() {
+            let target = collector.receipts.len() + more;
+            collector
+                .pump(&mut load, &mut checker, true, Duration::from_secs(120), |c| {
+                    c.receipts.len() >= target
+                })
+                .await?;
+
+            // kill -9 while the clients keep submitting.
+            servers.last_mut().expect("a server").kill9();
+            let killed_at = Instant::now();
+            let acknowledged_before_kill = collector.receipts.len();
+            // Absorb what was in flight at the kill (transport errors, or
+            // receipts that made it out before the process died).
+            collector
+                .pump(&mut load, &mut checker, false, Duration::from_secs(30), |_| {
+                    killed_at.elapsed() > Duration::from_millis(300)
+                })
+                .await?;
+
+            servers.push(deployment.start(&format!("server-{}", round + 1)).await?);
+            let restarted = servers.last().expect("a server");
+            restart_times.push(killed_at.elapsed());
+            checker.set_base_url(&restarted.base_url());
+            // Every receipt so far: its checkpoint is consistent with the
+            // new checkpoint, and its leaf is included in it and sits at its
+            // index in the tiles.
+            checker.check().await?;
+            ensure!(
+                checker.pending().is_empty(),
+                "unproven checkpoints after restart {}: {:?}",
+                round + 1,
+                checker.pending()
+            );
+            checker.check_inclusion().await?;
+            let audited = checker.audit().await?;
+            ensure!(
+                audited.checkpoint.size as usize >= acknowledged_before_kill,
+                "log of size {} after restart, but {acknowledged_before_kill} records were acknowledged before the kill",
+                audited.checkpoint.size,
+            );
+            // The log accepts writes again, from the same clients.
+            *targets.write().expect("targets lock") = vec![restarted.base_url()];
+        }
+        let target = collector.receipts.len() + 200;
+        collector
+            .pump(&mut load, &mut checker, true, Duration::from_secs(120), |c| {
+                c.receipts.len() >= target
+            })
+            .await?;
         collector.finish(&mut load, &mut checker).await?;
-        let resubmitted = collector.settle(&deployment.token, &second.base_url(), &mut checker).await?;
+        let last = servers.last().expect("a server").base_url();
+        let resubmitted = collector.settle(&deployment.token, &last, &mut checker).await?;
         let size = final_audit(&mut checker, &collector).await?;
         ensure!(
             size as usize == collector.subjects.len(),
             "log of size {size} for {} distinct records submitted",
             collector.subjects.len()
         );
-        check_every_signed_checkpoint(&mut checker, &deployment.options).await?;
+        let signed = check_every_signed_checkpoint(&mut checker, &deployment.options).await?;
         eprintln!(
-            "crash ({backend:?}): {} acknowledged before kill -9, {resubmitted} unacknowledged resubmitted, final size {size}; {}",
-            acknowledged_before_kill.len(),
+            "crash ({backend:?}): {} kill -9 under load, restarted and ready after {restart_times:.2?}; {resubmitted} unacknowledged resubmitted; final size {size}; {signed} signed checkpoints, all consistent; {}",
+            KILL_AFTER.len(),
             collector.summary()
         );
         Ok(())
     }
     .await;
-    with_logs(&[&first, &second], result)
+    let refs: Vec<&ServerProcess> = servers.iter().collect();
+    with_logs(&refs, result)
 }
 
 // ---------------------------------------------------------------------------
@@ -890,16 +830,19 @@ async fn outage() -> Result<()> {
                 .pump(&mut load, &mut checker, false, Duration::from_secs(60), |_| t.elapsed() > Duration::from_millis(200))
                 .await?;
             if unready_after.is_none() {
+                let asked = Instant::now();
                 let status = probe.get(&readyz).send().await.map(|r| r.status().as_u16());
                 match status {
                     Ok(200) => {}
-                    Ok(_) => unready_after = Some(stopped_at.elapsed()),
+                    Ok(_) => unready_after = Some((stopped_at.elapsed(), asked.elapsed())),
                     Err(e) => bail!("/readyz did not answer during the outage: {e}"),
                 }
             }
         }
         ensure!(server.is_running(), "the server exited during the database outage");
-        let unready_after = unready_after.ok_or_else(|| anyhow!("/readyz still answered 200 6 s into the outage"))?;
+        let (unready_after, readyz_latency) =
+            unready_after.ok_or_else(|| anyhow!("/readyz still answered 200 6 s into the outage"))?;
+        ensure!(readyz_latency < PROMPT, "/readyz took {readyz_latency:.2?} to fail");
         let during = &collector.attempts[first_attempt_after..];
         let mut pushback = Vec::new();
         for a in during {
@@ -946,7 +889,7 @@ async fn outage() -> Result<()> {
         check_every_signed_checkpoint(&mut checker, &deployment.options).await?;
         ensure!(server.is_running(), "the server exited");
         eprintln!(
-            "outage: {acknowledged_before} acknowledged before the stop; {} 503s during it, slowest {slowest:.2?}; /readyz failed {unready_after:.2?} into it; ready {ready_after:.2?} after PostgreSQL restarted; {resubmitted} resubmitted; final size {size}; {}",
+            "outage: {acknowledged_before} acknowledged before the stop; {} 503s during it, slowest {slowest:.2?}; /readyz failed {unready_after:.2?} into it (answering in {readyz_latency:.2?}); ready {ready_after:.2?} after PostgreSQL restarted; {resubmitted} resubmitted; final size {size}; {}",
             pushback.len(),
             collector.summary()
         );
@@ -962,9 +905,9 @@ async fn outage() -> Result<()> {
 // ---------------------------------------------------------------------------
 // 4. Two writers on one database
 
-async fn two_writers() -> Result<()> {
+async fn two_writers(backend: Backend) -> Result<()> {
     const TAKEOVER: Duration = Duration::from_secs(30);
-    let (_db, deployment) = storage_for(Backend::Postgres).await?;
+    let (_db, deployment) = storage_for(backend).await?;
     let mut writer = deployment.start("server-a").await?;
     // The second process may never become ready while the first holds the
     // writer lease: wait only until it listens and serves reads.
@@ -1037,7 +980,7 @@ async fn two_writers() -> Result<()> {
         // No fork: one chain of signed checkpoints, whichever process signed them.
         check_every_signed_checkpoint(&mut checker, &deployment.options).await?;
         eprintln!(
-            "two writers: {before_kill} acknowledged before the writer was killed; the second process answered {at_second:?} meanwhile; it took over writing {took_over_after:.2?} after kill -9; {resubmitted} resubmitted; final size {size}; {} signed checkpoints seen",
+            "two writers ({backend:?}): {before_kill} acknowledged before the writer was killed; the second process answered {at_second:?} meanwhile; it took over writing {took_over_after:.2?} after kill -9; {resubmitted} resubmitted; final size {size}; {} signed checkpoints seen",
             checker.signed_roots().len()
         );
         Ok(())

@@ -236,6 +236,13 @@ macro_rules! tests {
     };
 }
 
+#[path = "storage_contract/pg_outage.rs"]
+mod pg_outage;
+use pg_outage::outage_answers_unavailable_then_recovers;
+
+/// PostgreSQL-only tests.
+const PG_TESTS: &[(&str, TestFn)] = tests![outage_answers_unavailable_then_recovers];
+
 const TESTS: &[(&str, TestFn)] = tests![
     ensure_log_is_idempotent_and_keeps_its_origin,
     commit_batch_is_visible_as_a_whole,
@@ -432,6 +439,12 @@ async fn entries_by_range_and_by_leaf_hash(f: Fixture) -> anyhow::Result<()> {
     ensure!(
         s.read_entries(LOG, 30, 10).await?.is_empty(),
         "reversed range"
+    );
+    ensure!(
+        s.read_entries(LOG, u64::MAX - 1, u64::MAX)
+            .await?
+            .is_empty(),
+        "range beyond 2^63"
     );
     ensure!(
         s.read_entries("other", 0, 50).await?.is_empty(),
@@ -781,7 +794,7 @@ async fn readers_never_see_a_partial_batch(f: Fixture) -> anyhow::Result<()> {
                 let st = s.log_state(LOG).await?.context("log")?;
                 let entries = s.read_entries(LOG, 0, u64::MAX).await?;
                 let n = entries.len() as u64;
-                ensure!(n % BATCH == 0, "saw {n} entries: a partial batch");
+                ensure!(n.is_multiple_of(BATCH), "saw {n} entries: a partial batch");
                 ensure!(
                     entries.iter().map(|e| e.index).eq(0..n),
                     "entries not contiguous"
@@ -960,6 +973,7 @@ fn main() {
     let policy = pg_policy();
     let pg_names: Vec<String> = TESTS
         .iter()
+        .chain(PG_TESTS)
         .map(|(n, _)| format!("postgres::{n}"))
         .collect();
     policy.announce(&pg_names);
@@ -968,6 +982,8 @@ fn main() {
         trials.push(Trial::test(format!("sqlite::{name}"), move || {
             run(Kind::Sqlite, test).map_err(|e| Failed::from(format!("{e:#}")))
         }));
+    }
+    for &(name, test) in TESTS.iter().chain(PG_TESTS) {
         let policy = policy.clone();
         trials.push(Trial::ignorable_test(
             format!("postgres::{name}"),

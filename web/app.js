@@ -39,7 +39,7 @@ function renderSteps(list, steps) {
         el('span', { class: 'mark', 'aria-hidden': 'true' }, mark),
         el('span', { class: 'name' }, `${s.step}: `),
         el('span', { class: 'status' }, status),
-        el('span', { class: 'detail' }, s.detail),
+        s.ok === null ? null : el('span', { class: 'detail' }, s.detail),
       );
     }),
   );

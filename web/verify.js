@@ -137,9 +137,11 @@ export function verifyInclusion(leaf, index, size, proof, root) {
 /** Parses a note verifier key: `<name>+<8 hex key id>+<base64(0x01 || pubkey)>`. */
 export function parseVkey(vkey) {
   const s = vkey.trim();
-  const parts = s.split('+');
-  if (parts.length !== 3) throw new Error('a verifier key has the form name+keyid+base64');
-  const [name, idHex, b64] = parts;
+  // name+keyid+base64, where the base64 itself may contain '+'.
+  const i = s.indexOf('+');
+  const j = i < 0 ? -1 : s.indexOf('+', i + 1);
+  if (j < 0) throw new Error('a verifier key has the form name+keyid+base64');
+  const [name, idHex, b64] = [s.slice(0, i), s.slice(i + 1, j), s.slice(j + 1)];
   if (!name || /[\s+]/.test(name)) throw new Error('bad key name');
   if (!/^[0-9a-f]{8}$/.test(idHex)) throw new Error('key id must be 8 lowercase hex digits');
   const raw = fromBase64(b64);

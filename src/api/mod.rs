@@ -11,16 +11,20 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
 use axum::extract::{DefaultBodyLimit, Request, State};
-use axum::http::Method;
+use axum::http::{HeaderValue, Method};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
 use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::request_id::{
+    MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer,
+};
 use tracing::Instrument;
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{Modify, OpenApi};
@@ -146,8 +150,41 @@ pub fn router(state: AppState) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state.clone());
+    // Outermost last: assign a request id, copy it to the response, then
+    // observe (span, metrics), then turn panics into problems.
     api.layer(CatchPanicLayer::custom(panic_to_problem))
         .layer(middleware::from_fn_with_state(state, observe))
+        .layer(PropagateRequestIdLayer::x_request_id())
+        .layer(SetRequestIdLayer::x_request_id(RequestIds::default()))
+}
+
+/// Request ids `<process start, hex ms>-<counter>`, unless the client sent
+/// an `x-request-id` of its own (kept as is).
+#[derive(Clone)]
+struct RequestIds {
+    prefix: Arc<str>,
+    next: Arc<AtomicU64>,
+}
+
+impl Default for RequestIds {
+    fn default() -> Self {
+        let start = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis());
+        RequestIds {
+            prefix: format!("{start:x}").into(),
+            next: Arc::new(AtomicU64::new(1)),
+        }
+    }
+}
+
+impl MakeRequestId for RequestIds {
+    fn make_request_id<B>(&mut self, _req: &axum::http::Request<B>) -> Option<RequestId> {
+        let n = self.next.fetch_add(1, Ordering::Relaxed);
+        HeaderValue::from_str(&format!("{}-{n}", self.prefix))
+            .ok()
+            .map(RequestId::new)
+    }
 }
 
 /// Serves `router` on `listener` until `shutdown` completes, then stops
@@ -194,14 +231,15 @@ async fn observe(State(state): State<AppState>, req: Request, next: Next) -> Res
         "request",
         method = %method,
         path = %req.uri().path(),
+        request_id = %req.headers().get("x-request-id").and_then(|v| v.to_str().ok()).unwrap_or("-"),
         status = tracing::field::Empty,
         latency_ms = tracing::field::Empty,
     );
     let resp = next.run(req).instrument(span.clone()).await;
     let status = resp.status();
-    let latency = start.elapsed();
+    let latency_ms = format!("{:.3}", start.elapsed().as_secs_f64() * 1e3);
     span.record("status", status.as_u16());
-    span.record("latency_ms", latency.as_secs_f64() * 1e3);
+    span.record("latency_ms", tracing::field::display(&latency_ms));
     // Only standard methods become label values, so hostile requests cannot
     // grow the metric families without bound.
     let method_label = match method.as_str() {
@@ -218,9 +256,9 @@ async fn observe(State(state): State<AppState>, req: Request, next: Next) -> Res
         .inc();
     span.in_scope(|| {
         if status.is_server_error() {
-            tracing::warn!(target: "stele::http", status = status.as_u16(), latency_ms = latency.as_secs_f64() * 1e3, "request failed");
+            tracing::warn!(target: "stele::http", "request failed");
         } else {
-            tracing::info!(target: "stele::http", status = status.as_u16(), latency_ms = latency.as_secs_f64() * 1e3, "request");
+            tracing::info!(target: "stele::http", "request");
         }
     });
     resp

@@ -21,7 +21,7 @@ pub struct StatusBody {
 }
 
 /// Liveness: the process is up and answering.
-#[utoipa::path(get, path = "/healthz", tag = "operations", responses((status = 200, body = StatusBody)))]
+#[utoipa::path(get, path = "/healthz", tag = "operations", responses((status = 200, description = "Alive", body = StatusBody)))]
 pub async fn healthz() -> Json<StatusBody> {
     Json(StatusBody {
         status: "ok".into(),
@@ -34,7 +34,7 @@ pub async fn healthz() -> Json<StatusBody> {
     path = "/readyz",
     tag = "operations",
     responses(
-        (status = 200, body = StatusBody),
+        (status = 200, description = "Ready", body = StatusBody),
         (status = 503, description = "Not ready; `detail` says why", body = ProblemBody, content_type = "application/problem+json"),
     )
 )]
@@ -55,7 +55,7 @@ pub async fn readyz(State(state): State<AppState>) -> Result<Json<StatusBody>, P
     get,
     path = "/metrics",
     tag = "operations",
-    responses((status = 200, body = String, content_type = "text/plain; version=0.0.4"))
+    responses((status = 200, description = "Prometheus text exposition", body = String, content_type = "text/plain; version=0.0.4"))
 )]
 pub async fn metrics(State(state): State<AppState>) -> Response {
     (

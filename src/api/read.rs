@@ -109,7 +109,7 @@ impl From<ConsistencyProof> for ConsistencyBody {
 }
 
 /// List the logs.
-#[utoipa::path(get, path = "/logs", tag = "logs", responses((status = 200, body = LogsBody)))]
+#[utoipa::path(get, path = "/logs", tag = "logs", responses((status = 200, description = "The logs with their verifier keys and sizes", body = LogsBody)))]
 pub async fn logs(State(state): State<AppState>) -> Json<LogsBody> {
     let logs = state
         .engine
@@ -209,7 +209,7 @@ pub async fn tile(
     tag = "entries",
     params(("log" = String, Path, description = "Log name"), ("index" = u64, Path, description = "Entry index")),
     responses(
-        (status = 200, body = EntryBody),
+        (status = 200, description = "The entry", body = EntryBody),
         (status = 404, description = "Unknown log, or index beyond the log", body = ProblemBody, content_type = "application/problem+json"),
         (status = 422, description = "Index not a decimal integer below 2^63", body = ProblemBody, content_type = "application/problem+json"),
     )
@@ -232,7 +232,7 @@ pub async fn entry(
         ("leaf_hash" = String, Query, description = "Hex SHA-256 leaf hash"),
     ),
     responses(
-        (status = 200, body = EntryBody),
+        (status = 200, description = "The entry", body = EntryBody),
         (status = 404, description = "Unknown log or leaf hash", body = ProblemBody, content_type = "application/problem+json"),
         (status = 422, description = "Missing or bad leaf_hash", body = ProblemBody, content_type = "application/problem+json"),
     )
@@ -266,7 +266,7 @@ pub async fn entry_by_hash(
         ("tree_size" = Option<u64>, Query, description = "Tree size to prove against (default: latest)"),
     ),
     responses(
-        (status = 200, body = InclusionBody),
+        (status = 200, description = "The proof and the checkpoint it leads to", body = InclusionBody),
         (status = 404, description = "Unknown log, entry or leaf hash", body = ProblemBody, content_type = "application/problem+json"),
         (status = 422, description = "Bad parameter, index >= tree_size, or tree_size beyond the log", body = ProblemBody, content_type = "application/problem+json"),
     )
@@ -319,7 +319,7 @@ pub async fn inclusion(
         ("to" = Option<u64>, Query, description = "Newer tree size (default: latest)"),
     ),
     responses(
-        (status = 200, body = ConsistencyBody),
+        (status = 200, description = "The proof and the checkpoint at `to`", body = ConsistencyBody),
         (status = 404, description = "Unknown log", body = ProblemBody, content_type = "application/problem+json"),
         (status = 422, description = "Bad parameter, from > to, or a size beyond the log", body = ProblemBody, content_type = "application/problem+json"),
     )

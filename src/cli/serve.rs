@@ -2,10 +2,10 @@
 //!
 //! Start-up order, and what each mode may create:
 //! 1. configuration ([`Config::load`]), validated;
-//! 2. storage: embedded mode creates the data directory and the SQLite
-//!    database; production mode connects to PostgreSQL (migrations run);
-//! 3. keys: embedded mode generates a missing key file (and logs its vkey);
+//! 2. keys: embedded mode generates a missing key file (and logs its vkey);
 //!    production mode refuses to start without it;
+//! 3. storage: embedded mode creates the data directory and the SQLite
+//!    database; production mode connects to PostgreSQL (migrations run);
 //! 4. engine (recovery check, writer lease, sequencers);
 //! 5. embedded mode with no agency at all registers agency `demo` and prints
 //!    its token once;
@@ -71,8 +71,10 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
 /// Runs the service until SIGINT or SIGTERM.
 pub async fn serve(config: Config, addr_file: Option<PathBuf>) -> anyhow::Result<()> {
     tracing::info!(storage = %config.describe_storage(), logs = config.logs.len(), "starting");
-    let storage = open_storage(&config).await?;
+    // Keys first: a production start with a missing key fails before it
+    // touches the database.
     let logs = load_logs(&config)?;
+    let storage = open_storage(&config).await?;
     let metrics = Arc::new(Metrics::new());
     let engine = Engine::start(
         storage.clone(),

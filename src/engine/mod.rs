@@ -185,6 +185,9 @@ pub struct TileData {
     pub immutable: bool,
 }
 
+/// Longest `ready()` waits for the database to answer a ping.
+const READY_PING_TIMEOUT: Duration = Duration::from_secs(1);
+
 /// All logs of one deployment.
 pub struct Engine {
     ctx: Arc<Ctx>,
@@ -677,8 +680,16 @@ impl Engine {
 
     /// Ok when the database answers and every sequencer is running and writable.
     pub async fn ready(&self) -> Result<(), String> {
-        if let Err(e) = self.ctx.storage.ping().await {
-            return Err(format!("database unreachable: {e}"));
+        // Bounded, so a readiness probe gets its 503 quickly during an
+        // outage instead of waiting out the pool's acquire timeout.
+        match tokio::time::timeout(READY_PING_TIMEOUT, self.ctx.storage.ping()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(format!("database unreachable: {e}")),
+            Err(_) => {
+                return Err(format!(
+                    "database unreachable: no answer within {READY_PING_TIMEOUT:?}"
+                ))
+            }
         }
         let problems: Vec<String> = self
             .logs

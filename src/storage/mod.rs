@@ -112,7 +112,11 @@ pub type Result<T, E = StorageError> = std::result::Result<T, E>;
 
 /// Held while this process is the only writer of a log. Dropping it
 /// releases the lease. `is_held` turns false if the lease was lost (for
-/// example the PostgreSQL session that held the advisory lock died).
+/// example the PostgreSQL session that held the advisory lock died) and
+/// never turns true again: take a new lease. Loss is noticed by a periodic
+/// check (PostgreSQL: every `PgOptions::lease_check_interval`), so it may
+/// lag; the compare-and-set in `commit_batch` is what keeps a writer that
+/// has not noticed yet from forking the log.
 pub trait WriterLease: Send + Sync {
     fn is_held(&self) -> bool;
 }

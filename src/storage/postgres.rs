@@ -35,8 +35,9 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use sha2::{Digest, Sha256};
+use sqlx::pool::PoolConnection;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
-use sqlx::{ConnectOptions, Connection, PgConnection, Row};
+use sqlx::{ConnectOptions, Connection, PgConnection, Postgres, Row};
 use stele_core::Hash;
 
 use super::{
@@ -70,7 +71,16 @@ pub struct PostgresStorage {
     pool: PgPool,
     connect: PgConnectOptions,
     opts: PgOptions,
+    /// Set when a caller could not get a connection; cleared by the next
+    /// caller that does. While set, callers wait at most [`FAST_FAIL`].
+    down: AtomicBool,
 }
+
+/// How long a caller waits for a connection while the database is known to
+/// be unreachable, so that an outage answers 503 promptly on every request
+/// (not once per `acquire_timeout` per storage call) and a recovered
+/// database is still noticed by the next caller.
+pub const FAST_FAIL: Duration = Duration::from_secs(1);
 
 impl PostgresStorage {
     /// Connects, runs the migrations under `migrations/postgres`, and returns
@@ -92,7 +102,30 @@ impl PostgresStorage {
             pool,
             connect,
             opts,
+            down: AtomicBool::new(false),
         })
+    }
+
+    /// A pooled connection (checked with a ping before it is handed out).
+    async fn conn(&self) -> Result<PoolConnection<Postgres>> {
+        let down = self.down.load(Ordering::Relaxed);
+        let limit = if down {
+            FAST_FAIL.min(self.opts.acquire_timeout)
+        } else {
+            self.opts.acquire_timeout
+        };
+        let got = match tokio::time::timeout(limit, self.pool.acquire()).await {
+            Ok(r) => r.map_err(map_err),
+            Err(_) => Err(StorageError::Unavailable(format!(
+                "no database connection within {limit:?}"
+            ))),
+        };
+        match &got {
+            Ok(_) if down => self.down.store(false, Ordering::Relaxed),
+            Err(StorageError::Unavailable(_)) => self.down.store(true, Ordering::Relaxed),
+            _ => {}
+        }
+        got
     }
 
     /// Closes the pool, waiting for connections in use to be returned.
@@ -233,7 +266,7 @@ impl Storage for PostgresStorage {
         )
         .bind(name)
         .bind(origin)
-        .execute(&self.pool)
+        .execute(&mut *self.conn().await?)
         .await
         .map_err(map_err)?;
         let state = self
@@ -254,7 +287,7 @@ impl Storage for PostgresStorage {
             "SELECT name, origin, tree_size, checkpoint, last_ts FROM logs WHERE name = $1",
         )
         .bind(log)
-        .fetch_optional(&self.pool)
+        .fetch_optional(&mut *self.conn().await?)
         .await
         .map_err(map_err)?;
         row.as_ref().map(log_state_from).transpose()
@@ -309,7 +342,8 @@ impl Storage for PostgresStorage {
             t_data.push(data.as_slice());
         }
 
-        let mut tx = self.pool.begin().await.map_err(map_err)?;
+        let mut conn = self.conn().await?;
+        let mut tx = conn.begin().await.map_err(map_err)?;
         let moved = sqlx::query(
             "UPDATE logs SET tree_size = $3, root = $4, checkpoint = $5, \
              last_ts = COALESCE($6, last_ts) WHERE name = $1 AND tree_size = $2",
@@ -383,7 +417,7 @@ impl Storage for PostgresStorage {
         )
         .bind(log)
         .bind(&keys)
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *self.conn().await?)
         .await
         .map_err(map_err)?;
         rows.iter()
@@ -415,7 +449,7 @@ impl Storage for PostgresStorage {
         .bind(log)
         .bind(&levels)
         .bind(&idxs)
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *self.conn().await?)
         .await
         .map_err(map_err)?;
         let mut out = vec![None; tiles.len()];
@@ -431,10 +465,10 @@ impl Storage for PostgresStorage {
     }
 
     async fn read_entries(&self, log: &str, start: u64, end: u64) -> Result<Vec<StoredEntry>> {
+        let end = end.min(i64::MAX as u64);
         if start >= end {
             return Ok(Vec::new());
         }
-        let end = end.min(i64::MAX as u64);
         let rows = sqlx::query(
             "SELECT idx, leaf, leaf_hash FROM entries \
              WHERE log = $1 AND idx >= $2 AND idx < $3 ORDER BY idx",
@@ -442,7 +476,7 @@ impl Storage for PostgresStorage {
         .bind(log)
         .bind(to_i64(start, "index")?)
         .bind(to_i64(end, "index")?)
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *self.conn().await?)
         .await
         .map_err(map_err)?;
         rows.iter().map(entry_from).collect()
@@ -455,7 +489,7 @@ impl Storage for PostgresStorage {
         )
         .bind(log)
         .bind(leaf_hash.0.as_slice())
-        .fetch_optional(&self.pool)
+        .fetch_optional(&mut *self.conn().await?)
         .await
         .map_err(map_err)?;
         row.as_ref().map(entry_from).transpose()
@@ -468,7 +502,7 @@ impl Storage for PostgresStorage {
         sqlx::query_scalar("SELECT note FROM checkpoints WHERE log = $1 AND tree_size = $2")
             .bind(log)
             .bind(size)
-            .fetch_optional(&self.pool)
+            .fetch_optional(&mut *self.conn().await?)
             .await
             .map_err(map_err)
     }
@@ -478,7 +512,7 @@ impl Storage for PostgresStorage {
             "SELECT tree_size, note FROM checkpoints WHERE log = $1 ORDER BY tree_size",
         )
         .bind(log)
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *self.conn().await?)
         .await
         .map_err(map_err)?;
         rows.into_iter().map(|(s, n)| Ok((to_u64(s)?, n))).collect()
@@ -494,7 +528,7 @@ impl Storage for PostgresStorage {
         .bind(&agency.types)
         .bind(agency.revoked)
         .bind(ts_from_ms(agency.created_ms)?)
-        .execute(&self.pool)
+        .execute(&mut *self.conn().await?)
         .await
         .map_err(map_err)?;
         Ok(())
@@ -504,7 +538,7 @@ impl Storage for PostgresStorage {
         let rows = sqlx::query(
             "SELECT name, token_hash, types, revoked, created FROM agencies ORDER BY name",
         )
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *self.conn().await?)
         .await
         .map_err(map_err)?;
         rows.iter().map(agency_from).collect()
@@ -515,7 +549,7 @@ impl Storage for PostgresStorage {
             "SELECT name, token_hash, types, revoked, created FROM agencies WHERE name = $1",
         )
         .bind(name)
-        .fetch_optional(&self.pool)
+        .fetch_optional(&mut *self.conn().await?)
         .await
         .map_err(map_err)?;
         row.as_ref().map(agency_from).transpose()
@@ -524,7 +558,7 @@ impl Storage for PostgresStorage {
     async fn revoke_agency(&self, name: &str) -> Result<bool> {
         let done = sqlx::query("UPDATE agencies SET revoked = true WHERE name = $1")
             .bind(name)
-            .execute(&self.pool)
+            .execute(&mut *self.conn().await?)
             .await
             .map_err(map_err)?;
         Ok(done.rows_affected() == 1)
@@ -532,7 +566,7 @@ impl Storage for PostgresStorage {
 
     async fn ping(&self) -> Result<()> {
         sqlx::query("SELECT 1")
-            .execute(&self.pool)
+            .execute(&mut *self.conn().await?)
             .await
             .map_err(map_err)?;
         Ok(())

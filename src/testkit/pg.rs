@@ -10,9 +10,12 @@
 //!
 //! ```ignore
 //! let policy = pg_policy();
-//! policy.announce(&pg_test_names);
-//! let trial = Trial::test(name, move || policy.check().map_err(Into::into).and_then(|()| run()))
-//!     .with_ignored_flag(policy.is_skip());
+//! policy.announce(&pg_test_names); // prints "PostgreSQL unreachable at URL (error): not running N tests: ..."
+//! let trial = Trial::ignorable_test(name, move || match &policy {
+//!     PgPolicy::Run => run().map(|()| Completion::Completed),
+//!     PgPolicy::Skip(e) => Ok(Completion::ignored_with(e)),
+//!     PgPolicy::Fail(_) => Err(policy.check().unwrap_err().into()),
+//! });
 //! ```
 
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -65,7 +65,14 @@ test('signed notes: C2SP and Go examples', (t) => {
   assert.throws(() => v.openCheckpoint(readFileSync(join(dir, 'c2sp-example.note'), 'utf8'), other), /no signature by the trusted key/);
 });
 
-test('vkeys: key ID is checked', () => {
+test('vkeys: key ID is checked, base64 may contain +', () => {
+  // Key material whose base64 holds '+' and '/'.
+  const pub = Uint8Array.from({ length: 32 }, (_, i) => (i % 2 ? 0xfb : 0xef));
+  const b64 = v.toBase64(v.concat(Uint8Array.of(1), pub));
+  assert.ok(b64.includes('+'));
+  const key = v.parseVkey(`example.com/log+${v.keyId('example.com/log', pub)}+${b64}`);
+  assert.equal(key.name, 'example.com/log');
+  assert.deepEqual(key.pub, pub);
   assert.throws(() => v.parseVkey('PeterNeumann+c74f20a4+ARpc2QcUPDhMQegwxbzhKqiBfsVkmqq/LDE4izWy10TW'), /does not match/);
   assert.throws(() => v.parseVkey('nonsense'), /form/);
 });

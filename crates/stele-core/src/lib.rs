@@ -22,7 +22,20 @@
 //! notes however they like and hand bytes in. Nothing here knows about
 //! agencies, record types or the JSON record format: the tree is generic over
 //! opaque leaf bytes. Witness cosignatures (`tlog-cosignature`) are not
-//! implemented yet.
+//! implemented yet; notes are signed and verified with Ed25519 only (other
+//! signature types on a note are ignored like any unknown key). There is no
+//! tile client or fetching, no caching, and no key storage: an `skey` is a
+//! string the caller keeps safe.
+//!
+//! ## Where the code comes from
+//!
+//! Signed notes use the `signed_note` crate (a port of Go's
+//! `golang.org/x/mod/sumdb/note`) for the note grammar, key ids and Ed25519
+//! signatures. Everything else is written here: RFC 9162 proof algorithms
+//! over a [`merkle::HashReader`] of `(level, index)` nodes, C2SP tile paths
+//! (`tile/<L>/<N>`, `tile/entries/<N>`), entry bundles, the tree builder,
+//! checkpoints, `tlog-proof@v1` and receipts. Tests cross-check proofs against
+//! `tlog_tiles`, an independent port of Go's `sumdb/tlog`.
 //!
 //! ## Edge cases, decided
 //!

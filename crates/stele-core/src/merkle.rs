@@ -30,7 +30,9 @@ impl NodeId {
 ///
 /// Contract: returns exactly one hash per requested node, in request order,
 /// or an error. Only nodes that lie entirely inside the tree being proven are
-/// ever requested.
+/// ever requested. [`tree_root`], [`prove_inclusion`] and
+/// [`prove_consistency`] each make at most one call, so a reader backed by
+/// storage can fetch everything in one round trip.
 pub trait HashReader {
     fn read_hashes(&self, nodes: &[NodeId]) -> Result<Vec<Hash>, Error>;
 }

@@ -105,8 +105,12 @@ impl Signer {
     /// Signs a checkpoint body; returns the note text.
     pub fn sign_checkpoint(&self, checkpoint: &Checkpoint) -> Result<String, NoteError> {
         let body = checkpoint.to_body();
-        // Never sign something verifiers would refuse to parse.
-        Checkpoint::parse(&body).map_err(|e| NoteError::Checkpoint(e.to_string()))?;
+        // Never sign text that verifiers would refuse, or read differently
+        // (a newline inside the origin or an extension line).
+        let parsed = Checkpoint::parse(&body).map_err(|e| NoteError::Checkpoint(e.to_string()))?;
+        if parsed != *checkpoint {
+            return Err(NoteError::Checkpoint("a field contains a newline".into()));
+        }
         self.sign(&body)
     }
 }

@@ -287,7 +287,7 @@ pub fn decode_bundle(data: &[u8]) -> Result<Vec<&[u8]>, Error> {
 
 /// Splits hash-tile data into hashes; length must be a multiple of 32, at most 256 hashes.
 pub fn tile_hashes(data: &[u8]) -> Result<Vec<Hash>, Error> {
-    if data.is_empty() || data.len() % 32 != 0 || data.len() > 32 * TILE_WIDTH as usize {
+    if data.is_empty() || !data.len().is_multiple_of(32) || data.len() > 32 * TILE_WIDTH as usize {
         return Err(Error::malformed(
             "hash tile",
             format!("{} bytes is not 1 to 256 hashes of 32 bytes", data.len()),

@@ -175,6 +175,19 @@ fn generated_keys_round_trip() {
         note::open_checkpoint(&n, &v),
         Err(NoteError::Checkpoint(_))
     ));
+    // Checkpoints that would read back differently are refused at signing.
+    let mut sneaky = cp.clone();
+    sneaky.extensions = vec!["one\ntwo".into()];
+    assert!(matches!(
+        signer.sign_checkpoint(&sneaky),
+        Err(NoteError::Checkpoint(_))
+    ));
+    let mut sneaky = cp.clone();
+    sneaky.origin = String::new();
+    assert!(matches!(
+        signer.sign_checkpoint(&sneaky),
+        Err(NoteError::Checkpoint(_))
+    ));
     // Texts the note format cannot carry are refused at signing.
     assert!(signer.sign("no newline").is_err());
     assert!(signer.sign("tab\there\n").is_err());
