@@ -4,7 +4,7 @@
 # the load tool against it several times, with the raw COPY ceiling measured
 # in the same run. Loopback only; every step stops by itself.
 #
-#   RUNS=3 DURATION=20 CLIENTS=64 bash benches/run.sh
+#   RUNS=3 DURATION=20 CLIENTS=256 bash benches/run.sh
 #
 # Results: one JSON object per run in $OUT (default bench-results.jsonl),
 # and a table of medians printed at the end.
@@ -13,12 +13,15 @@ cd "$(dirname "$0")/.."
 
 RUNS=${RUNS:-3}
 DURATION=${DURATION:-20}
-CLIENTS=${CLIENTS:-64}
+CLIENTS=${CLIENTS:-256}
 BULK_CLIENTS=${BULK_CLIENTS:-4}
 PG_ADMIN=${PG_ADMIN:-postgres://postgres@127.0.0.1:5432/postgres}
 OUT=${OUT:-bench-results.jsonl}
 MODES=${MODES:-"submit bulk proofs tiles"}
 BACKENDS=${BACKENDS:-"postgres sqlite"}
+# Extra TOML appended to the server configuration, e.g.
+# EXTRA_TOML=$'[sequencer]\nmax_wait_ms = 0'
+EXTRA_TOML=${EXTRA_TOML:-}
 
 cargo build --release --bin stele
 cargo bench --bench load --no-run
@@ -36,6 +39,7 @@ cleanup() {
 }
 trap cleanup EXIT
 : > "$OUT"
+echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(free -g | awk '/Mem:/{print $2}') GiB; load before: $(cut -d' ' -f1-3 /proc/loadavg)" >&2
 
 start_server() { # $1 = config file
   rm -f "$work/addr"
@@ -64,6 +68,7 @@ name = "default"
 origin = "bench.stele.test/default"
 key_file = "$work/$backend.key"
 EOF
+    printf '%s\n' "$EXTRA_TOML" >> "$work/$backend.toml"
     ceiling=(--copy-ceiling "$db_url")
   else
     cat > "$work/$backend.toml" <<EOF
@@ -73,6 +78,7 @@ name = "default"
 origin = "bench.stele.test/default"
 key_file = "$work/$backend.key"
 EOF
+    printf '%s\n' "$EXTRA_TOML" >> "$work/$backend.toml"
     ceiling=()
   fi
   token=$("$STELE" agency add bench --config "$work/$backend.toml" 2>/dev/null | tail -n1)
@@ -86,6 +92,7 @@ EOF
       "$LOAD" --url "$URL" --token "$token" --mode "$mode" --clients "$clients" \
         --duration "$DURATION" --server-pid "$server_pid" --label "$backend/$mode/run$run" \
         --json "${extra[@]}" | tee -a "$OUT"
+      echo "load after $backend/$mode/run$run: $(cut -d' ' -f1-3 /proc/loadavg)" >&2
     done
   done
   stop_server

@@ -10,6 +10,9 @@ use bytes::Bytes;
 pub(crate) enum Kind {
     Hash,
     Entries,
+    /// The interior nodes (levels 1 to 7 above the tile's own level) of a
+    /// full hash tile, as computed by `tiles::interior`.
+    Interior,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]

@@ -9,7 +9,7 @@ use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 
 use crate::engine::records::Record;
 use crate::engine::tiles::Snapshot;
-use crate::engine::{LogError, Submitted};
+use crate::engine::LogError;
 use crate::metrics::LogLabel;
 
 /// Whether the log takes submissions, and if not, why.
@@ -35,10 +35,28 @@ pub(crate) struct Pending {
     pub dedup_key: stele_core::Hash,
 }
 
+/// Where one submitted record ended up, with its inclusion proof at the
+/// size of the answer's checkpoint.
+pub(crate) struct Integrated {
+    pub index: u64,
+    pub leaf: String,
+    pub proof: Vec<stele_core::Hash>,
+    /// false for a duplicate (stored earlier, or repeated within the batch).
+    pub created: bool,
+}
+
+/// The sequencer's answer to a request: everything a receipt needs. The
+/// receipts themselves (hex, `tlog-proof` text) are assembled by the
+/// submitting task, off the sequencer's serial path.
+pub(crate) struct Integration {
+    pub checkpoint: Arc<str>,
+    pub items: Vec<Integrated>,
+}
+
 /// One request (a single submission or a bulk one) waiting for receipts.
 pub(crate) struct Request {
     pub items: Vec<Pending>,
-    pub reply: oneshot::Sender<Result<Vec<Submitted>, LogError>>,
+    pub reply: oneshot::Sender<Result<Integration, LogError>>,
     pub enqueued: Instant,
     /// Holds `items.len()` queue slots until the request is answered.
     pub _permit: OwnedSemaphorePermit,

@@ -18,7 +18,7 @@ use stele_core::Hash;
 use crate::metrics::{LogLabel, Metrics, SubmissionLabels};
 use crate::storage::{Storage, StorageError};
 
-use self::log::{Log, Pending, Request, Status};
+use self::log::{Integration, Log, Pending, Request, Status};
 use self::sequencer::{status_error, Ctx, Sequencer};
 use self::tiles::{ProofJob, Snapshot, TileSource};
 
@@ -265,11 +265,11 @@ impl Engine {
                 label: LogLabel {
                     log: lc.name.clone(),
                 },
-                snapshot: RwLock::new(Arc::new(Snapshot {
-                    size: state.tree_size,
-                    checkpoint: state.checkpoint,
-                    partials: HashMap::new(),
-                })),
+                snapshot: RwLock::new(Arc::new(Snapshot::new(
+                    state.tree_size,
+                    state.checkpoint,
+                    HashMap::new(),
+                ))),
                 status: RwLock::new(Status::NotWriter("starting".into())),
                 queue: tx,
                 slots: Arc::new(tokio::sync::Semaphore::new(ctx.config.queue_capacity)),
@@ -438,7 +438,20 @@ impl Engine {
             count("pushback", n);
             return Err(stopped());
         }
-        answer.await.map_err(|_| stopped())?
+        let Integration { checkpoint, items } = answer.await.map_err(|_| stopped())??;
+        Ok(items
+            .into_iter()
+            .map(|i| Submitted {
+                receipt: Receipt::new(
+                    &log.origin,
+                    i.index,
+                    i.leaf,
+                    &i.proof,
+                    checkpoint.to_string(),
+                ),
+                created: i.created,
+            })
+            .collect())
     }
 
     /// Latest checkpoint note.

@@ -1,11 +1,13 @@
 //! The sequencer: one task per log, the only writer of that log.
 //!
-//! Life of a batch: gather requests (the first one, then more until
-//! `max_batch` records or `max_wait`) → look up dedup keys → assign indexes
-//! and `ts` → append leaf hashes to a *copy* of the tree builder → sign the
-//! checkpoint → `Storage::commit_batch` (one transaction, CAS on the size) →
-//! only then adopt the new state and answer every waiter with a receipt
-//! against this batch's checkpoint.
+//! Life of a batch: gather requests (the first one, then whatever queued up
+//! meanwhile, up to `max_batch` records; an idle sequencer also waits up to
+//! `max_wait` for more) → look up dedup keys → assign indexes and `ts` →
+//! append leaf hashes to a *copy* of the tree builder → sign the checkpoint
+//! → `Storage::commit_batch` (one transaction, CAS on the size) → only then
+//! adopt the new state and answer every waiter with its index, leaf and
+//! inclusion proof against this batch's checkpoint (the submitting task
+//! turns that into the receipt).
 //!
 //! Crash points:
 //! - Before the commit returns: nothing in memory changed; a crash loses only
@@ -29,17 +31,16 @@ use std::time::Duration;
 use bytes::Bytes;
 use stele_core::checkpoint::Checkpoint;
 use stele_core::note;
-use stele_core::receipt::Receipt;
 use stele_core::tile::{partial_tiles, TileId, TreeBuilder};
 use stele_core::{leaf_hash, Hash, EMPTY_ROOT, HASH_SIZE};
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
 use crate::engine::cache::{Key, Kind, TileCache};
-use crate::engine::log::{Log, Request, Status};
+use crate::engine::log::{Integrated, Integration, Log, Request, Status};
 use crate::engine::records::leaf_bytes;
 use crate::engine::tiles::{ProofJob, Snapshot, TileSource};
-use crate::engine::{storage_error, EngineConfig, LogError, Submitted};
+use crate::engine::{storage_error, EngineConfig, LogError};
 use crate::metrics::{Metrics, SubmissionLabels};
 use crate::storage::{Batch, NewEntry, Storage, StorageError, WriterLease};
 
@@ -267,11 +268,8 @@ impl Sequencer {
         }
         self.builder = builder;
         self.last_ts = state.last_ts_ms;
-        self.log.set_snapshot(Snapshot {
-            size,
-            checkpoint: Some(note_text),
-            partials,
-        });
+        self.log
+            .set_snapshot(Snapshot::new(size, Some(note_text), partials));
         self.ctx
             .metrics
             .tree_size
@@ -308,6 +306,7 @@ impl Sequencer {
     }
 
     async fn writer_step(&mut self) {
+        let backlog = self.held.is_some() || !self.rx.is_empty();
         let first = match self.held.take() {
             Some(r) => r,
             None => {
@@ -325,7 +324,7 @@ impl Sequencer {
                 }
             }
         };
-        let requests = self.gather(first).await;
+        let requests = self.gather(first, backlog).await;
         self.process(requests).await;
     }
 
@@ -343,7 +342,13 @@ impl Sequencer {
         false
     }
 
-    async fn gather(&mut self, first: Request) -> Vec<Request> {
+    /// Collects a batch behind `first`. Under load (requests were already
+    /// queued when the batch started, or one was held back from the last
+    /// batch) the batch is whatever queued up while the previous one
+    /// committed, taken without waiting: waiting would leave the database
+    /// idle. Only a sequencer that was idle waits up to `max_wait` for
+    /// company, to save commits when submissions trickle in.
+    async fn gather(&mut self, first: Request, backlog: bool) -> Vec<Request> {
         let max = self.ctx.config.max_batch.max(1);
         let deadline = Instant::now() + self.ctx.config.max_wait;
         let mut n = first.items.len();
@@ -351,6 +356,7 @@ impl Sequencer {
         while n < max {
             let next = match self.rx.try_recv() {
                 Ok(r) => r,
+                Err(mpsc::error::TryRecvError::Empty) if backlog => break,
                 Err(mpsc::error::TryRecvError::Empty) => {
                     match tokio::time::timeout_at(deadline, self.rx.recv()).await {
                         Ok(Some(r)) => r,
@@ -369,14 +375,14 @@ impl Sequencer {
         requests
     }
 
-    fn answer(&self, r: Request, result: Result<Vec<Submitted>, LogError>) {
+    fn answer(&self, r: Request, result: Result<Integration, LogError>) {
         let m = &self.ctx.metrics;
         let outcome = |o: &str| SubmissionLabels {
             log: self.log.name.to_string(),
             outcome: o.to_string(),
         };
         match &result {
-            Ok(subs) => {
+            Ok(Integration { items: subs, .. }) => {
                 let created = subs.iter().filter(|s| s.created).count() as u64;
                 m.submissions
                     .get_or_create(&outcome("created"))
@@ -622,8 +628,9 @@ impl Sequencer {
                 });
             }
         };
+        let checkpoint: Arc<str> = checkpoint.into();
         for (r, s) in requests.into_iter().zip(slots) {
-            let subs = s
+            let items = s
                 .iter()
                 .map(|slot| {
                     let index = index_of(slot);
@@ -634,19 +641,21 @@ impl Sequencer {
                         ),
                         Slot::Existing(i) => (existing[&i].clone(), false),
                     };
-                    Submitted {
-                        receipt: Receipt::new(
-                            &self.log.origin,
-                            index,
-                            leaf,
-                            &proofs[&index],
-                            checkpoint.clone(),
-                        ),
+                    Integrated {
+                        index,
+                        leaf,
+                        proof: proofs[&index].clone(),
                         created,
                     }
                 })
                 .collect();
-            self.answer(r, Ok(subs));
+            self.answer(
+                r,
+                Ok(Integration {
+                    checkpoint: checkpoint.clone(),
+                    items,
+                }),
+            );
         }
         self.update_queue_depth();
     }
@@ -699,11 +708,8 @@ impl Sequencer {
             .map(|t| (t.level, t.index))
             .collect();
         partials.retain(|k, _| keep.contains(k));
-        self.log.set_snapshot(Snapshot {
-            size: new_size,
-            checkpoint: Some(p.note),
-            partials,
-        });
+        self.log
+            .set_snapshot(Snapshot::new(new_size, Some(p.note), partials));
         self.ctx
             .metrics
             .tree_size
@@ -782,11 +788,8 @@ impl Sequencer {
         if let Ok(Some(s)) = self.ctx.storage.log_state(&self.log.name).await {
             let cur = self.log.snapshot();
             if s.tree_size != cur.size || s.checkpoint != cur.checkpoint {
-                self.log.set_snapshot(Snapshot {
-                    size: s.tree_size,
-                    checkpoint: s.checkpoint,
-                    partials: HashMap::new(),
-                });
+                self.log
+                    .set_snapshot(Snapshot::new(s.tree_size, s.checkpoint, HashMap::new()));
                 self.ctx
                     .metrics
                     .tree_size

@@ -6,7 +6,7 @@
 
 use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use bytes::Bytes;
 use stele_core::merkle::{prove_consistency, prove_inclusion, HashReader, NodeId};
@@ -27,6 +27,30 @@ pub(crate) struct Snapshot {
     /// `(level, index)` → contents of the partial tile at `size`. Empty on a
     /// process that is not the writer (reads then go to storage).
     pub partials: HashMap<(u8, u64), Bytes>,
+    /// Interiors of `partials`, computed on first use.
+    pub partial_interiors: OnceLock<HashMap<(u8, u64), Interior>>,
+}
+
+impl Snapshot {
+    pub fn new(size: u64, checkpoint: Option<String>, partials: HashMap<(u8, u64), Bytes>) -> Self {
+        Snapshot {
+            size,
+            checkpoint,
+            partials,
+            partial_interiors: OnceLock::new(),
+        }
+    }
+
+    fn partial_interior(&self, key: (u8, u64)) -> Option<&Interior> {
+        self.partial_interiors
+            .get_or_init(|| {
+                self.partials
+                    .iter()
+                    .filter_map(|(&k, d)| interior(d).ok().map(|i| (k, i)))
+                    .collect()
+            })
+            .get(&key)
+    }
 }
 
 /// A proof to compute.
@@ -55,6 +79,68 @@ fn tile_span(node: NodeId) -> (u8, u64, u16, u16) {
         start,
         start + (1u16 << r),
     )
+}
+
+/// Hashes in the interior of a full tile: levels 1 to 7 relative to the
+/// tile's own level (128 + 64 + ... + 2 nodes).
+const INTERIOR_NODES: usize = TILE_WIDTH as usize - 2;
+
+/// Position of the first node of relative level `r` (1..=7) in an interior.
+fn interior_offset(r: u8) -> usize {
+    TILE_WIDTH as usize - (TILE_WIDTH as usize >> (r - 1))
+}
+
+/// The interior nodes of a tile, level by level from relative level 1, at
+/// fixed positions (see [`interior_offset`]). For a partial tile of width
+/// `w` only the nodes whose descendants all lie in the first `w` hashes are
+/// computed (the rest stay zero; [`Interior::get`] never returns them).
+/// Tile contents never change for a given width, so neither does the
+/// interior: computing it once (at most 254 hashes) saves up to 255 hashes
+/// per proof that passes through the tile.
+fn interior(tile: &[u8]) -> Result<Interior, CoreError> {
+    let width = tile.len() / HASH_SIZE;
+    let pair = |d: &[u8]| -> Result<[u8; HASH_SIZE], CoreError> {
+        let l = Hash::from_slice(&d[..HASH_SIZE])?;
+        let r = Hash::from_slice(&d[HASH_SIZE..2 * HASH_SIZE])?;
+        Ok(node_hash(&l, &r).0)
+    };
+    let mut out = vec![0u8; INTERIOR_NODES * HASH_SIZE];
+    for r in 1..TILE_HEIGHT {
+        let base = interior_offset(r);
+        for i in 0..(width >> r) {
+            let h = if r == 1 {
+                pair(&tile[2 * i * HASH_SIZE..(2 * i + 2) * HASH_SIZE])?
+            } else {
+                let at = (interior_offset(r - 1) + 2 * i) * HASH_SIZE;
+                pair(&out[at..at + 2 * HASH_SIZE])?
+            };
+            let at = (base + i) * HASH_SIZE;
+            out[at..at + HASH_SIZE].copy_from_slice(&h);
+        }
+    }
+    Ok(Interior {
+        data: Bytes::from(out),
+        width,
+    })
+}
+
+/// See [`interior`].
+#[derive(Clone, Debug)]
+pub(crate) struct Interior {
+    data: Bytes,
+    /// Width of the tile it was computed from.
+    width: usize,
+}
+
+impl Interior {
+    /// Node `pos` of relative level `r` (1..=7), if it was computed.
+    fn get(&self, r: u8, pos: usize) -> Option<Result<Hash, CoreError>> {
+        if (pos + 1) << r > self.width {
+            return None;
+        }
+        let off = (interior_offset(r) + pos) * HASH_SIZE;
+        Some(Hash::from_slice(&self.data[off..off + HASH_SIZE]))
+    }
 }
 
 /// Records the nodes a proof reads, answering with zeros (proof shapes do
@@ -92,7 +178,19 @@ impl MemoReader<'_> {
         if let Some(h) = self.memo.borrow().get(&n) {
             return Ok(*h);
         }
-        let h = if n.level.is_multiple_of(TILE_HEIGHT) {
+        let r = n.level % TILE_HEIGHT;
+        if r != 0 {
+            let (level, index, start, _) = tile_span(n);
+            if let Some(h) = self
+                .tiles
+                .interiors
+                .get(&(level, index))
+                .and_then(|i| i.get(r, usize::from(start) >> r))
+            {
+                return h;
+            }
+        }
+        let h = if r == 0 {
             let (level, index, start, _) = tile_span(n);
             let off = usize::from(start) * HASH_SIZE;
             match self.tiles.tiles.get(&(level, index)) {
@@ -125,6 +223,8 @@ impl HashReader for MemoReader<'_> {
 #[derive(Default)]
 pub(crate) struct FetchedTiles {
     tiles: HashMap<(u8, u64), Bytes>,
+    /// Interiors of tiles among `tiles` (see [`interior`]).
+    interiors: HashMap<(u8, u64), Interior>,
 }
 
 impl TileReader for FetchedTiles {
@@ -232,13 +332,49 @@ impl TileSource<'_> {
         Ok(out)
     }
 
+    /// Adds the interiors of the tiles in `fetched`: for full tiles from
+    /// the cache (computed and cached on a miss), for partial tiles from the
+    /// snapshot when it holds the same tile at the same width.
+    fn add_interiors(&self, fetched: &mut FetchedTiles) -> Result<(), LogError> {
+        let full = TILE_WIDTH as usize * HASH_SIZE;
+        for (&(level, index), data) in &fetched.tiles {
+            let inner = if data.len() == full {
+                let key = Key {
+                    log: self.log.clone(),
+                    kind: Kind::Interior,
+                    level,
+                    index,
+                };
+                match self.cache.get(&key) {
+                    Some(d) => Interior {
+                        data: d,
+                        width: TILE_WIDTH as usize,
+                    },
+                    None => {
+                        let i = interior(data).map_err(proof_error)?;
+                        self.cache.insert(key, i.data.clone());
+                        i
+                    }
+                }
+            } else {
+                match self.snapshot.partial_interior((level, index)) {
+                    Some(i) if i.width * HASH_SIZE == data.len() => i.clone(),
+                    _ => continue,
+                }
+            };
+            fetched.interiors.insert((level, index), inner);
+        }
+        Ok(())
+    }
+
     /// Computes proofs, fetching every tile they need at once.
     pub async fn prove(&self, jobs: &[ProofJob]) -> Result<Vec<Vec<Hash>>, LogError> {
         let recorder = Recorder::default();
         for job in jobs {
             run(*job, &recorder).map_err(proof_error)?;
         }
-        let fetched = self.fetch(&recorder.wanted.into_inner()).await?;
+        let mut fetched = self.fetch(&recorder.wanted.into_inner()).await?;
+        self.add_interiors(&mut fetched)?;
         let reader = MemoReader {
             tiles: &fetched,
             memo: RefCell::new(HashMap::new()),
@@ -267,7 +403,7 @@ fn proof_error(e: CoreError) -> LogError {
 
 #[cfg(test)]
 mod tests {
-    use stele_core::tile::{TileHashReader, TreeBuilder};
+    use stele_core::tile::{partial_tiles, TileHashReader, TreeBuilder};
 
     use super::*;
 
@@ -293,12 +429,33 @@ mod tests {
                 tiles: &fetched,
                 memo: RefCell::new(HashMap::new()),
             };
+            // Interiors of every tile, full or partial (cut to this size).
+            let mut expanded = FetchedTiles {
+                tiles: fetched.tiles.clone(),
+                interiors: HashMap::new(),
+            };
+            for id in partial_tiles(size) {
+                let d = fetched.tiles[&(id.level, id.index)].slice(..usize::from(id.width) * 32);
+                expanded.tiles.insert((id.level, id.index), d);
+            }
+            for (&k, d) in &expanded.tiles {
+                expanded.interiors.insert(k, interior(d).unwrap());
+            }
+            let fast = MemoReader {
+                tiles: &expanded,
+                memo: RefCell::new(HashMap::new()),
+            };
             for index in (0..size).step_by(7).chain([size - 1]) {
                 let job = ProofJob::Inclusion { index, size };
                 assert_eq!(
                     run(job, &memo).unwrap(),
                     run(job, &core).unwrap(),
                     "inclusion {index} in {size}"
+                );
+                assert_eq!(
+                    run(job, &fast).unwrap(),
+                    run(job, &core).unwrap(),
+                    "inclusion {index} in {size} with tile interiors"
                 );
                 let rec = Recorder::default();
                 run(job, &rec).unwrap();
@@ -312,6 +469,11 @@ mod tests {
                     run(job, &memo).unwrap(),
                     run(job, &core).unwrap(),
                     "consistency {from}..{size}"
+                );
+                assert_eq!(
+                    run(job, &fast).unwrap(),
+                    run(job, &core).unwrap(),
+                    "consistency {from}..{size} with tile interiors"
                 );
             }
         }
