@@ -16,7 +16,7 @@ use utoipa::ToSchema;
 use super::extract::{Bearer, JsonBytes, PathParams};
 use super::problem::{Problem, ProblemBody};
 use super::AppState;
-use crate::engine::records::parse_record;
+use crate::engine::records::{parse_record, parse_strict_json, record_from_value};
 use crate::engine::Submitted;
 
 /// The body of `POST /logs/{log}/records`. Unknown fields are rejected;
@@ -160,10 +160,10 @@ pub async fn submit_bulk(
 ) -> Result<(StatusCode, Json<BulkResponse>), Problem> {
     let items = parse_bulk(&body, state.limits.max_bulk_records)?;
     let mut records = Vec::with_capacity(items.len());
-    for (i, item) in items.iter().enumerate() {
-        let bytes = serde_json::to_vec(item).map_err(|e| Problem::internal(&e))?;
+    for (i, item) in items.into_iter().enumerate() {
         records.push(
-            parse_record(&bytes).map_err(|e| Problem::from(e).within(&format!("records[{i}]")))?,
+            record_from_value(item)
+                .map_err(|e| Problem::from(e).within(&format!("records[{i}]")))?,
         );
     }
     let submitted = state.engine.submit_bulk(&log, &agency, records).await?;
@@ -179,8 +179,9 @@ pub async fn submit_bulk(
 /// Splits a bulk body into its records (still unvalidated JSON values).
 fn parse_bulk(body: &[u8], max: usize) -> Result<Vec<Value>, Problem> {
     let text = std::str::from_utf8(body).map_err(|_| Problem::malformed("body is not UTF-8"))?;
-    let value: Value = serde_json::from_str(text)
-        .map_err(|e| Problem::malformed(format!("body is not JSON: {e}")))?;
+    // The strict parser rejects duplicate keys at any depth, as for a single
+    // record; the records are then validated from these values directly.
+    let value = parse_strict_json(text)?;
     let Value::Object(mut obj) = value else {
         return Err(Problem::malformed("body must be a JSON object"));
     };
@@ -211,6 +212,20 @@ fn parse_bulk(body: &[u8], max: usize) -> Result<Vec<Value>, Problem> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bulk_rejects_duplicate_keys_inside_records() {
+        let body = br#"{"records":[{"type":"a.b","type":"c.d"}]}"#;
+        assert_eq!(
+            parse_bulk(body, 10).unwrap_err().status(),
+            StatusCode::BAD_REQUEST
+        );
+        let body = br#"{"records":[{"type":"a.b","attributes":{"k":1,"k":2}}]}"#;
+        assert_eq!(
+            parse_bulk(body, 10).unwrap_err().status(),
+            StatusCode::BAD_REQUEST
+        );
+    }
 
     #[test]
     fn bulk_shape() {
