@@ -201,37 +201,13 @@ fn verify_receipt(text: &str, verifier: &Verifier, report: &mut Report) -> Optio
         format!("SHA-256(0x00 || leaf) = {computed}"),
     );
 
-    let cp = match open_checkpoint(&receipt.checkpoint, verifier) {
-        Ok(cp) if cp.origin != receipt.log => {
-            report.fail(
-                STEP_SIGNATURE,
-                format!(
-                    "checkpoint origin {:?} but the receipt names log {:?}",
-                    cp.origin, receipt.log
-                ),
-            );
-            report.skipped(&all[3..]);
-            return None;
-        }
-        Ok(cp) => cp,
-        Err(e) => {
-            report.fail(
-                STEP_SIGNATURE,
-                format!("{e} (trusted key: {})", describe_key(verifier)),
-            );
-            report.skipped(&all[3..]);
-            return None;
-        }
-    };
-    report.ok(
-        STEP_SIGNATURE,
-        format!(
-            "signed by {}; tree size {}, root {}",
-            describe_key(verifier),
-            cp.size,
-            cp.root.to_base64()
-        ),
-    );
+    let cp = check_signature(
+        report,
+        &receipt.checkpoint,
+        verifier,
+        Some(&receipt.log),
+        &all[3..],
+    )?;
 
     if let Err(e) = verify_inclusion(&computed, receipt.index, cp.size, &proof, &cp.root) {
         report.fail(
@@ -302,26 +278,7 @@ fn verify_tlog_proof(
         STEP_LEAF_HASH,
         format!("SHA-256(0x00 || leaf) = {lh} ({} leaf bytes)", leaf.len()),
     );
-    let cp = match open_checkpoint(&t.checkpoint, verifier) {
-        Ok(cp) => cp,
-        Err(e) => {
-            report.fail(
-                STEP_SIGNATURE,
-                format!("{e} (trusted key: {})", describe_key(verifier)),
-            );
-            report.skipped(&all[3..]);
-            return None;
-        }
-    };
-    report.ok(
-        STEP_SIGNATURE,
-        format!(
-            "signed by {}; tree size {}, root {}",
-            describe_key(verifier),
-            cp.size,
-            cp.root.to_base64()
-        ),
-    );
+    let cp = check_signature(report, &t.checkpoint, verifier, None, &all[3..])?;
     if let Err(e) = verify_inclusion(&lh, t.index, cp.size, &t.proof, &cp.root) {
         report.fail(
             STEP_INCLUSION,
@@ -396,5 +353,47 @@ fn verify_online(url: &str, cp: &Checkpoint, verifier: &Verifier, report: &mut R
     match result {
         Ok(what) => report.ok(STEP_ONLINE, what),
         Err(e) => report.fail(STEP_ONLINE, format!("{e:#}")),
+    }
+}
+
+/// The checkpoint-signature step, shared by receipts and tlog-proofs: opens
+/// the note with the trusted key, checks the origin against the log the
+/// receipt names (if any), and reports the step. On failure the `rest`
+/// steps are reported as not checked.
+fn check_signature(
+    report: &mut Report,
+    note: &str,
+    verifier: &Verifier,
+    expected_origin: Option<&str>,
+    rest: &[&str],
+) -> Option<Checkpoint> {
+    let outcome = match open_checkpoint(note, verifier) {
+        Ok(cp) => match expected_origin {
+            Some(log) if cp.origin != log => Err(format!(
+                "checkpoint origin {:?} but the receipt names log {:?}",
+                cp.origin, log
+            )),
+            _ => Ok(cp),
+        },
+        Err(e) => Err(format!("{e} (trusted key: {})", describe_key(verifier))),
+    };
+    match outcome {
+        Ok(cp) => {
+            report.ok(
+                STEP_SIGNATURE,
+                format!(
+                    "signed by {}; tree size {}, root {}",
+                    describe_key(verifier),
+                    cp.size,
+                    cp.root.to_base64()
+                ),
+            );
+            Some(cp)
+        }
+        Err(why) => {
+            report.fail(STEP_SIGNATURE, why);
+            report.skipped(rest);
+            None
+        }
     }
 }
