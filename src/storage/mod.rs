@@ -110,6 +110,19 @@ pub enum StorageError {
 
 pub type Result<T, E = StorageError> = std::result::Result<T, E>;
 
+/// The end of every backend's `ensure_log`: the log must exist now, and an
+/// existing log's origin is never silently changed.
+fn expect_origin(state: Option<LogState>, name: &str, origin: &str) -> Result<LogState> {
+    let state = state.ok_or_else(|| StorageError::Other(format!("log {name} vanished")))?;
+    if state.origin != origin {
+        return Err(StorageError::Other(format!(
+            "log {name} has origin {:?}, not {origin:?}",
+            state.origin
+        )));
+    }
+    Ok(state)
+}
+
 /// Held while this process is the only writer of a log. Dropping it
 /// releases the lease. `is_held` turns false if the lease was lost (for
 /// example the PostgreSQL session that held the advisory lock died) and

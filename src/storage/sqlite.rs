@@ -190,17 +190,7 @@ impl Storage for SqliteStorage {
             .execute(&self.writer)
             .await
             .map_err(map_err)?;
-        let state = self
-            .log_state(name)
-            .await?
-            .ok_or_else(|| StorageError::Other(format!("log {name} vanished")))?;
-        if state.origin != origin {
-            return Err(StorageError::Other(format!(
-                "log {name} has origin {:?}, not {origin:?}",
-                state.origin
-            )));
-        }
-        Ok(state)
+        super::expect_origin(self.log_state(name).await?, name, origin)
     }
 
     async fn log_state(&self, log: &str) -> Result<Option<LogState>> {
