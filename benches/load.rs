@@ -26,7 +26,11 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use clap::{Parser, ValueEnum};
+use http_body_util::{BodyExt, Full};
+use hyper::header::{self, HeaderValue};
+use hyper::Method;
 use sha2::{Digest, Sha256};
 use sqlx::Connection;
 
@@ -108,12 +112,11 @@ fn postgres_is_loopback(url: &str) -> anyhow::Result<()> {
     }
 }
 
-fn record_body(client: usize, n: u64, pad: usize, run: u64) -> serde_json::Value {
-    serde_json::json!({
-        "type": "bench.load",
-        "subject": format!("run{run}-c{client}-n{n}"),
-        "attributes": {"seq": n, "pad": "x".repeat(pad)},
-    })
+/// One record's JSON, written directly (the load tool must stay cheap).
+fn record_body(client: usize, n: u64, pad: &str, run: u64) -> String {
+    format!(
+        "{{\"type\":\"bench.load\",\"subject\":\"run{run}-c{client}-n{n}\",\"attributes\":{{\"seq\":{n},\"pad\":\"{pad}\"}}}}"
+    )
 }
 
 #[derive(Default)]
@@ -145,15 +148,74 @@ async fn current_tree_size(http: &reqwest::Client, url: &str, log: &str) -> anyh
         .ok_or_else(|| anyhow::anyhow!("log {log} not found at {url}/logs"))
 }
 
+/// One keep-alive HTTP/1.1 connection per client, driven with hyper's
+/// connection API directly: the load tool shares the machine with the
+/// server, so it spends as little CPU per request as it can (no connection
+/// pool, no JSON value trees, headers built once).
+struct Conn {
+    addr: String,
+    sender: Option<hyper::client::conn::http1::SendRequest<Full<Bytes>>>,
+}
+
+impl Conn {
+    async fn connect(&mut self) -> anyhow::Result<()> {
+        let tcp = tokio::net::TcpStream::connect(&self.addr).await?;
+        tcp.set_nodelay(true)?;
+        let (sender, conn) =
+            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp)).await?;
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        self.sender = Some(sender);
+        Ok(())
+    }
+
+    async fn send(&mut self, req: hyper::Request<Full<Bytes>>) -> anyhow::Result<(u16, Bytes)> {
+        if self.sender.as_ref().is_none_or(|s| s.is_closed()) {
+            self.connect().await?;
+        }
+        let sender = self.sender.as_mut().expect("connected above");
+        let result = async {
+            sender.ready().await?;
+            let resp =
+                tokio::time::timeout(Duration::from_secs(30), sender.send_request(req)).await??;
+            let status = resp.status().as_u16();
+            // Read the whole body: a receipt is only "received" once it is all here.
+            let body = resp.into_body().collect().await?.to_bytes();
+            anyhow::Ok((status, body))
+        }
+        .await;
+        if result.is_err() {
+            self.sender = None;
+        }
+        result
+    }
+}
+
 async fn client_loop(
     id: usize,
     args: Arc<Args>,
-    http: reqwest::Client,
     shared: Arc<Shared>,
     run: u64,
+    ready: Arc<tokio::sync::Barrier>,
 ) -> ClientStats {
     let mut stats = ClientStats::default();
-    let base = format!("{}/logs/{}", args.url.trim_end_matches('/'), args.log);
+    let parsed = reqwest::Url::parse(&args.url).expect("checked in main");
+    let host = format!(
+        "{}:{}",
+        parsed.host_str().unwrap_or("127.0.0.1"),
+        parsed.port_or_known_default().unwrap_or(80)
+    );
+    let prefix = format!("{}/logs/{}", parsed.path().trim_end_matches('/'), args.log);
+    let auth = HeaderValue::from_str(&format!("Bearer {}", args.token)).ok();
+    let mut conn = Conn {
+        addr: host.clone(),
+        sender: None,
+    };
+    // Connect before the clock starts (a failed connect is retried by the
+    // first request).
+    let _ = conn.connect().await;
+    ready.wait().await;
     let mut n: u64 = 0;
     let mut rng = (id as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ run;
     let mut next = move || {
@@ -162,29 +224,28 @@ async fn client_loop(
         rng ^= rng << 17;
         rng
     };
+    let pad = "x".repeat(args.pad);
     while !shared.stop.load(Ordering::Relaxed) {
-        let (req, ops) = match args.mode {
+        let (method, path, body, ops) = match args.mode {
             Mode::Submit => {
-                let body = record_body(id, n, args.pad, run);
+                let body = record_body(id, n, &pad, run);
                 n += 1;
-                (
-                    http.post(format!("{base}/records"))
-                        .bearer_auth(&args.token)
-                        .json(&body),
-                    1,
-                )
+                (Method::POST, format!("{prefix}/records"), body, 1)
             }
             Mode::Bulk => {
-                let records: Vec<_> = (0..args.bulk_size)
-                    .map(|_| {
-                        n += 1;
-                        record_body(id, n, args.pad, run)
-                    })
-                    .collect();
+                let mut body = String::from("{\"records\":[");
+                for i in 0..args.bulk_size {
+                    if i > 0 {
+                        body.push(',');
+                    }
+                    n += 1;
+                    body.push_str(&record_body(id, n, &pad, run));
+                }
+                body.push_str("]}");
                 (
-                    http.post(format!("{base}/records/bulk"))
-                        .bearer_auth(&args.token)
-                        .json(&serde_json::json!({ "records": records })),
+                    Method::POST,
+                    format!("{prefix}/records/bulk"),
+                    body,
                     args.bulk_size as u64,
                 )
             }
@@ -192,7 +253,9 @@ async fn client_loop(
                 let size = shared.tree_size.load(Ordering::Relaxed).max(1);
                 let index = next() % size;
                 (
-                    http.get(format!("{base}/proofs/inclusion?index={index}")),
+                    Method::GET,
+                    format!("{prefix}/proofs/inclusion?index={index}"),
+                    String::new(),
                     1,
                 )
             }
@@ -200,18 +263,32 @@ async fn client_loop(
                 let full = (shared.tree_size.load(Ordering::Relaxed) / 256).max(1);
                 let index = next() % full;
                 let path = tile_index_path(index);
-                (http.get(format!("{base}/tile/0/{path}")), 1)
+                (
+                    Method::GET,
+                    format!("{prefix}/tile/0/{path}"),
+                    String::new(),
+                    1,
+                )
             }
         };
+        let mut req = hyper::Request::builder()
+            .method(method.clone())
+            .uri(path)
+            .header(header::HOST, &host);
+        if method == Method::POST {
+            req = req.header(header::CONTENT_TYPE, "application/json");
+            if let Some(auth) = &auth {
+                req = req.header(header::AUTHORIZATION, auth.clone());
+            }
+        }
+        let req = req
+            .body(Full::new(Bytes::from(body)))
+            .expect("valid request");
         let start = Instant::now();
-        match req.send().await {
-            Ok(resp) => {
-                let status = resp.status().as_u16();
-                let ok = resp.status().is_success();
-                // Read the whole body: a receipt is only "received" once it is all here.
-                let _ = resp.bytes().await;
+        match conn.send(req).await {
+            Ok((status, _body)) => {
                 let us = start.elapsed().as_micros().min(u32::MAX as u128) as u32;
-                if ok {
+                if (200..300).contains(&status) {
                     stats.latencies_us.push(us);
                     stats.ops += ops;
                     let total = shared.done_ops.fetch_add(ops, Ordering::Relaxed) + ops;
@@ -366,17 +443,19 @@ async fn run(args: Arc<Args>) -> anyhow::Result<()> {
         .duration_since(std::time::UNIX_EPOCH)?
         .as_nanos() as u64;
     let size_before = shared.tree_size.load(Ordering::Relaxed);
-    let start = Instant::now();
+    let ready = Arc::new(tokio::sync::Barrier::new(args.clients + 1));
     let mut tasks = Vec::new();
     for id in 0..args.clients {
         tasks.push(tokio::spawn(client_loop(
             id,
             args.clone(),
-            http.clone(),
             shared.clone(),
             run_id,
+            ready.clone(),
         )));
     }
+    ready.wait().await;
+    let start = Instant::now();
     let stopper = {
         let shared = shared.clone();
         let secs = args.duration;
