@@ -93,6 +93,15 @@ impl From<StorageError> for Recovery {
     }
 }
 
+/// Why a batch was not committed.
+enum Commit {
+    /// A dedup key of the batch is already stored; nothing was written.
+    Duplicate(String),
+    /// Not committed: answer every waiter with this error (the mode says
+    /// what happens next: go on, reload, or follow).
+    Failed(Box<dyn Fn() -> LogError + Send>),
+}
+
 /// Where each submitted record ended up.
 #[derive(Clone, Copy)]
 enum Slot {
@@ -376,57 +385,22 @@ impl Sequencer {
     }
 
     fn answer(&self, r: Request, result: Result<Integration, LogError>) {
-        let m = &self.ctx.metrics;
-        let outcome = |o: &str| SubmissionLabels {
-            log: self.log.name.to_string(),
-            outcome: o.to_string(),
-        };
-        match &result {
-            Ok(Integration { items: subs, .. }) => {
-                let created = subs.iter().filter(|s| s.created).count() as u64;
-                m.submissions
-                    .get_or_create(&outcome("created"))
-                    .inc_by(created);
-                m.submissions
-                    .get_or_create(&outcome("duplicate"))
-                    .inc_by(subs.len() as u64 - created);
-            }
-            Err(LogError::Pushback { .. }) => {
-                m.submissions
-                    .get_or_create(&outcome("pushback"))
-                    .inc_by(r.items.len() as u64);
-            }
-            Err(_) => {
-                m.submissions
-                    .get_or_create(&outcome("failed"))
-                    .inc_by(r.items.len() as u64);
-            }
-        }
-        m.time_to_receipt
-            .get_or_create(&self.log.label)
-            .observe(r.enqueued.elapsed().as_secs_f64());
-        let _ = r.reply.send(result);
-        // `r` (and its queue slots) is released here.
+        self.reply().answer(r, result)
     }
 
     fn fail_all(&self, requests: Vec<Request>, e: impl Fn() -> LogError) {
-        for r in requests {
-            self.answer(r, Err(e()));
-        }
-        self.update_queue_depth();
+        self.reply().fail_all(requests, e)
     }
 
     fn update_queue_depth(&self) {
-        let used = self
-            .ctx
-            .config
-            .queue_capacity
-            .saturating_sub(self.log.slots.available_permits());
-        self.ctx
-            .metrics
-            .queue_depth
-            .get_or_create(&self.log.label)
-            .set(used as i64);
+        self.reply().update_queue_depth()
+    }
+
+    fn reply(&self) -> Reply {
+        Reply {
+            log: self.log.clone(),
+            ctx: self.ctx.clone(),
+        }
     }
 
     /// Sequences, commits and answers one batch.
@@ -435,29 +409,98 @@ impl Sequencer {
         let name = self.log.name.clone();
         let old_size = self.builder.size();
 
-        // Deduplicate: within the batch, then against storage.
-        let mut unique: Vec<Hash> = Vec::new();
-        let mut seen: HashSet<Hash> = HashSet::new();
-        for r in &requests {
-            for p in &r.items {
-                if seen.insert(p.dedup_key) {
-                    unique.push(p.dedup_key);
+        // Deduplicate within the batch here; against storage optimistically:
+        // the commit fails with `Duplicate` (writing nothing) if a key is
+        // already stored, and only then are the keys looked up and the batch
+        // sequenced again. New records, the common case, cost no look-up.
+        let mut stored: HashMap<Hash, u64> = HashMap::new();
+        let mut looked_up = false;
+        let ts_ms = now_ms().max(self.last_ts);
+        let (entries, slots, overlay) = loop {
+            let (entries, slots) = self.sequence(&requests, &stored, old_size, ts_ms);
+            if entries.is_empty() {
+                break (entries, slots, HashMap::new());
+            }
+            match self.commit(&name, old_size, &entries, ts_ms).await {
+                Ok(overlay) => break (entries, slots, overlay),
+                Err(Commit::Duplicate(why)) if !looked_up => {
+                    tracing::debug!(log = %name, "batch repeats stored records ({why}); looking them up");
+                    looked_up = true;
+                    let mut seen: HashSet<Hash> = HashSet::new();
+                    let unique: Vec<Hash> = requests
+                        .iter()
+                        .flat_map(|r| r.items.iter().map(|p| p.dedup_key))
+                        .filter(|k| seen.insert(*k))
+                        .collect();
+                    match storage.find_dedup(&name, &unique).await {
+                        Ok(v) => stored = v.into_iter().collect(),
+                        Err(e) => {
+                            tracing::warn!(log = %name, "dedup lookup failed: {e}");
+                            let msg = format!("database unavailable: {e}");
+                            return self.fail_all(requests, || LogError::Unavailable(msg.clone()));
+                        }
+                    }
+                }
+                Err(Commit::Duplicate(why)) => {
+                    // Found no stored key, yet a uniqueness rule failed: not a
+                    // dedup race (this is the only writer); treat as unknown.
+                    tracing::error!(log = %name, "commit of {old_size}.. failed after the dedup look-up: {why}");
+                    return self.fail_all(requests, || {
+                        LogError::Internal(anyhow::anyhow!("uniqueness violation in a batch"))
+                    });
+                }
+                Err(Commit::Failed(e)) => return self.fail_all(requests, e),
+            }
+        };
+
+        // Leaves of already stored duplicates (rare: one read each).
+        let mut existing: HashMap<u64, String> = HashMap::new();
+        for s in slots.iter().flatten() {
+            if let Slot::Existing(index) = *s {
+                if existing.contains_key(&index) {
+                    continue;
+                }
+                match self.read_leaf(index).await {
+                    Ok(leaf) => {
+                        existing.insert(index, leaf);
+                    }
+                    Err(e) => {
+                        let msg = e.to_string();
+                        return self.fail_all(requests, || LogError::Unavailable(msg.clone()));
+                    }
                 }
             }
         }
-        let stored: HashMap<Hash, u64> = match storage.find_dedup(&name, &unique).await {
-            Ok(v) => v.into_iter().collect(),
-            Err(e) => {
-                tracing::warn!(log = %name, "dedup lookup failed: {e}");
-                let msg = format!("database unavailable: {e}");
-                return self.fail_all(requests, || LogError::Unavailable(msg.clone()));
-            }
+
+        // Receipts, all against the latest checkpoint (this batch's if it had
+        // new entries), are built and sent by a task of their own so that the
+        // sequencer can start on the next batch at once.
+        let job = Answers {
+            requests,
+            slots,
+            entries,
+            existing,
+            old_size,
+            snapshot: self.log.snapshot(),
+            overlay,
         };
-        let ts_ms = now_ms().max(self.last_ts);
+        tokio::spawn(self.reply().send(job));
+    }
+
+    /// Assigns indexes: stored duplicates point at their entry, repeats
+    /// within the batch share one new entry, the rest become new entries
+    /// `old_size..` with leaves stamped `ts_ms`.
+    fn sequence(
+        &self,
+        requests: &[Request],
+        stored: &HashMap<Hash, u64>,
+        old_size: u64,
+        ts_ms: i64,
+    ) -> (Vec<NewEntry>, Vec<Vec<Slot>>) {
         let mut entries: Vec<NewEntry> = Vec::new();
         let mut new_pos: HashMap<Hash, usize> = HashMap::new();
         let mut slots: Vec<Vec<Slot>> = Vec::with_capacity(requests.len());
-        for r in &requests {
+        for r in requests {
             let mut s = Vec::with_capacity(r.items.len());
             for p in &r.items {
                 if let Some(&index) = stored.get(&p.dedup_key) {
@@ -483,181 +526,103 @@ impl Sequencer {
             }
             slots.push(s);
         }
+        (entries, slots)
+    }
 
-        // Leaves of already stored duplicates (rare: one read each).
-        let mut existing: HashMap<u64, String> = HashMap::new();
-        for s in slots.iter().flatten() {
-            if let Slot::Existing(index) = *s {
-                if existing.contains_key(&index) {
-                    continue;
-                }
-                match self.read_leaf(index).await {
-                    Ok(leaf) => {
-                        existing.insert(index, leaf);
-                    }
-                    Err(e) => {
-                        let msg = e.to_string();
-                        return self.fail_all(requests, || LogError::Unavailable(msg.clone()));
-                    }
-                }
+    /// Appends `entries` to a copy of the tree, signs the checkpoint and
+    /// commits. On success the new state is adopted and the changed tiles
+    /// are returned (for this batch's receipts). On any failure but
+    /// `Duplicate` the mode is set for what must happen next.
+    async fn commit(
+        &mut self,
+        name: &Arc<str>,
+        old_size: u64,
+        entries: &[NewEntry],
+        ts_ms: i64,
+    ) -> Result<HashMap<(u8, u64), Bytes>, Commit> {
+        let hashes: Vec<Hash> = entries.iter().map(|e| e.leaf_hash).collect();
+        let mut builder = self.builder.clone();
+        let changed = builder.append(&hashes);
+        let new_size = builder.size();
+        let root = builder.root();
+        let note = match self.sign(new_size, root) {
+            Ok(n) => n,
+            Err(Recovery::Refuse(why)) | Err(Recovery::Storage(StorageError::Other(why))) => {
+                tracing::error!(log = %name, "{why}");
+                return Err(Commit::Failed(Box::new(|| {
+                    LogError::Internal(anyhow::anyhow!("cannot sign a checkpoint"))
+                })));
             }
-        }
-
-        let mut overlay: HashMap<(u8, u64), Bytes> = HashMap::new();
-        if !entries.is_empty() {
-            let hashes: Vec<Hash> = entries.iter().map(|e| e.leaf_hash).collect();
-            let mut builder = self.builder.clone();
-            let changed = builder.append(&hashes);
-            let new_size = builder.size();
-            let root = builder.root();
-            let note = match self.sign(new_size, root) {
-                Ok(n) => n,
-                Err(Recovery::Refuse(why)) | Err(Recovery::Storage(StorageError::Other(why))) => {
-                    tracing::error!(log = %name, "{why}");
-                    return self.fail_all(requests, || {
-                        LogError::Internal(anyhow::anyhow!("cannot sign a checkpoint"))
-                    });
-                }
-                Err(Recovery::Storage(e)) => {
-                    let msg = e.to_string();
-                    return self.fail_all(requests, || {
-                        LogError::Internal(anyhow::anyhow!(msg.clone()))
-                    });
-                }
-            };
-            if !self.check_lease() {
-                let retry_after = self.ctx.config.retry_after;
-                return self.fail_all(requests, || LogError::Pushback {
-                    detail: "this process lost the writer lease".into(),
-                    retry_after,
-                });
-            }
-            let batch = Batch {
-                log: &name,
-                old_size,
-                new_size,
-                entries: &entries,
-                tiles: &changed,
-                checkpoint: &note,
-                root,
-            };
-            let started = Instant::now();
-            let result = storage.commit_batch(&batch).await;
-            self.ctx
-                .metrics
-                .batch_commit_seconds
-                .get_or_create(&self.log.label)
-                .observe(started.elapsed().as_secs_f64());
-            let prepared = Prepared {
-                builder,
-                ts_ms,
-                note,
-                changed,
-            };
-            match result {
-                Ok(()) => {
-                    self.ctx
-                        .metrics
-                        .batch_size
-                        .get_or_create(&self.log.label)
-                        .observe(entries.len() as f64);
-                    overlay = self.adopt(prepared);
-                }
-                Err(StorageError::Conflict(why)) => {
-                    tracing::error!(log = %name, "another writer moved the log ({why}); this process stops writing");
-                    self.fail_all(requests, || {
-                        LogError::Unavailable("the log moved under this writer; retry".into())
-                    });
-                    self.lease = None;
-                    self.mode = Mode::Follower;
-                    self.log.set_status(Status::NotWriter(format!(
-                        "log {name}: another writer moved the log; this process serves reads only"
-                    )));
-                    return;
-                }
-                Err(e) => {
-                    // Outcome unknown: answer 503 now, find out before writing again.
-                    tracing::warn!(log = %name, "commit of {old_size}..{new_size} failed: {e}; reloading");
-                    self.log
-                        .set_status(Status::Unavailable(format!("database unavailable: {e}")));
-                    self.fail_all(requests, || {
-                        LogError::Unavailable(
-                            "the record could not be committed; retry (a retry is deduplicated)"
-                                .into(),
-                        )
-                    });
-                    self.mode = Mode::Reload { old_size, prepared };
-                    return;
-                }
-            }
-        }
-
-        // Receipts, all against the latest checkpoint (this batch's if it had new entries).
-        let snapshot = self.log.snapshot();
-        let Some(checkpoint) = snapshot.checkpoint.clone() else {
-            return self.fail_all(requests, || {
-                LogError::Internal(anyhow::anyhow!("no checkpoint after a batch"))
-            });
-        };
-        let size = snapshot.size;
-        let index_of = |s: &Slot| match *s {
-            Slot::New { pos, .. } => old_size + pos as u64,
-            Slot::Existing(i) => i,
-        };
-        let mut indexes: Vec<u64> = slots.iter().flatten().map(index_of).collect();
-        indexes.sort_unstable();
-        indexes.dedup();
-        let jobs: Vec<ProofJob> = indexes
-            .iter()
-            .map(|&index| ProofJob::Inclusion { index, size })
-            .collect();
-        let source = TileSource {
-            log: &self.log.name,
-            storage: &*self.ctx.storage,
-            cache: &self.ctx.cache,
-            snapshot: &snapshot,
-            overlay: Some(&overlay),
-        };
-        let proofs: HashMap<u64, Vec<Hash>> = match source.prove(&jobs).await {
-            Ok(p) => indexes.iter().copied().zip(p).collect(),
-            Err(e) => {
-                tracing::error!(log = %name, "cannot build receipts: {e:?}");
+            Err(Recovery::Storage(e)) => {
                 let msg = e.to_string();
-                return self.fail_all(requests, || {
-                    LogError::Unavailable(format!("receipt not available, retry: {msg}"))
-                });
+                return Err(Commit::Failed(Box::new(move || {
+                    LogError::Internal(anyhow::anyhow!(msg.clone()))
+                })));
             }
         };
-        let checkpoint: Arc<str> = checkpoint.into();
-        for (r, s) in requests.into_iter().zip(slots) {
-            let items = s
-                .iter()
-                .map(|slot| {
-                    let index = index_of(slot);
-                    let (leaf, created) = match *slot {
-                        Slot::New { pos, created } => (
-                            String::from_utf8_lossy(&entries[pos].leaf).into_owned(),
-                            created,
-                        ),
-                        Slot::Existing(i) => (existing[&i].clone(), false),
-                    };
-                    Integrated {
-                        index,
-                        leaf,
-                        proof: proofs[&index].clone(),
-                        created,
-                    }
-                })
-                .collect();
-            self.answer(
-                r,
-                Ok(Integration {
-                    checkpoint: checkpoint.clone(),
-                    items,
-                }),
-            );
+        if !self.check_lease() {
+            let retry_after = self.ctx.config.retry_after;
+            return Err(Commit::Failed(Box::new(move || LogError::Pushback {
+                detail: "this process lost the writer lease".into(),
+                retry_after,
+            })));
         }
-        self.update_queue_depth();
+        let batch = Batch {
+            log: name,
+            old_size,
+            new_size,
+            entries,
+            tiles: &changed,
+            checkpoint: &note,
+            root,
+        };
+        let started = Instant::now();
+        let result = self.ctx.storage.commit_batch(&batch).await;
+        self.ctx
+            .metrics
+            .batch_commit_seconds
+            .get_or_create(&self.log.label)
+            .observe(started.elapsed().as_secs_f64());
+        let prepared = Prepared {
+            builder,
+            ts_ms,
+            note,
+            changed,
+        };
+        match result {
+            Ok(()) => {
+                self.ctx
+                    .metrics
+                    .batch_size
+                    .get_or_create(&self.log.label)
+                    .observe(entries.len() as f64);
+                Ok(self.adopt(prepared))
+            }
+            Err(StorageError::Duplicate(why)) => Err(Commit::Duplicate(why)),
+            Err(StorageError::Conflict(why)) => {
+                tracing::error!(log = %name, "another writer moved the log ({why}); this process stops writing");
+                self.lease = None;
+                self.mode = Mode::Follower;
+                self.log.set_status(Status::NotWriter(format!(
+                    "log {name}: another writer moved the log; this process serves reads only"
+                )));
+                Err(Commit::Failed(Box::new(|| {
+                    LogError::Unavailable("the log moved under this writer; retry".into())
+                })))
+            }
+            Err(e) => {
+                // Outcome unknown: answer 503 now, find out before writing again.
+                tracing::warn!(log = %name, "commit of {old_size}..{new_size} failed: {e}; reloading");
+                self.log
+                    .set_status(Status::Unavailable(format!("database unavailable: {e}")));
+                self.mode = Mode::Reload { old_size, prepared };
+                Err(Commit::Failed(Box::new(|| {
+                    LogError::Unavailable(
+                        "the record could not be committed; retry (a retry is deduplicated)".into(),
+                    )
+                })))
+            }
+        }
     }
 
     async fn read_leaf(&self, index: u64) -> Result<String, LogError> {
@@ -863,5 +828,156 @@ pub(crate) fn status_error(status: &Status, retry_after: Duration) -> Option<Log
             detail: "the service is shutting down".into(),
             retry_after,
         }),
+    }
+}
+
+/// What the receipt task needs from a committed (or all-duplicate) batch.
+struct Answers {
+    requests: Vec<Request>,
+    slots: Vec<Vec<Slot>>,
+    entries: Vec<NewEntry>,
+    existing: HashMap<u64, String>,
+    old_size: u64,
+    snapshot: Arc<Snapshot>,
+    overlay: HashMap<(u8, u64), Bytes>,
+}
+
+/// Answers waiting submitters (from the sequencer or the receipt task).
+struct Reply {
+    log: Arc<Log>,
+    ctx: Arc<Ctx>,
+}
+
+impl Reply {
+    /// Builds every inclusion proof of the batch in one pass and answers
+    /// each request.
+    async fn send(self, job: Answers) {
+        let Answers {
+            requests,
+            slots,
+            entries,
+            existing,
+            old_size,
+            snapshot,
+            overlay,
+        } = job;
+        let Some(checkpoint) = snapshot.checkpoint.clone() else {
+            return self.fail_all(requests, || {
+                LogError::Internal(anyhow::anyhow!("no checkpoint after a batch"))
+            });
+        };
+        let size = snapshot.size;
+        let index_of = |s: &Slot| match *s {
+            Slot::New { pos, .. } => old_size + pos as u64,
+            Slot::Existing(i) => i,
+        };
+        let mut indexes: Vec<u64> = slots.iter().flatten().map(index_of).collect();
+        indexes.sort_unstable();
+        indexes.dedup();
+        let jobs: Vec<ProofJob> = indexes
+            .iter()
+            .map(|&index| ProofJob::Inclusion { index, size })
+            .collect();
+        let source = TileSource {
+            log: &self.log.name,
+            storage: &*self.ctx.storage,
+            cache: &self.ctx.cache,
+            snapshot: &snapshot,
+            overlay: Some(&overlay),
+        };
+        let proofs: HashMap<u64, Vec<Hash>> = match source.prove(&jobs).await {
+            Ok(p) => indexes.iter().copied().zip(p).collect(),
+            Err(e) => {
+                tracing::error!(log = %self.log.name, "cannot build receipts: {e:?}");
+                let msg = e.to_string();
+                return self.fail_all(requests, || {
+                    LogError::Unavailable(format!("receipt not available, retry: {msg}"))
+                });
+            }
+        };
+        let checkpoint: Arc<str> = checkpoint.into();
+        for (r, s) in requests.into_iter().zip(slots) {
+            let items = s
+                .iter()
+                .map(|slot| {
+                    let index = index_of(slot);
+                    let (leaf, created) = match *slot {
+                        Slot::New { pos, created } => (
+                            String::from_utf8_lossy(&entries[pos].leaf).into_owned(),
+                            created,
+                        ),
+                        Slot::Existing(i) => (existing[&i].clone(), false),
+                    };
+                    Integrated {
+                        index,
+                        leaf,
+                        proof: proofs[&index].clone(),
+                        created,
+                    }
+                })
+                .collect();
+            self.answer(
+                r,
+                Ok(Integration {
+                    checkpoint: checkpoint.clone(),
+                    items,
+                }),
+            );
+        }
+        self.update_queue_depth();
+    }
+
+    fn answer(&self, r: Request, result: Result<Integration, LogError>) {
+        let m = &self.ctx.metrics;
+        let outcome = |o: &str| SubmissionLabels {
+            log: self.log.name.to_string(),
+            outcome: o.to_string(),
+        };
+        match &result {
+            Ok(Integration { items: subs, .. }) => {
+                let created = subs.iter().filter(|s| s.created).count() as u64;
+                m.submissions
+                    .get_or_create(&outcome("created"))
+                    .inc_by(created);
+                m.submissions
+                    .get_or_create(&outcome("duplicate"))
+                    .inc_by(subs.len() as u64 - created);
+            }
+            Err(LogError::Pushback { .. }) => {
+                m.submissions
+                    .get_or_create(&outcome("pushback"))
+                    .inc_by(r.items.len() as u64);
+            }
+            Err(_) => {
+                m.submissions
+                    .get_or_create(&outcome("failed"))
+                    .inc_by(r.items.len() as u64);
+            }
+        }
+        m.time_to_receipt
+            .get_or_create(&self.log.label)
+            .observe(r.enqueued.elapsed().as_secs_f64());
+        let _ = r.reply.send(result);
+        // `r` (and its queue slots) is released here.
+    }
+
+    fn fail_all(&self, requests: Vec<Request>, e: impl Fn() -> LogError) {
+        for r in requests {
+            self.answer(r, Err(e()));
+        }
+        self.update_queue_depth();
+    }
+
+    fn update_queue_depth(&self) {
+        let used = self
+            .ctx
+            .config
+            .queue_capacity
+            .saturating_sub(self.log.slots.available_permits());
+        self.ctx
+            .metrics
+            .queue_depth
+            .get_or_create(&self.log.label)
+            .set(used as i64);
     }
 }

@@ -463,6 +463,50 @@ async fn bulk_submission_dedups_within_the_batch() {
     engine.shutdown().await;
 }
 
+/// Stored duplicates are found by the optimistic commit failing with
+/// `Duplicate`: the batch is then sequenced again with the stored indexes,
+/// so the new records still get consecutive indexes (no hole where the
+/// failed attempt had put the duplicates) and the duplicates their old ones.
+#[tokio::test]
+async fn batch_mixing_stored_duplicates_and_new_records_leaves_no_hole() {
+    let s = Setup::new().await;
+    let engine = s.engine(config()).await;
+    let agency = engine
+        .authenticate(&s.agency("parking", &[]).await)
+        .await
+        .unwrap();
+    let v = verifier(&engine).await;
+    engine
+        .submit_bulk(LOG, &agency, vec![rec(1), rec(2), rec(3)])
+        .await
+        .unwrap();
+    let subs = engine
+        .submit_bulk(LOG, &agency, vec![rec(4), rec(2), rec(5), rec(3), rec(4)])
+        .await
+        .unwrap();
+    let got: Vec<(u64, bool)> = subs
+        .iter()
+        .map(|s| (s.receipt.verify(&v).unwrap().index, s.created))
+        .collect();
+    assert_eq!(
+        got,
+        vec![(3, true), (1, false), (4, true), (2, false), (3, false)]
+    );
+    // A batch of nothing but stored duplicates commits nothing.
+    let again = engine
+        .submit_bulk(LOG, &agency, vec![rec(5), rec(1)])
+        .await
+        .unwrap();
+    let got: Vec<(u64, bool)> = again
+        .iter()
+        .map(|s| (s.receipt.verify(&v).unwrap().index, s.created))
+        .collect();
+    assert_eq!(got, vec![(4, false), (0, false)]);
+    assert_eq!(engine.logs().await[0].tree_size, 5);
+    check_log(&engine).await;
+    engine.shutdown().await;
+}
+
 #[tokio::test]
 async fn failed_commit_loses_and_duplicates_nothing() {
     let s = Setup::new().await;

@@ -2,17 +2,24 @@
 //!
 //! # Life of a batch
 //!
-//! [`Storage::commit_batch`] is one `READ COMMITTED` transaction on a pooled
-//! connection with `synchronous_commit = on`:
+//! [`Storage::commit_batch`] is **one statement** — one round trip, one
+//! implicit `READ COMMITTED` transaction with `synchronous_commit = on` — on
+//! a connection the writer keeps between batches. Its data-modifying CTEs:
 //!
-//! 1. `UPDATE logs SET tree_size = new ... WHERE name = $log AND tree_size = old`
-//!    — the compare-and-set. It also row-locks the log, so a second writer's
-//!    CAS waits for this transaction and then matches no row (`Conflict`).
-//! 2. `INSERT INTO entries SELECT * FROM UNNEST(...)` — every entry in one
-//!    statement; a repeated dedup key fails the whole batch (`Duplicate`).
+//! 1. `moved`: `UPDATE logs SET tree_size = new ... WHERE name = $log AND
+//!    tree_size = old RETURNING 1` — the compare-and-set. It also row-locks
+//!    the log, so a second writer's CAS waits for this statement and then
+//!    matches no row (`Conflict`).
+//! 2. `INSERT INTO entries SELECT * FROM UNNEST(...)` — every entry at once;
+//!    a stored dedup key fails the whole statement (`Duplicate`, nothing
+//!    written), which the sequencer relies on to skip the dedup look-up in
+//!    the common case.
 //! 3. `INSERT INTO tiles ... ON CONFLICT DO UPDATE ... WHERE wider` — a
 //!    partial tile grows in place and never narrows.
-//! 4. `INSERT INTO checkpoints`, then `COMMIT`.
+//! 4. `INSERT INTO checkpoints`.
+//!
+//! Steps 2–4 select `WHERE EXISTS (SELECT FROM moved)`, so a failed CAS
+//! writes nothing.
 //!
 //! A crash (of this process or of PostgreSQL) before `COMMIT` is durable
 //! leaves the log exactly as it was; after it, all of the batch is there even
@@ -74,6 +81,10 @@ pub struct PostgresStorage {
     /// Set when a caller could not get a connection; cleared by the next
     /// caller that does. While set, callers wait at most [`FAST_FAIL`].
     down: AtomicBool,
+    /// The connection `commit_batch` keeps between batches (taken from the
+    /// pool on first use, dropped after any error but `Duplicate`), so a
+    /// commit is one round trip: no pool check-out, no liveness ping.
+    writer: tokio::sync::Mutex<Option<PoolConnection<Postgres>>>,
 }
 
 /// How long a caller waits for a connection while the database is known to
@@ -103,6 +114,7 @@ impl PostgresStorage {
             connect,
             opts,
             down: AtomicBool::new(false),
+            writer: tokio::sync::Mutex::new(None),
         })
     }
 
@@ -130,6 +142,8 @@ impl PostgresStorage {
 
     /// Closes the pool, waiting for connections in use to be returned.
     pub async fn close(&self) {
+        // The writer's kept connection is "in use" for the pool: give it back first.
+        drop(self.writer.lock().await.take());
         self.pool.close().await;
     }
 }
@@ -332,11 +346,35 @@ impl Storage for PostgresStorage {
             t_data.push(data.as_slice());
         }
 
-        let mut conn = self.conn().await?;
-        let mut tx = conn.begin().await.map_err(map_err)?;
-        let moved = sqlx::query(
-            "UPDATE logs SET tree_size = $3, root = $4, checkpoint = $5, \
-             last_ts = COALESCE($6, last_ts) WHERE name = $1 AND tree_size = $2",
+        let mut writer = self.writer.lock().await;
+        if writer.is_none() {
+            *writer = Some(self.conn().await?);
+        }
+        let conn = writer.as_mut().expect("set above");
+        // One statement, one round trip, one implicit transaction: the CAS
+        // runs in `moved`, and every insert is conditioned on it. A failed
+        // CAS writes nothing (0 rows moved → `Conflict`); any error (a stored
+        // dedup key → `Duplicate`) aborts the whole statement.
+        let result = sqlx::query(
+            "WITH moved AS ( \
+                 UPDATE logs SET tree_size = $3, root = $4, checkpoint = $5, \
+                 last_ts = COALESCE($6, last_ts) WHERE name = $1 AND tree_size = $2 \
+                 RETURNING 1 \
+             ), new_entries AS ( \
+                 INSERT INTO entries (log, idx, leaf, leaf_hash, dedup_key, ts) \
+                 SELECT $1, u.* FROM UNNEST($7::bigint[], $8::bytea[], $9::bytea[], \
+                 $10::bytea[], $11::timestamptz[]) AS u WHERE EXISTS (SELECT FROM moved) \
+             ), new_tiles AS ( \
+                 INSERT INTO tiles (log, level, idx, data) \
+                 SELECT $1, u.* FROM UNNEST($12::smallint[], $13::bigint[], $14::bytea[]) AS u \
+                 WHERE EXISTS (SELECT FROM moved) \
+                 ON CONFLICT (log, level, idx) DO UPDATE SET data = EXCLUDED.data \
+                 WHERE octet_length(EXCLUDED.data) > octet_length(tiles.data) \
+             ), new_checkpoint AS ( \
+                 INSERT INTO checkpoints (log, tree_size, note) \
+                 SELECT $1, $3, $5 WHERE EXISTS (SELECT FROM moved) \
+             ) \
+             SELECT count(*) FROM moved",
         )
         .bind(batch.log)
         .bind(to_i64(batch.old_size, "tree size")?)
@@ -344,57 +382,38 @@ impl Storage for PostgresStorage {
         .bind(batch.root.0.as_slice())
         .bind(batch.checkpoint)
         .bind(last_ts)
-        .execute(&mut *tx)
+        .bind(&idx)
+        .bind(&leaf)
+        .bind(&leaf_hash)
+        .bind(&dedup)
+        .bind(&ts)
+        .bind(&t_level)
+        .bind(&t_idx)
+        .bind(&t_data)
+        .fetch_one(&mut **conn)
         .await
-        .map_err(map_err)?;
-        if moved.rows_affected() != 1 {
-            // Dropping `tx` rolls back; nothing was written.
+        .map_err(map_err);
+        // Crash point: if the connection drops before the answer arrives the
+        // outcome is unknown to us; the caller reloads the state (see the
+        // trait docs). The connection is not reused after such an error.
+        let moved: i64 = match result {
+            Ok(row) => row.try_get(0).map_err(map_err)?,
+            Err(e) => {
+                if !matches!(e, StorageError::Duplicate(_)) {
+                    if let Some(mut c) = writer.take() {
+                        c.close_on_drop();
+                    }
+                }
+                return Err(e);
+            }
+        };
+        if moved != 1 {
             return Err(StorageError::Conflict(format!(
                 "log {} is no longer at size {}",
                 batch.log, batch.old_size
             )));
         }
-        if n > 0 {
-            sqlx::query(
-                "INSERT INTO entries (log, idx, leaf, leaf_hash, dedup_key, ts) \
-                 SELECT $1, * FROM UNNEST($2::bigint[], $3::bytea[], $4::bytea[], \
-                 $5::bytea[], $6::timestamptz[])",
-            )
-            .bind(batch.log)
-            .bind(&idx)
-            .bind(&leaf)
-            .bind(&leaf_hash)
-            .bind(&dedup)
-            .bind(&ts)
-            .execute(&mut *tx)
-            .await
-            .map_err(map_err)?;
-        }
-        if !batch.tiles.is_empty() {
-            sqlx::query(
-                "INSERT INTO tiles (log, level, idx, data) \
-                 SELECT $1, * FROM UNNEST($2::smallint[], $3::bigint[], $4::bytea[]) \
-                 ON CONFLICT (log, level, idx) DO UPDATE SET data = EXCLUDED.data \
-                 WHERE octet_length(EXCLUDED.data) > octet_length(tiles.data)",
-            )
-            .bind(batch.log)
-            .bind(&t_level)
-            .bind(&t_idx)
-            .bind(&t_data)
-            .execute(&mut *tx)
-            .await
-            .map_err(map_err)?;
-        }
-        sqlx::query("INSERT INTO checkpoints (log, tree_size, note) VALUES ($1, $2, $3)")
-            .bind(batch.log)
-            .bind(to_i64(batch.new_size, "tree size")?)
-            .bind(batch.checkpoint)
-            .execute(&mut *tx)
-            .await
-            .map_err(map_err)?;
-        // Crash point: if the connection drops during COMMIT the outcome is
-        // unknown to us; the caller reloads the state (see the trait docs).
-        tx.commit().await.map_err(map_err)
+        Ok(())
     }
 
     async fn find_dedup(&self, log: &str, keys: &[Hash]) -> Result<Vec<(Hash, u64)>> {
