@@ -4,7 +4,7 @@
 # the load tool against it several times, with the raw COPY ceiling measured
 # in the same run. Loopback only; every step stops by itself.
 #
-#   RUNS=3 DURATION=20 CLIENTS=256 bash benches/run.sh
+#   RUNS=3 DURATION=10 CLIENTS=512 BULK_CLIENTS=2 bash benches/run.sh
 #
 # Results: one JSON object per run in $OUT (default bench-results.jsonl),
 # and a table of medians printed at the end.
@@ -13,8 +13,8 @@ cd "$(dirname "$0")/.."
 
 RUNS=${RUNS:-3}
 DURATION=${DURATION:-20}
-CLIENTS=${CLIENTS:-256}
-BULK_CLIENTS=${BULK_CLIENTS:-4}
+CLIENTS=${CLIENTS:-512}
+BULK_CLIENTS=${BULK_CLIENTS:-2}
 PG_ADMIN=${PG_ADMIN:-postgres://postgres@127.0.0.1:5432/postgres}
 OUT=${OUT:-bench-results.jsonl}
 MODES=${MODES:-"submit bulk proofs tiles"}
