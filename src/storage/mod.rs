@@ -110,6 +110,22 @@ pub enum StorageError {
 
 pub type Result<T, E = StorageError> = std::result::Result<T, E>;
 
+/// Both backends store sizes and indexes as signed 64-bit integers.
+fn to_i64(v: u64, what: &str) -> Result<i64> {
+    i64::try_from(v).map_err(|_| StorageError::Other(format!("{what} {v} out of range")))
+}
+
+fn to_u64(v: i64) -> Result<u64> {
+    u64::try_from(v).map_err(|_| StorageError::Other(format!("negative value {v} in database")))
+}
+
+/// A stored 32-byte hash; anything else is corrupt data.
+fn hash_from(b: &[u8]) -> Result<Hash> {
+    <[u8; 32]>::try_from(b)
+        .map(Hash)
+        .map_err(|_| StorageError::Other(format!("stored hash has {} bytes", b.len())))
+}
+
 /// The end of every backend's `ensure_log`: the log must exist now, and an
 /// existing log's origin is never silently changed.
 fn expect_origin(state: Option<LogState>, name: &str, origin: &str) -> Result<LogState> {

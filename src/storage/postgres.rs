@@ -48,7 +48,8 @@ use sqlx::{ConnectOptions, Connection, PgConnection, Postgres, Row};
 use stele_core::Hash;
 
 use super::{
-    AgencyRecord, Batch, LogState, Result, Storage, StorageError, StoredEntry, WriterLease,
+    hash_from, to_i64, to_u64, AgencyRecord, Batch, LogState, Result, Storage, StorageError,
+    StoredEntry, WriterLease,
 };
 
 /// Connection settings for [`PostgresStorage::connect`].
@@ -173,20 +174,6 @@ fn map_err(e: sqlx::Error) -> StorageError {
         }
         _ => StorageError::Other(e.to_string()),
     }
-}
-
-fn to_i64(v: u64, what: &str) -> Result<i64> {
-    i64::try_from(v).map_err(|_| StorageError::Other(format!("{what} {v} out of range")))
-}
-
-fn to_u64(v: i64) -> Result<u64> {
-    u64::try_from(v).map_err(|_| StorageError::Other(format!("negative value {v} in database")))
-}
-
-fn hash_from(b: &[u8]) -> Result<Hash> {
-    <[u8; 32]>::try_from(b)
-        .map(Hash)
-        .map_err(|_| StorageError::Other(format!("stored hash has {} bytes", b.len())))
 }
 
 fn ts_from_ms(ms: i64) -> Result<DateTime<Utc>> {

@@ -37,7 +37,8 @@ use sqlx::{QueryBuilder, Row, Sqlite};
 use stele_core::Hash;
 
 use super::{
-    AgencyRecord, Batch, LogState, Result, Storage, StorageError, StoredEntry, WriterLease,
+    hash_from, to_i64, to_u64, AgencyRecord, Batch, LogState, Result, Storage, StorageError,
+    StoredEntry, WriterLease,
 };
 
 /// Rows per multi-row entry insert (6 parameters each, well under SQLite's
@@ -123,20 +124,6 @@ fn map_err(e: sqlx::Error) -> StorageError {
         }
         _ => StorageError::Other(e.to_string()),
     }
-}
-
-fn to_i64(v: u64, what: &str) -> Result<i64> {
-    i64::try_from(v).map_err(|_| StorageError::Other(format!("{what} {v} out of range")))
-}
-
-fn to_u64(v: i64) -> Result<u64> {
-    u64::try_from(v).map_err(|_| StorageError::Other(format!("negative value {v} in database")))
-}
-
-fn hash_from(b: &[u8]) -> Result<Hash> {
-    <[u8; 32]>::try_from(b)
-        .map(Hash)
-        .map_err(|_| StorageError::Other(format!("stored hash has {} bytes", b.len())))
 }
 
 fn get<'r, T: sqlx::Decode<'r, Sqlite> + sqlx::Type<Sqlite>>(
