@@ -208,7 +208,7 @@ impl Sequencer {
             .await?
             .ok_or_else(|| Recovery::Refuse("the log does not exist in storage".into()))?;
         if state.checkpoint.is_none() && state.tree_size == 0 {
-            let note = self.sign(0, EMPTY_ROOT)?;
+            let note = self.sign(0, EMPTY_ROOT).map_err(Recovery::Refuse)?;
             let batch = Batch {
                 log: name,
                 old_size: 0,
@@ -287,11 +287,11 @@ impl Sequencer {
         Ok(())
     }
 
-    fn sign(&self, size: u64, root: Hash) -> Result<String, Recovery> {
+    fn sign(&self, size: u64, root: Hash) -> Result<String, String> {
         self.log
             .signer
             .sign_checkpoint(&Checkpoint::new(self.log.origin.clone(), size, root))
-            .map_err(|e| Recovery::Refuse(format!("cannot sign a checkpoint: {e}")))
+            .map_err(|e| format!("cannot sign a checkpoint: {e}"))
     }
 
     /// Runs until `shutdown`.
@@ -547,16 +547,10 @@ impl Sequencer {
         let root = builder.root();
         let note = match self.sign(new_size, root) {
             Ok(n) => n,
-            Err(Recovery::Refuse(why)) | Err(Recovery::Storage(StorageError::Other(why))) => {
+            Err(why) => {
                 tracing::error!(log = %name, "{why}");
                 return Err(Commit::Failed(Box::new(|| {
                     LogError::Internal(anyhow::anyhow!("cannot sign a checkpoint"))
-                })));
-            }
-            Err(Recovery::Storage(e)) => {
-                let msg = e.to_string();
-                return Err(Commit::Failed(Box::new(move || {
-                    LogError::Internal(anyhow::anyhow!(msg.clone()))
                 })));
             }
         };
