@@ -56,9 +56,12 @@ impl Hash {
             .map_err(|e| crate::Error::InvalidHash(format!("bad base64: {e}")))?;
         Self::from_slice(&bytes)
     }
-    /// Lowercase hex.
+    /// Lowercase hex. (Through a fixed buffer: `hex::encode` goes through a
+    /// `char` iterator, and every receipt encodes ~20 hashes.)
     pub fn to_hex(&self) -> String {
-        hex::encode(self.0)
+        let mut buf = [0u8; 2 * HASH_SIZE];
+        hex::encode_to_slice(self.0, &mut buf).expect("the buffer fits 32 bytes");
+        String::from_utf8(buf.to_vec()).expect("hex is ASCII")
     }
     /// Standard padded base64.
     pub fn to_base64(&self) -> String {
@@ -96,4 +99,22 @@ pub fn node_hash(left: &Hash, right: &Hash) -> Hash {
     h.update(left.0);
     h.update(right.0);
     Hash(h.finalize().into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hex_is_lowercase_and_round_trips() {
+        // RFC 6962 empty root, as every test vector spells it.
+        let h = EMPTY_ROOT;
+        assert_eq!(
+            h.to_hex(),
+            "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+        );
+        let all: Hash = Hash(core::array::from_fn(|i| (i * 8 + 7) as u8));
+        assert_eq!(all.to_hex(), hex::encode(all.0));
+        assert_eq!(Hash::from_hex(&all.to_hex()).unwrap(), all);
+    }
 }
