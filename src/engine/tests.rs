@@ -218,6 +218,14 @@ impl Setup {
         self.engine_on(self.storage.clone(), config).await
     }
 
+    /// A new agency, authenticated by its token.
+    async fn signed_in(&self, engine: &Engine, name: &str, types: &[&str]) -> Agency {
+        engine
+            .authenticate(&self.agency(name, types).await)
+            .await
+            .unwrap()
+    }
+
     async fn agency(&self, name: &str, types: &[&str]) -> String {
         let (token, token_hash) = agency::new_token(name);
         let rec = AgencyRecord {
@@ -254,6 +262,13 @@ fn rec(i: usize) -> Record {
 
 async fn verifier(engine: &Engine) -> Verifier {
     Verifier::from_vkey(&engine.logs().await[0].vkey).unwrap()
+}
+
+/// Where each receipt put its record (verified), and whether it was new.
+fn placed(subs: &[Submitted], v: &Verifier) -> Vec<(u64, bool)> {
+    subs.iter()
+        .map(|s| (s.receipt.verify(v).unwrap().index, s.created))
+        .collect()
 }
 
 /// Re-verifies the whole log through the public verifier: the latest
@@ -318,10 +333,7 @@ async fn submit_gives_a_verifiable_receipt_and_dedups() {
     again.receipt.verify(&v).unwrap();
 
     // A different agency with the same body is a different record.
-    let other = engine
-        .authenticate(&s.agency("other", &[]).await)
-        .await
-        .unwrap();
+    let other = s.signed_in(&engine, "other", &[]).await;
     let third = engine.submit(LOG, &other, rec(1)).await.unwrap();
     assert!(third.created);
     assert_eq!(third.receipt.index, 2);
@@ -385,10 +397,7 @@ async fn concurrent_submissions_get_consecutive_indexes() {
             ..config()
         })
         .await;
-    let agency = engine
-        .authenticate(&s.agency("transport", &["*"]).await)
-        .await
-        .unwrap();
+    let agency = s.signed_in(&engine, "transport", &["*"]).await;
     let v = verifier(&engine).await;
     let mut tasks = Vec::new();
     for t in 0..20 {
@@ -441,19 +450,13 @@ async fn concurrent_submissions_get_consecutive_indexes() {
 async fn bulk_submission_dedups_within_the_batch() {
     let s = Setup::new().await;
     let engine = s.engine(config()).await;
-    let agency = engine
-        .authenticate(&s.agency("parking", &[]).await)
-        .await
-        .unwrap();
+    let agency = s.signed_in(&engine, "parking", &[]).await;
     let v = verifier(&engine).await;
     let subs = engine
         .submit_bulk(LOG, &agency, vec![rec(1), rec(2), rec(1), rec(3)])
         .await
         .unwrap();
-    let got: Vec<(u64, bool)> = subs
-        .iter()
-        .map(|s| (s.receipt.verify(&v).unwrap().index, s.created))
-        .collect();
+    let got = placed(&subs, &v);
     assert_eq!(got, vec![(0, true), (1, true), (0, false), (2, true)]);
     assert!(matches!(
         engine.submit_bulk(LOG, &agency, vec![]).await,
@@ -471,10 +474,7 @@ async fn bulk_submission_dedups_within_the_batch() {
 async fn batch_mixing_stored_duplicates_and_new_records_leaves_no_hole() {
     let s = Setup::new().await;
     let engine = s.engine(config()).await;
-    let agency = engine
-        .authenticate(&s.agency("parking", &[]).await)
-        .await
-        .unwrap();
+    let agency = s.signed_in(&engine, "parking", &[]).await;
     let v = verifier(&engine).await;
     engine
         .submit_bulk(LOG, &agency, vec![rec(1), rec(2), rec(3)])
@@ -484,10 +484,7 @@ async fn batch_mixing_stored_duplicates_and_new_records_leaves_no_hole() {
         .submit_bulk(LOG, &agency, vec![rec(4), rec(2), rec(5), rec(3), rec(4)])
         .await
         .unwrap();
-    let got: Vec<(u64, bool)> = subs
-        .iter()
-        .map(|s| (s.receipt.verify(&v).unwrap().index, s.created))
-        .collect();
+    let got = placed(&subs, &v);
     assert_eq!(
         got,
         vec![(3, true), (1, false), (4, true), (2, false), (3, false)]
@@ -497,10 +494,7 @@ async fn batch_mixing_stored_duplicates_and_new_records_leaves_no_hole() {
         .submit_bulk(LOG, &agency, vec![rec(5), rec(1)])
         .await
         .unwrap();
-    let got: Vec<(u64, bool)> = again
-        .iter()
-        .map(|s| (s.receipt.verify(&v).unwrap().index, s.created))
-        .collect();
+    let got = placed(&again, &v);
     assert_eq!(got, vec![(4, false), (0, false)]);
     assert_eq!(engine.logs().await[0].tree_size, 5);
     check_log(&engine).await;
@@ -511,10 +505,7 @@ async fn batch_mixing_stored_duplicates_and_new_records_leaves_no_hole() {
 async fn failed_commit_loses_and_duplicates_nothing() {
     let s = Setup::new().await;
     let engine = s.engine(config()).await;
-    let agency = engine
-        .authenticate(&s.agency("land", &[]).await)
-        .await
-        .unwrap();
+    let agency = s.signed_in(&engine, "land", &[]).await;
     engine.submit(LOG, &agency, rec(0)).await.unwrap();
     s.faults.fail_before.store(1, Ordering::SeqCst);
     match engine.submit(LOG, &agency, rec(1)).await {
@@ -547,10 +538,7 @@ async fn retry_submit(engine: &Engine, agency: &Agency, r: Record) -> Submitted 
 async fn lost_acknowledgement_is_adopted() {
     let s = Setup::new().await;
     let engine = s.engine(config()).await;
-    let agency = engine
-        .authenticate(&s.agency("land", &[]).await)
-        .await
-        .unwrap();
+    let agency = s.signed_in(&engine, "land", &[]).await;
     engine.submit(LOG, &agency, rec(0)).await.unwrap();
     s.faults.fail_after.store(1, Ordering::SeqCst);
     assert!(matches!(
@@ -572,10 +560,7 @@ async fn lost_acknowledgement_is_adopted() {
 async fn database_outage_answers_503_and_recovers_without_restart() {
     let s = Setup::new().await;
     let engine = s.engine(config()).await;
-    let agency = engine
-        .authenticate(&s.agency("land", &[]).await)
-        .await
-        .unwrap();
+    let agency = s.signed_in(&engine, "land", &[]).await;
     engine.submit(LOG, &agency, rec(0)).await.unwrap();
     s.faults.down.store(true, Ordering::SeqCst);
     for i in 1..5 {
@@ -606,10 +591,7 @@ async fn full_queue_pushes_back_at_once() {
             ..config()
         })
         .await;
-    let agency = engine
-        .authenticate(&s.agency("land", &[]).await)
-        .await
-        .unwrap();
+    let agency = s.signed_in(&engine, "land", &[]).await;
     s.faults.commit_delay_ms.store(400, Ordering::SeqCst);
     let mut pending = Vec::new();
     for i in 0..2 {
@@ -647,10 +629,7 @@ async fn full_queue_pushes_back_at_once() {
 async fn recovery_refuses_writes_when_a_tile_is_corrupted() {
     let s = Setup::new().await;
     let engine = s.engine(config()).await;
-    let agency = engine
-        .authenticate(&s.agency("land", &[]).await)
-        .await
-        .unwrap();
+    let agency = s.signed_in(&engine, "land", &[]).await;
     for i in 0..3 {
         engine.submit(LOG, &agency, rec(i)).await.unwrap();
     }
@@ -691,10 +670,7 @@ async fn recovery_refuses_writes_when_a_tile_is_corrupted() {
 async fn tiles_match_what_a_client_rebuilds_from_bundles() {
     let s = Setup::new().await;
     let engine = s.engine(config()).await;
-    let agency = engine
-        .authenticate(&s.agency("land", &[]).await)
-        .await
-        .unwrap();
+    let agency = s.signed_in(&engine, "land", &[]).await;
     let v = verifier(&engine).await;
     let mut sizes = Vec::new();
     for chunk in 0..3 {
@@ -853,10 +829,7 @@ async fn tiles_match_what_a_client_rebuilds_from_bundles() {
 async fn shutdown_stops_taking_submissions() {
     let s = Setup::new().await;
     let engine = s.engine(config()).await;
-    let agency = engine
-        .authenticate(&s.agency("land", &[]).await)
-        .await
-        .unwrap();
+    let agency = s.signed_in(&engine, "land", &[]).await;
     engine.submit(LOG, &agency, rec(0)).await.unwrap();
     engine.shutdown().await;
     assert!(matches!(
@@ -872,10 +845,7 @@ async fn shutdown_stops_taking_submissions() {
 async fn a_second_process_reads_only_until_it_gets_the_lease() {
     let s = Setup::new().await;
     let first = s.engine(config()).await;
-    let agency = first
-        .authenticate(&s.agency("land", &[]).await)
-        .await
-        .unwrap();
+    let agency = s.signed_in(&first, "land", &[]).await;
     first.submit(LOG, &agency, rec(0)).await.unwrap();
 
     let second = s.engine_on(s.another_process().await, config()).await;
@@ -909,10 +879,7 @@ async fn a_second_process_reads_only_until_it_gets_the_lease() {
 async fn throughput_sqlite() {
     let s = Setup::new().await;
     let engine = s.engine(EngineConfig::default()).await;
-    let agency = engine
-        .authenticate(&s.agency("load", &[]).await)
-        .await
-        .unwrap();
+    let agency = s.signed_in(&engine, "load", &[]).await;
     let (clients, each) = (100, 200);
     let started = std::time::Instant::now();
     let mut tasks = Vec::new();
