@@ -50,6 +50,13 @@ pub struct Config {
     pub limits: LimitSettings,
     /// Bytes of full tiles and entry bundles cached in memory. Default 64 MiB.
     pub cache_bytes: u64,
+    /// Bytes of the tile cache's disk tier: full hash tiles with their
+    /// interiors, in an unlinked scratch file under `data_dir` that lives in
+    /// the kernel's page cache rather than in the process's memory and
+    /// vanishes with the process. It keeps inclusion proofs off the
+    /// database on trees too big for `cache_bytes` (64 bytes per entry:
+    /// 1 GiB covers ~16M entries). Default 1 GiB; 0 disables it.
+    pub disk_cache_bytes: u64,
     /// How long a verified agency token is trusted before storage is asked
     /// again, in milliseconds (a revocation bites within this time). 0
     /// disables the cache. Default 5000.
@@ -127,6 +134,7 @@ impl Default for Config {
             sequencer: SequencerSettings::default(),
             limits: LimitSettings::default(),
             cache_bytes: 64 << 20,
+            disk_cache_bytes: 1 << 30,
             token_cache_ttl_ms: 5000,
             db: DbSettings::default(),
         }
@@ -182,6 +190,7 @@ const ENV_KEYS: &[&str] = &[
     "sequencer",
     "limits",
     "cache_bytes",
+    "disk_cache_bytes",
     "token_cache_ttl_ms",
     "db",
 ];
@@ -332,6 +341,8 @@ impl Config {
             max_wait: Duration::from_millis(self.sequencer.max_wait_ms),
             queue_capacity: self.sequencer.queue_capacity,
             cache_bytes: self.cache_bytes,
+            disk_cache: (self.disk_cache_bytes > 0)
+                .then(|| (self.data_dir.clone(), self.disk_cache_bytes)),
             token_cache_ttl: Duration::from_millis(self.token_cache_ttl_ms),
             retry_after: Duration::from_secs(self.sequencer.retry_after_s),
         }
@@ -359,6 +370,7 @@ impl std::fmt::Debug for Config {
             .field("sequencer", &self.sequencer)
             .field("limits", &self.limits)
             .field("cache_bytes", &self.cache_bytes)
+            .field("disk_cache_bytes", &self.disk_cache_bytes)
             .field("token_cache_ttl_ms", &self.token_cache_ttl_ms)
             .field("db", &self.db)
             .finish()

@@ -1,10 +1,15 @@
 //! The tile cache: full hash tiles and full entry bundles of every log,
 //! bounded by bytes. Only immutable data goes in, so an entry is never
 //! stale; partial tiles come from the sequencer's latest state or storage.
+//! Behind the in-memory tier, an optional [`DiskTier`] keeps full hash
+//! tiles with their interiors outside the process's memory.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use bytes::Bytes;
+
+use crate::engine::disk_cache::DiskTier;
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub(crate) enum Kind {
@@ -35,18 +40,58 @@ impl quick_cache::Weighter<Key, Bytes> for ByBytes {
 
 pub(crate) struct TileCache {
     inner: quick_cache::sync::Cache<Key, Bytes, ByBytes>,
+    disk: Option<DiskTier>,
+    /// Log name → the number the disk tier knows it by.
+    log_numbers: HashMap<Arc<str>, u16>,
 }
 
 impl TileCache {
-    pub(crate) fn new(bytes: u64) -> Self {
+    /// `bytes` of memory; `disk`, if any, for the logs named in `logs`.
+    pub(crate) fn new(bytes: u64, disk: Option<DiskTier>, logs: &[Arc<str>]) -> Self {
         let items = (bytes / 8192).clamp(16, 1 << 20) as usize;
         TileCache {
             inner: quick_cache::sync::Cache::with_weighter(items, bytes, ByBytes),
+            disk,
+            log_numbers: logs
+                .iter()
+                .zip(0u16..)
+                .map(|(l, n)| (l.clone(), n))
+                .collect(),
         }
     }
 
+    /// From memory; full hash tiles and interiors also from the disk tier
+    /// (a hit there brings the tile and its interior back into memory).
     pub(crate) fn get(&self, key: &Key) -> Option<Bytes> {
-        self.inner.get(key)
+        if let Some(v) = self.inner.get(key) {
+            return Some(v);
+        }
+        if key.kind == Kind::Entries {
+            return None;
+        }
+        let disk = self.disk.as_ref()?;
+        let log = *self.log_numbers.get(&key.log)?;
+        let (tile, interior) = disk.get(log, key.level, key.index)?;
+        let mut k = key.clone();
+        k.kind = Kind::Hash;
+        self.inner.insert(k.clone(), tile.clone());
+        k.kind = Kind::Interior;
+        self.inner.insert(k, interior.clone());
+        Some(if key.kind == Kind::Hash {
+            tile
+        } else {
+            interior
+        })
+    }
+
+    /// Caches the interior of the full hash tile `tile`, in memory and in
+    /// the disk tier (with the tile).
+    pub(crate) fn insert_interior(&self, key: Key, tile: &[u8], interior: Bytes) {
+        debug_assert_eq!(key.kind, Kind::Interior);
+        if let (Some(disk), Some(&log)) = (&self.disk, self.log_numbers.get(&key.log)) {
+            disk.put(log, key.level, key.index, tile, &interior);
+        }
+        self.inner.insert(key, interior);
     }
 
     /// Caches a full tile or bundle (callers pass only immutable data).

@@ -24,6 +24,7 @@ use self::tiles::{ProofJob, Snapshot, TileSource};
 
 pub mod agency;
 mod cache;
+mod disk_cache;
 mod log;
 pub mod records;
 mod sequencer;
@@ -100,6 +101,10 @@ pub struct EngineConfig {
     pub queue_capacity: usize,
     /// Bytes of full tiles and entry bundles kept in memory.
     pub cache_bytes: u64,
+    /// Directory and size in bytes of the tile cache's disk tier (full hash
+    /// tiles with their interiors in an unlinked scratch file); `None`: no
+    /// disk tier.
+    pub disk_cache: Option<(std::path::PathBuf, u64)>,
     /// How long a verified token is trusted before it is checked again
     /// (revocations take at most this long to bite). Zero disables the cache.
     pub token_cache_ttl: Duration,
@@ -114,6 +119,7 @@ impl Default for EngineConfig {
             max_wait: Duration::from_millis(5),
             queue_capacity: 20_000,
             cache_bytes: 64 << 20,
+            disk_cache: None,
             token_cache_ttl: Duration::from_secs(5),
             retry_after: Duration::from_secs(1),
         }
@@ -220,9 +226,26 @@ impl Engine {
         config: EngineConfig,
         metrics: Arc<Metrics>,
     ) -> anyhow::Result<Arc<Engine>> {
+        let names: Vec<Arc<str>> = logs.iter().map(|l| Arc::from(l.name.as_str())).collect();
+        let disk = match &config.disk_cache {
+            Some((dir, bytes)) => match std::fs::create_dir_all(dir)
+                .and_then(|()| disk_cache::DiskTier::create(dir, *bytes))
+            {
+                Ok(tier) => tier,
+                Err(e) => {
+                    // Only a cache: proofs still work, from storage.
+                    tracing::warn!(
+                        "no disk tier for the tile cache (cannot create a scratch file in {}): {e}",
+                        dir.display()
+                    );
+                    None
+                }
+            },
+            None => None,
+        };
         let ctx = Arc::new(Ctx {
             storage: storage.clone(),
-            cache: cache::TileCache::new(config.cache_bytes),
+            cache: cache::TileCache::new(config.cache_bytes, disk, &names),
             metrics,
             config,
         });
@@ -581,7 +604,7 @@ impl Engine {
             ));
         }
         let source = self.source(log, &snapshot);
-        let (index, leaf_hash) = match at {
+        let (index, leaf_hash, proof) = match at {
             Locator::Index(index) => {
                 if index >= size {
                     return Err(LogError::invalid(
@@ -589,13 +612,8 @@ impl Engine {
                         format!("{index} is not below the tree size {size}"),
                     ));
                 }
-                let tile = source
-                    .hash_tile(0, index >> 8, (index % 256 + 1) as u16)
-                    .await?;
-                let off = (index % 256) as usize * stele_core::HASH_SIZE;
-                let leaf_hash = Hash::from_slice(&tile[off..off + stele_core::HASH_SIZE])
-                    .map_err(|e| LogError::Internal(e.into()))?;
-                (index, leaf_hash)
+                let (leaf_hash, proof) = source.leaf_and_inclusion(index, size).await?;
+                (index, leaf_hash, proof)
             }
             Locator::LeafHash(h) => match self
                 .ctx
@@ -604,7 +622,16 @@ impl Engine {
                 .await
                 .map_err(storage_error)?
             {
-                Some(e) if e.index < size => (e.index, h),
+                Some(e) if e.index < size => {
+                    let proof = source
+                        .prove(&[ProofJob::Inclusion {
+                            index: e.index,
+                            size,
+                        }])
+                        .await?
+                        .remove(0);
+                    (e.index, h, proof)
+                }
                 _ => {
                     return Err(LogError::NotFound(format!(
                         "no entry with leaf hash {} in the tree of size {size}",
@@ -613,10 +640,6 @@ impl Engine {
                 }
             },
         };
-        let proof = source
-            .prove(&[ProofJob::Inclusion { index, size }])
-            .await?
-            .remove(0);
         let checkpoint = self.checkpoint_at(log, &snapshot, size).await?;
         Ok(InclusionProof {
             index,

@@ -34,6 +34,8 @@ struct Faults {
     /// Each commit waits this long first.
     commit_delay_ms: AtomicU64,
     commits: AtomicU32,
+    /// Tiles returned by `read_tiles`.
+    tiles_read: AtomicU64,
 }
 
 struct Faulty {
@@ -109,6 +111,9 @@ impl Storage for Faulty {
     ) -> crate::storage::Result<Vec<Option<Vec<u8>>>> {
         self.check()?;
         let mut out = self.inner.read_tiles(log, tiles).await?;
+        self.f
+            .tiles_read
+            .fetch_add(out.len() as u64, Ordering::SeqCst);
         if self.f.corrupt_tiles.load(Ordering::SeqCst) {
             for t in out.iter_mut().flatten() {
                 if let Some(b) = t.first_mut() {
@@ -822,6 +827,78 @@ async fn tiles_match_what_a_client_rebuilds_from_bundles() {
     );
     assert!(engine.ctx.cache.len() >= 2);
     check_log(&engine).await;
+    engine.shutdown().await;
+}
+
+/// With a memory tier too small to hold anything, full tiles live in the
+/// disk tier: put there by the receipts of their batch, or by the first
+/// proof that had to read them from storage after a restart. Without the
+/// disk tier every proof goes back to storage. Every proof verifies.
+#[tokio::test]
+async fn disk_tier_keeps_proofs_off_storage() {
+    let s = Setup::new().await;
+    let dir = tempfile::tempdir().unwrap();
+    let tiny = |disk: bool| EngineConfig {
+        cache_bytes: 0,
+        disk_cache: disk.then(|| (dir.path().to_path_buf(), 1 << 20)),
+        ..config()
+    };
+    let engine = s.engine(tiny(true)).await;
+    let agency = s.signed_in(&engine, "land", &[]).await;
+    for chunk in (0..1100).collect::<Vec<_>>().chunks(500) {
+        engine
+            .submit_bulk(LOG, &agency, chunk.iter().map(|&i| rec(i)).collect())
+            .await
+            .unwrap();
+    }
+    let v = verifier(&engine).await;
+    let size = engine.logs().await[0].tree_size;
+    assert_eq!(size, 1100);
+    let cp = note::open_checkpoint(&engine.checkpoint(LOG).await.unwrap(), &v).unwrap();
+    let prove_all = |engine: Arc<Engine>| async move {
+        for i in 0..size {
+            let p = engine
+                .inclusion_proof(LOG, Locator::Index(i), None)
+                .await
+                .unwrap();
+            verify_inclusion(&p.leaf_hash, i, size, &p.proof, &cp.root).unwrap();
+        }
+    };
+    let reads = || s.faults.tiles_read.load(Ordering::SeqCst);
+
+    let start = reads();
+    prove_all(engine.clone()).await;
+    assert_eq!(
+        reads(),
+        start,
+        "the receipts put the full tiles in the disk tier"
+    );
+    engine.shutdown().await;
+
+    // A restart starts with an empty tier: each of the four full level-0
+    // tiles is read from storage once, then served from disk (proofs and
+    // tile reads alike); the partial tiles are the writer's own.
+    let engine = s.engine(tiny(true)).await;
+    let start = reads();
+    prove_all(engine.clone()).await;
+    assert_eq!(reads() - start, 4);
+    prove_all(engine.clone()).await;
+    let t = engine
+        .tile(LOG, TilePath::Hash(TileId::new(0, 2, 256)))
+        .await
+        .unwrap();
+    assert_eq!(t.data.len(), 256 * 32);
+    assert_eq!(reads() - start, 4);
+    engine.shutdown().await;
+
+    let engine = s.engine(tiny(false)).await;
+    let start = reads();
+    prove_all(engine.clone()).await;
+    assert_eq!(
+        reads() - start,
+        1024,
+        "without the disk tier, every proof in a full tile reads it again"
+    );
     engine.shutdown().await;
 }
 

@@ -266,6 +266,13 @@ impl TileSource<'_> {
         }
     }
 
+    fn interior_key(&self, level: u8, index: u64) -> Key {
+        Key {
+            kind: Kind::Interior,
+            ..self.hash_key(level, index)
+        }
+    }
+
     /// Fetches hash tiles, each at least `width` hashes wide. Full tiles read
     /// from storage are cached. A tile that storage lacks, or has narrower
     /// than needed, is an internal error (the caller only asks for tiles
@@ -324,7 +331,15 @@ impl TileSource<'_> {
                     }
                 };
                 if data.len() == TILE_WIDTH as usize * HASH_SIZE {
+                    // With its interior, which also puts it in the disk tier.
                     self.cache.insert(self.hash_key(level, index), data.clone());
+                    let i = interior(&data).map_err(proof_error)?;
+                    self.cache.insert_interior(
+                        self.interior_key(level, index),
+                        &data,
+                        i.data.clone(),
+                    );
+                    out.interiors.insert((level, index), i);
                 }
                 out.tiles.insert((level, index), data);
             }
@@ -332,19 +347,17 @@ impl TileSource<'_> {
         Ok(out)
     }
 
-    /// Adds the interiors of the tiles in `fetched`: for full tiles from
-    /// the cache (computed and cached on a miss), for partial tiles from the
-    /// snapshot when it holds the same tile at the same width.
+    /// Adds the interiors of the tiles in `fetched` that lack one: for full
+    /// tiles from the cache (computed and cached on a miss), for partial
+    /// tiles from the snapshot when it holds the same tile at the same width.
     fn add_interiors(&self, fetched: &mut FetchedTiles) -> Result<(), LogError> {
         let full = TILE_WIDTH as usize * HASH_SIZE;
         for (&(level, index), data) in &fetched.tiles {
+            if fetched.interiors.contains_key(&(level, index)) {
+                continue;
+            }
             let inner = if data.len() == full {
-                let key = Key {
-                    log: self.log.clone(),
-                    kind: Kind::Interior,
-                    level,
-                    index,
-                };
+                let key = self.interior_key(level, index);
                 match self.cache.get(&key) {
                     Some(d) => Interior {
                         data: d,
@@ -352,7 +365,7 @@ impl TileSource<'_> {
                     },
                     None => {
                         let i = interior(data).map_err(proof_error)?;
-                        self.cache.insert(key, i.data.clone());
+                        self.cache.insert_interior(key, data, i.data.clone());
                         i
                     }
                 }
@@ -369,11 +382,36 @@ impl TileSource<'_> {
 
     /// Computes proofs, fetching every tile they need at once.
     pub async fn prove(&self, jobs: &[ProofJob]) -> Result<Vec<Vec<Hash>>, LogError> {
-        let recorder = Recorder::default();
-        for job in jobs {
-            run(*job, &recorder).map_err(proof_error)?;
-        }
-        let mut fetched = self.fetch(&recorder.wanted.into_inner()).await?;
+        let fetched = self.fetch(&wanted_by(jobs)?).await?;
+        self.run_all(jobs, fetched)
+    }
+
+    /// The leaf hash at `index` and its inclusion proof in the tree of
+    /// `size` (`index < size`), with one fetch for both.
+    pub async fn leaf_and_inclusion(
+        &self,
+        index: u64,
+        size: u64,
+    ) -> Result<(Hash, Vec<Hash>), LogError> {
+        let job = ProofJob::Inclusion { index, size };
+        let mut wanted = wanted_by(&[job])?;
+        let tile = (0, index / TILE_WIDTH);
+        let pos = (index % TILE_WIDTH) as usize;
+        let width = wanted.entry(tile).or_insert(0);
+        *width = (*width).max(pos as u16 + 1);
+        let fetched = self.fetch(&wanted).await?;
+        let off = pos * HASH_SIZE;
+        let leaf =
+            Hash::from_slice(&fetched.tiles[&tile][off..off + HASH_SIZE]).map_err(proof_error)?;
+        let proof = self.run_all(&[job], fetched)?.remove(0);
+        Ok((leaf, proof))
+    }
+
+    fn run_all(
+        &self,
+        jobs: &[ProofJob],
+        mut fetched: FetchedTiles,
+    ) -> Result<Vec<Vec<Hash>>, LogError> {
         self.add_interiors(&mut fetched)?;
         let reader = MemoReader {
             tiles: &fetched,
@@ -392,6 +430,15 @@ impl TileSource<'_> {
         let t = TileId::new(level, index, width);
         Ok(fetched.read_tiles(&[t]).map_err(proof_error)?.remove(0))
     }
+}
+
+/// The tiles (and the width of each) that `jobs` read.
+fn wanted_by(jobs: &[ProofJob]) -> Result<BTreeMap<(u8, u64), u16>, LogError> {
+    let recorder = Recorder::default();
+    for job in jobs {
+        run(*job, &recorder).map_err(proof_error)?;
+    }
+    Ok(recorder.wanted.into_inner())
 }
 
 fn proof_error(e: CoreError) -> LogError {
