@@ -195,6 +195,66 @@ async fn two_engines_never_fork(url: String) -> TestResult {
     Ok(())
 }
 
+/// A database created before migration 0003 (dedup keys stored bare, under a
+/// B-tree) keeps deduplicating after the upgrade: the migration rewrites
+/// the stored keys into the per-log form the backend now looks up.
+async fn upgrade_keeps_dedup(url: String) -> TestResult {
+    use stele::storage::{Batch, NewEntry, StorageError};
+    let pool = sqlx::PgPool::connect(&url).await?;
+    let mut before_0003 = sqlx::migrate!("./migrations/postgres");
+    before_0003.migrations = before_0003
+        .migrations
+        .iter()
+        .filter(|m| m.version < 3)
+        .cloned()
+        .collect::<Vec<_>>()
+        .into();
+    before_0003.run(&pool).await?;
+    let key = stele_core::Hash([7; 32]);
+    let leaf = b"{}".to_vec();
+    sqlx::query("INSERT INTO logs (name, origin, tree_size) VALUES ($1, $2, 1)")
+        .bind(LOG)
+        .bind(ORIGIN)
+        .execute(&pool)
+        .await?;
+    sqlx::query(
+        "INSERT INTO entries (log, idx, leaf, leaf_hash, dedup_key, ts) VALUES ($1, 0, $2, $3, $4, now())",
+    )
+    .bind(LOG)
+    .bind(&leaf)
+    .bind(leaf_hash(&leaf).0.as_slice())
+    .bind(key.0.as_slice())
+    .execute(&pool)
+    .await?;
+    pool.close().await;
+
+    let storage = PostgresStorage::connect(&url, PgOptions::default()).await?;
+    let found = storage.find_dedup(LOG, &[key]).await?;
+    anyhow::ensure!(found == vec![(key, 0)], "after the upgrade: {found:?}");
+    let again = [NewEntry {
+        index: 1,
+        leaf_hash: leaf_hash(&leaf),
+        leaf: leaf.clone(),
+        dedup_key: key,
+        ts_ms: 0,
+    }];
+    let batch = Batch {
+        log: LOG,
+        old_size: 1,
+        new_size: 2,
+        entries: &again,
+        tiles: &[],
+        checkpoint: "not checked here",
+        root: stele_core::Hash([0; 32]),
+    };
+    match storage.commit_batch(&batch).await {
+        Err(StorageError::Duplicate(_)) => {}
+        other => anyhow::bail!("a stored key committed again: {other:?}"),
+    }
+    storage.close().await;
+    Ok(())
+}
+
 type TestFn = fn(String) -> std::pin::Pin<Box<dyn std::future::Future<Output = TestResult> + Send>>;
 
 const TESTS: &[(&str, TestFn)] = &[
@@ -204,6 +264,7 @@ const TESTS: &[(&str, TestFn)] = &[
     ("two_engines_never_fork", |u| {
         Box::pin(two_engines_never_fork(u))
     }),
+    ("upgrade_keeps_dedup", |u| Box::pin(upgrade_keeps_dedup(u))),
 ];
 
 fn run(test: TestFn) -> TestResult {

@@ -512,6 +512,17 @@ async fn dedup_lookup(f: Fixture) -> anyhow::Result<()> {
         s.find_dedup("other", &keys).await?.is_empty(),
         "keys leak across logs"
     );
+    // The same key in another log is another entry, found in that log only.
+    let again = Parts::new(0, 3, "a");
+    let mut b = again.batch();
+    b.log = "other";
+    s.commit_batch(&b)
+        .await
+        .context("same dedup keys in another log")?;
+    let got = s.find_dedup("other", &keys[..1]).await?;
+    ensure!(got == vec![(keys[0], 0)], "other log: {got:?}");
+    let got = s.find_dedup(LOG, &keys[..1]).await?;
+    ensure!(got == vec![(keys[0], 0)], "first log still: {got:?}");
     o.close().await;
     f.finish().await
 }

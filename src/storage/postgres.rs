@@ -13,7 +13,11 @@
 //! 2. `INSERT INTO entries SELECT * FROM UNNEST(...)` — every entry at once;
 //!    a stored dedup key fails the whole statement (`Duplicate`, nothing
 //!    written), which the sequencer relies on to skip the dedup look-up in
-//!    the common case.
+//!    the common case. Dedup keys are unique through an exclusion
+//!    constraint over a hash index (one column, so the stored key is
+//!    `SHA-256(log || 0x00 || key)`); leaf hashes have a hash index too.
+//!    Both keep inserts cheap at tens of millions of entries (migration
+//!    `0003_hash_indexes.sql`).
 //! 3. `INSERT INTO tiles ... ON CONFLICT DO UPDATE ... WHERE wider` — a
 //!    partial tile grows in place and never narrows.
 //! 4. `INSERT INTO checkpoints`.
@@ -34,6 +38,7 @@
 //! failure or timeout marks the lease lost for good (`is_held() == false`).
 //! Dropping the lease closes the connection, which releases the lock.
 
+use std::collections::HashMap;
 use std::str::FromStr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -150,6 +155,17 @@ impl PostgresStorage {
 }
 
 /// Sorts a sqlx error by what the caller must do.
+/// How a dedup key is stored: `SHA-256(log || 0x00 || key)`. Uniqueness is
+/// enforced by an exclusion constraint over a one-column hash index
+/// (migration 0003), so the log is part of the stored key.
+fn stored_dedup_key(log: &str, key: &Hash) -> [u8; 32] {
+    let mut h = Sha256::new();
+    h.update(log.as_bytes());
+    h.update([0]);
+    h.update(key.0);
+    h.finalize().into()
+}
+
 fn map_err(e: sqlx::Error) -> StorageError {
     use sqlx::Error as E;
     match &e {
@@ -159,7 +175,8 @@ fn map_err(e: sqlx::Error) -> StorageError {
         E::Protocol(_) => StorageError::Unavailable(e.to_string()),
         E::Database(db) => {
             let code = db.code().unwrap_or_default();
-            if db.is_unique_violation() {
+            // 23P01: the dedup key's exclusion constraint (migration 0003).
+            if db.is_unique_violation() || code == "23P01" {
                 StorageError::Duplicate(db.message().to_string())
             } else if code.starts_with("08") // connection exception
                 || code.starts_with("57P") // shutdown, cannot connect now
@@ -320,9 +337,10 @@ impl Storage for PostgresStorage {
             idx.push(to_i64(e.index, "index")?);
             leaf.push(e.leaf.as_slice());
             leaf_hash.push(e.leaf_hash.0.as_slice());
-            dedup.push(e.dedup_key.0.as_slice());
+            dedup.push(stored_dedup_key(batch.log, &e.dedup_key));
             ts.push(ts_from_ms(e.ts_ms)?);
         }
+        let dedup: Vec<&[u8]> = dedup.iter().map(|k: &[u8; 32]| k.as_slice()).collect();
         let last_ts = ts.last().copied();
         let mut t_level = Vec::with_capacity(batch.tiles.len());
         let mut t_idx = Vec::with_capacity(batch.tiles.len());
@@ -407,22 +425,26 @@ impl Storage for PostgresStorage {
         if keys.is_empty() {
             return Ok(Vec::new());
         }
-        let keys: Vec<&[u8]> = keys.iter().map(|k| k.0.as_slice()).collect();
+        let stored: HashMap<[u8; 32], Hash> = keys
+            .iter()
+            .map(|k| (stored_dedup_key(log, k), *k))
+            .collect();
+        let asked: Vec<&[u8]> = stored.keys().map(|k| k.as_slice()).collect();
         let rows = sqlx::query(
-            "SELECT dedup_key, idx FROM entries WHERE log = $1 AND dedup_key = ANY($2::bytea[])",
+            "SELECT dedup_key, idx FROM entries WHERE dedup_key = ANY($2::bytea[]) AND log = $1",
         )
         .bind(log)
-        .bind(&keys)
+        .bind(&asked)
         .fetch_all(&mut *self.conn().await?)
         .await
         .map_err(map_err)?;
         rows.iter()
             .map(|r| {
                 let key: Vec<u8> = r.try_get("dedup_key").map_err(map_err)?;
-                Ok((
-                    hash_from(&key)?,
-                    to_u64(r.try_get("idx").map_err(map_err)?)?,
-                ))
+                let key = stored
+                    .get(key.as_slice())
+                    .ok_or_else(|| StorageError::Other("find_dedup: unasked key".into()))?;
+                Ok((*key, to_u64(r.try_get("idx").map_err(map_err)?)?))
             })
             .collect()
     }
