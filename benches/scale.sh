@@ -59,6 +59,10 @@ measure() { # $1 = label
     --server-pid "$server_pid" --label "$1" --json | tee -a "$OUT"
 }
 
-fill_to "$SMALL"; measure "submit-at-$SMALL"
-fill_to "$LARGE"; measure "submit-at-$LARGE"
-"$LOAD" --url "$URL" --mode proofs --clients 64 --duration "$DURATION" --server-pid "$server_pid" --label "proofs-at-$LARGE" --json | tee -a "$OUT"
+proofs() { # $1 = label
+  "$LOAD" --url "$URL" --mode proofs --clients 64 --duration "$DURATION" \
+    --server-pid "$server_pid" --label "$1" --json | tee -a "$OUT"
+}
+
+fill_to "$SMALL"; measure "submit-at-$SMALL"; proofs "proofs-at-$SMALL"
+fill_to "$LARGE"; measure "submit-at-$LARGE"; proofs "proofs-at-$LARGE"
