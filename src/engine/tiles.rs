@@ -333,18 +333,22 @@ impl TileSource<'_> {
                 if data.len() == TILE_WIDTH as usize * HASH_SIZE {
                     // With its interior, which also puts it in the disk tier.
                     self.cache.insert(self.hash_key(level, index), data.clone());
-                    let i = interior(&data).map_err(proof_error)?;
-                    self.cache.insert_interior(
-                        self.interior_key(level, index),
-                        &data,
-                        i.data.clone(),
-                    );
+                    let i = self.cache_interior(level, index, &data)?;
                     out.interiors.insert((level, index), i);
                 }
                 out.tiles.insert((level, index), data);
             }
         }
         Ok(out)
+    }
+
+    /// Computes the interior of full tile `data` and caches it (in memory,
+    /// and with the tile in the disk tier).
+    fn cache_interior(&self, level: u8, index: u64, data: &[u8]) -> Result<Interior, LogError> {
+        let i = interior(data).map_err(proof_error)?;
+        self.cache
+            .insert_interior(self.interior_key(level, index), data, i.data.clone());
+        Ok(i)
     }
 
     /// Adds the interiors of the tiles in `fetched` that lack one: for full
@@ -363,11 +367,7 @@ impl TileSource<'_> {
                         data: d,
                         width: TILE_WIDTH as usize,
                     },
-                    None => {
-                        let i = interior(data).map_err(proof_error)?;
-                        self.cache.insert_interior(key, data, i.data.clone());
-                        i
-                    }
+                    None => self.cache_interior(level, index, data)?,
                 }
             } else {
                 match self.snapshot.partial_interior((level, index)) {
@@ -382,8 +382,7 @@ impl TileSource<'_> {
 
     /// Computes proofs, fetching every tile they need at once.
     pub async fn prove(&self, jobs: &[ProofJob]) -> Result<Vec<Vec<Hash>>, LogError> {
-        let fetched = self.fetch(&wanted_by(jobs)?).await?;
-        self.run_all(jobs, fetched)
+        Ok(self.read_and_prove(&[], jobs).await?.1)
     }
 
     /// The leaf hash at `index` and its inclusion proof in the tree of
@@ -393,33 +392,39 @@ impl TileSource<'_> {
         index: u64,
         size: u64,
     ) -> Result<(Hash, Vec<Hash>), LogError> {
-        let job = ProofJob::Inclusion { index, size };
-        let mut wanted = wanted_by(&[job])?;
-        let tile = (0, index / TILE_WIDTH);
-        let pos = (index % TILE_WIDTH) as usize;
-        let width = wanted.entry(tile).or_insert(0);
-        *width = (*width).max(pos as u16 + 1);
-        let fetched = self.fetch(&wanted).await?;
-        let off = pos * HASH_SIZE;
-        let leaf =
-            Hash::from_slice(&fetched.tiles[&tile][off..off + HASH_SIZE]).map_err(proof_error)?;
-        let proof = self.run_all(&[job], fetched)?.remove(0);
-        Ok((leaf, proof))
+        let (leaf, mut proofs) = self
+            .read_and_prove(
+                &[NodeId::new(0, index)],
+                &[ProofJob::Inclusion { index, size }],
+            )
+            .await?;
+        Ok((leaf[0], proofs.remove(0)))
     }
 
-    fn run_all(
+    /// The hashes of `nodes` (each entirely inside the tree) and the proofs
+    /// of `jobs`, from one fetch of every tile they read.
+    async fn read_and_prove(
         &self,
+        nodes: &[NodeId],
         jobs: &[ProofJob],
-        mut fetched: FetchedTiles,
-    ) -> Result<Vec<Vec<Hash>>, LogError> {
+    ) -> Result<(Vec<Hash>, Vec<Vec<Hash>>), LogError> {
+        let recorder = Recorder::default();
+        recorder.read_hashes(nodes).map_err(proof_error)?;
+        for job in jobs {
+            run(*job, &recorder).map_err(proof_error)?;
+        }
+        let mut fetched = self.fetch(&recorder.wanted.into_inner()).await?;
         self.add_interiors(&mut fetched)?;
         let reader = MemoReader {
             tiles: &fetched,
             memo: RefCell::new(HashMap::new()),
         };
-        jobs.iter()
+        let hashes = reader.read_hashes(nodes).map_err(proof_error)?;
+        let proofs = jobs
+            .iter()
             .map(|job| run(*job, &reader).map_err(proof_error))
-            .collect()
+            .collect::<Result<_, _>>()?;
+        Ok((hashes, proofs))
     }
 
     /// One hash tile at exactly `width`, or None if it does not exist.
@@ -430,15 +435,6 @@ impl TileSource<'_> {
         let t = TileId::new(level, index, width);
         Ok(fetched.read_tiles(&[t]).map_err(proof_error)?.remove(0))
     }
-}
-
-/// The tiles (and the width of each) that `jobs` read.
-fn wanted_by(jobs: &[ProofJob]) -> Result<BTreeMap<(u8, u64), u16>, LogError> {
-    let recorder = Recorder::default();
-    for job in jobs {
-        run(*job, &recorder).map_err(proof_error)?;
-    }
-    Ok(recorder.wanted.into_inner())
 }
 
 fn proof_error(e: CoreError) -> LogError {
