@@ -175,24 +175,16 @@ impl Sequencer {
                     }
                     Err(Recovery::Storage(e)) => {
                         tracing::warn!(log = %name, "could not load the log state: {e}");
-                        self.lease = None;
-                        self.mode = Mode::Follower;
-                        self.log
-                            .set_status(Status::Unavailable(format!("database unavailable: {e}")));
+                        self.follow(Status::Unavailable(format!("database unavailable: {e}")));
                     }
                 }
             }
-            Ok(None) => {
-                self.mode = Mode::Follower;
-                self.log.set_status(Status::NotWriter(format!(
-                    "another process is the writer of log {name}; this one serves reads only"
-                )));
-            }
+            Ok(None) => self.follow(Status::NotWriter(format!(
+                "another process is the writer of log {name}; this one serves reads only"
+            ))),
             Err(e) => {
                 tracing::warn!(log = %name, "could not take the writer lease: {e}");
-                self.mode = Mode::Follower;
-                self.log
-                    .set_status(Status::Unavailable(format!("database unavailable: {e}")));
+                self.follow(Status::Unavailable(format!("database unavailable: {e}")));
             }
         }
     }
@@ -337,17 +329,21 @@ impl Sequencer {
         self.process(requests).await;
     }
 
+    /// Stops writing (dropping the lease, if held) and serves reads in
+    /// `status` until the lease can be taken again.
+    fn follow(&mut self, status: Status) {
+        self.lease = None;
+        self.mode = Mode::Follower;
+        self.log.set_status(status);
+    }
+
     fn check_lease(&mut self) -> bool {
         if self.lease.as_ref().is_some_and(|l| l.is_held()) {
             return true;
         }
         tracing::error!(log = %self.log.name, "lost the writer lease; serving reads only until it is taken again");
-        self.lease = None;
-        self.mode = Mode::Follower;
-        self.log.set_status(Status::NotWriter(format!(
-            "log {} lost its writer lease",
-            self.log.name
-        )));
+        let why = format!("log {} lost its writer lease", self.log.name);
+        self.follow(Status::NotWriter(why));
         false
     }
 
@@ -595,11 +591,7 @@ impl Sequencer {
             Err(StorageError::Duplicate(why)) => Err(Commit::Duplicate(why)),
             Err(StorageError::Conflict(why)) => {
                 tracing::error!(log = %name, "another writer moved the log ({why}); this process stops writing");
-                self.lease = None;
-                self.mode = Mode::Follower;
-                self.log.set_status(Status::NotWriter(format!(
-                    "log {name}: another writer moved the log; this process serves reads only"
-                )));
+                self.follow(moved_under_us(name));
                 Err(Commit::Failed(Box::new(|| {
                     LogError::Unavailable("the log moved under this writer; retry".into())
                 })))
@@ -698,11 +690,7 @@ impl Sequencer {
                             "stored tree size is {} (expected {old_size} or {new_size}): another writer; this process stops writing",
                             s.tree_size
                         );
-                        self.lease = None;
-                        self.mode = Mode::Follower;
-                        self.log.set_status(Status::NotWriter(format!(
-                            "log {name}: another writer moved the log; this process serves reads only"
-                        )));
+                        self.follow(moved_under_us(&name));
                         return;
                     }
                     if self.check_lease() {
@@ -807,6 +795,13 @@ impl Sequencer {
         // Dropping the lease releases it.
         self.lease = None;
     }
+}
+
+/// The status of a log whose tree another writer moved.
+fn moved_under_us(name: &str) -> Status {
+    Status::NotWriter(format!(
+        "log {name}: another writer moved the log; this process serves reads only"
+    ))
 }
 
 /// The error a submission gets for a log in this status (None: writable).
