@@ -340,7 +340,6 @@ impl Storage for PostgresStorage {
             dedup.push(stored_dedup_key(batch.log, &e.dedup_key));
             ts.push(ts_from_ms(e.ts_ms)?);
         }
-        let dedup: Vec<&[u8]> = dedup.iter().map(|k: &[u8; 32]| k.as_slice()).collect();
         let last_ts = ts.last().copied();
         let mut t_level = Vec::with_capacity(batch.tiles.len());
         let mut t_idx = Vec::with_capacity(batch.tiles.len());
