@@ -1266,6 +1266,17 @@ struct ServeProcess {
     base_url: String,
 }
 
+/// The trimmed standard output of a command that must have succeeded.
+fn stdout_of_success(out: std::process::Output) -> anyhow::Result<String> {
+    ensure_eq!(
+        out.status.success(),
+        true,
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(String::from_utf8(out.stdout)?.trim().to_string())
+}
+
 fn stele(dir: &std::path::Path) -> std::process::Command {
     let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_stele"));
     cmd.current_dir(dir)
@@ -1435,13 +1446,7 @@ async fn serve_production_requires_a_key() -> TestResult {
             &key_arg,
         ])
         .output()?;
-    ensure_eq!(
-        out.status.success(),
-        true,
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let vkey = String::from_utf8(out.stdout)?.trim().to_string();
+    let vkey = stdout_of_success(out)?;
     let verifier = Verifier::from_vkey(&vkey).map_err(|e| anyhow::anyhow!("{vkey:?}: {e}"))?;
 
     let server = ServeProcess::start(dir.path(), &common).await?;
@@ -1455,13 +1460,7 @@ async fn serve_production_requires_a_key() -> TestResult {
         .args(["agency", "add", "land-office", "--types", "land.*"])
         .args(&common[2..])
         .output()?;
-    ensure_eq!(
-        out.status.success(),
-        true,
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let token = String::from_utf8(out.stdout)?.trim().to_string();
+    let token = stdout_of_success(out)?;
 
     let (status, receipt) =
         post_record(&server.base_url, &token, &json!({"type": "land.transfer"})).await?;

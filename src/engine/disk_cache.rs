@@ -161,12 +161,16 @@ mod tests {
         (t, n)
     }
 
+    fn tier(dir: &tempfile::TempDir, slots: u64) -> DiskTier {
+        DiskTier::create(dir.path(), slots * SLOT_BYTES)
+            .unwrap()
+            .unwrap()
+    }
+
     #[test]
     fn round_trip_and_misses() {
         let dir = tempfile::tempdir().unwrap();
-        let d = DiskTier::create(dir.path(), 8 * SLOT_BYTES)
-            .unwrap()
-            .unwrap();
+        let d = tier(&dir, 8);
         assert!(d.get(0, 0, 3).is_none(), "empty tier");
         let (t, n) = tile(3);
         d.put(0, 0, 3, &t, &n);
@@ -195,9 +199,7 @@ mod tests {
     #[test]
     fn one_logs_consecutive_tiles_do_not_collide() {
         let dir = tempfile::tempdir().unwrap();
-        let d = DiskTier::create(dir.path(), 64 * SLOT_BYTES)
-            .unwrap()
-            .unwrap();
+        let d = tier(&dir, 64);
         for i in 0..64 {
             let (t, n) = tile(i);
             d.put(2, 0, 1000 + i, &t, &n);
@@ -212,7 +214,7 @@ mod tests {
     #[test]
     fn concurrent_readers_never_see_a_torn_slot() {
         let dir = tempfile::tempdir().unwrap();
-        let d = Arc::new(DiskTier::create(dir.path(), SLOT_BYTES).unwrap().unwrap());
+        let d = Arc::new(tier(&dir, 1));
         let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let writers: Vec<_> = (0..2)
             .map(|w| {
