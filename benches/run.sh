@@ -23,64 +23,22 @@ BACKENDS=${BACKENDS:-"postgres sqlite"}
 # EXTRA_TOML=$'[sequencer]\nmax_wait_ms = 0'
 EXTRA_TOML=${EXTRA_TOML:-}
 
-cargo build --release --bin stele
-cargo bench --bench load --no-run
-target_dir=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
-STELE="$target_dir/release/stele"
-LOAD=$(ls -t "$target_dir"/release/deps/load-* | grep -v '\.d$' | head -n1)
-
-work=$(mktemp -d)
-server_pid=""
-db=""
-cleanup() {
-  [ -n "$server_pid" ] && kill "$server_pid" 2>/dev/null && wait "$server_pid" 2>/dev/null || true
-  [ -n "$db" ] && psql "$PG_ADMIN" -qc "DROP DATABASE IF EXISTS $db" || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
+. benches/common.sh
 : > "$OUT"
 echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(free -g | awk '/Mem:/{print $2}') GiB; load before: $(cut -d' ' -f1-3 /proc/loadavg)" >&2
 
-start_server() { # $1 = config file
-  rm -f "$work/addr"
-  STELE_LOG=warn "$STELE" serve --config "$1" --listen 127.0.0.1:0 --addr-file "$work/addr" 2>"$work/server.log" &
-  server_pid=$!
-  for _ in $(seq 100); do [ -s "$work/addr" ] && break; sleep 0.1; done
-  [ -s "$work/addr" ] || { cat "$work/server.log"; exit 1; }
-  URL="http://$(head -n1 "$work/addr")"
-}
-
-stop_server() {
-  kill "$server_pid"; wait "$server_pid" 2>/dev/null || true; server_pid=""
-}
-
 for backend in $BACKENDS; do
-  "$STELE" keygen --origin "bench.stele.test/default" --out "$work/$backend.key" >/dev/null 2>&1
   if [ "$backend" = postgres ]; then
     db="stele_bench_$$"
     psql "$PG_ADMIN" -qc "CREATE DATABASE $db"
     db_url="${PG_ADMIN%/*}/$db"
-    cat > "$work/$backend.toml" <<EOF
-database_url = "$db_url"
-data_dir = "$work/$backend-data"
-[[logs]]
-name = "default"
-origin = "bench.stele.test/default"
-key_file = "$work/$backend.key"
-EOF
-    printf '%s\n' "$EXTRA_TOML" >> "$work/$backend.toml"
     ceiling=(--copy-ceiling "$db_url")
   else
-    cat > "$work/$backend.toml" <<EOF
-data_dir = "$work/$backend-data"
-[[logs]]
-name = "default"
-origin = "bench.stele.test/default"
-key_file = "$work/$backend.key"
-EOF
-    printf '%s\n' "$EXTRA_TOML" >> "$work/$backend.toml"
+    db_url=""
     ceiling=()
   fi
+  write_config "$work/$backend.toml" "$work/$backend.key" "$work/$backend-data" "$db_url"
+  printf '%s\n' "$EXTRA_TOML" >> "$work/$backend.toml"
   token=$("$STELE" agency add bench --config "$work/$backend.toml" 2>/dev/null | tail -n1)
   start_server "$work/$backend.toml"
   for mode in $MODES; do

@@ -6,7 +6,7 @@
 # fill dirtied (the rate at a size, not while digesting a bulk load).
 # Loopback only.
 #
-#   SMALL=100000 LARGE=1000000 DURATION=10 CLIENTS=256 bash benches/scale.sh
+#   SMALL=100000 LARGE=10000000 DURATION=10 CLIENTS=512 bash benches/scale.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -17,38 +17,14 @@ CLIENTS=${CLIENTS:-256}
 PG_ADMIN=${PG_ADMIN:-postgres://postgres@127.0.0.1:5432/postgres}
 OUT=${OUT:-bench-scale.jsonl}
 
-cargo build --release --bin stele
-cargo bench --bench load --no-run
-target_dir=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
-STELE="$target_dir/release/stele"
-LOAD=$(ls -t "$target_dir"/release/deps/load-* | grep -v '\.d$' | head -n1)
-
-work=$(mktemp -d)
-server_pid=""
+. benches/common.sh
 db="stele_scale_$$"
-cleanup() {
-  [ -n "$server_pid" ] && kill "$server_pid" 2>/dev/null && wait "$server_pid" 2>/dev/null || true
-  psql "$PG_ADMIN" -qc "DROP DATABASE IF EXISTS $db" || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
 : > "$OUT"
 
 psql "$PG_ADMIN" -qc "CREATE DATABASE $db"
-"$STELE" keygen --origin "bench.stele.test/default" --out "$work/key" >/dev/null 2>&1
-cat > "$work/stele.toml" <<EOT
-database_url = "${PG_ADMIN%/*}/$db"
-data_dir = "$work/data"
-[[logs]]
-name = "default"
-origin = "bench.stele.test/default"
-key_file = "$work/key"
-EOT
+write_config "$work/stele.toml" "$work/key" "$work/data" "${PG_ADMIN%/*}/$db"
 token=$("$STELE" agency add bench --config "$work/stele.toml" 2>/dev/null | tail -n1)
-STELE_LOG=warn "$STELE" serve --config "$work/stele.toml" --listen 127.0.0.1:0 --addr-file "$work/addr" 2>"$work/server.log" &
-server_pid=$!
-for _ in $(seq 100); do [ -s "$work/addr" ] && break; sleep 0.1; done
-URL="http://$(head -n1 "$work/addr")"
+start_server "$work/stele.toml"
 
 settle() { # flush what the fill dirtied, so that it does not weigh on the measurement
   local t0=$SECONDS
