@@ -1,7 +1,10 @@
 # Shared by benches/run.sh and benches/scale.sh (sourced, not run): builds
 # the release server and the load tool, makes a scratch directory, and
 # cleans up on exit (stops the server, drops the database named in $db).
-# Expects PG_ADMIN to be set.
+# Expects PG_ADMIN to be set; with PG_PRIVATE=1 it is replaced by a
+# throw-away PostgreSQL cluster configured with deploy/postgresql.conf
+# (started here on port PG_PORT, default 5499, and removed on exit), so that
+# a tuned server can be measured without touching the shared one.
 
 cargo build --release --bin stele
 cargo bench --bench load --no-run
@@ -12,12 +15,33 @@ LOAD=$(ls -t "$target_dir"/release/deps/load-* | grep -v '\.d$' | head -n1)
 work=$(mktemp -d)
 server_pid=""
 db=""
+pg_dir=""
+as_pg=()
 cleanup() {
   [ -n "$server_pid" ] && kill "$server_pid" 2>/dev/null && wait "$server_pid" 2>/dev/null || true
   [ -n "$db" ] && psql "$PG_ADMIN" -qc "DROP DATABASE IF EXISTS $db" || true
+  if [ -n "$pg_dir" ]; then
+    "${as_pg[@]}" "$pg_bin/pg_ctl" -D "$pg_dir/data" -m fast -w stop >/dev/null || true
+    rm -rf "$pg_dir"
+  fi
   rm -rf "$work"
 }
 trap cleanup EXIT
+
+if [ "${PG_PRIVATE:-0}" = 1 ]; then
+  pg_bin=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n1)
+  [ -n "$pg_bin" ] || pg_bin=$(dirname "$(command -v initdb)")
+  pg_port=${PG_PORT:-5499}
+  # Not under $work: the cluster's owner must be able to reach it.
+  pg_dir=$(mktemp -d /tmp/stele-pg.XXXXXX)
+  if [ "$(id -u)" = 0 ]; then chown postgres "$pg_dir"; as_pg=(runuser -u postgres --); fi
+  "${as_pg[@]}" "$pg_bin/initdb" -D "$pg_dir/data" -A trust -U postgres >/dev/null
+  cat deploy/postgresql.conf >> "$pg_dir/data/postgresql.conf"
+  "${as_pg[@]}" "$pg_bin/pg_ctl" -D "$pg_dir/data" -l "$pg_dir/server.log" -w \
+    -o "-p $pg_port -k $pg_dir -c listen_addresses=127.0.0.1" start >/dev/null
+  PG_ADMIN="postgres://postgres@127.0.0.1:$pg_port/postgres"
+  echo "PostgreSQL: private cluster on port $pg_port with deploy/postgresql.conf" >&2
+fi
 
 # write_config FILE KEY DATA_DIR [DATABASE_URL]: one log "default" signed
 # with the key file KEY (created here).
