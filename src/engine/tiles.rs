@@ -9,6 +9,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, OnceLock};
 
 use bytes::Bytes;
+use rustc_hash::FxHashMap;
 use stele_core::merkle::{prove_consistency, prove_inclusion, HashReader, NodeId};
 use stele_core::tile::{TileId, TileReader, TILE_HEIGHT, TILE_WIDTH};
 use stele_core::{node_hash, Error as CoreError, Hash, HASH_SIZE};
@@ -170,7 +171,7 @@ impl HashReader for Recorder {
 /// descendants sit in one tile.
 struct MemoReader<'a> {
     tiles: &'a FetchedTiles,
-    memo: RefCell<HashMap<NodeId, Hash>>,
+    memo: RefCell<FxHashMap<NodeId, Hash>>,
 }
 
 impl MemoReader<'_> {
@@ -222,9 +223,9 @@ impl HashReader for MemoReader<'_> {
 /// Tiles fetched ahead of a computation.
 #[derive(Default)]
 pub(crate) struct FetchedTiles {
-    tiles: HashMap<(u8, u64), Bytes>,
+    tiles: FxHashMap<(u8, u64), Bytes>,
     /// Interiors of tiles among `tiles` (see [`interior`]).
-    interiors: HashMap<(u8, u64), Interior>,
+    interiors: FxHashMap<(u8, u64), Interior>,
 }
 
 impl TileReader for FetchedTiles {
@@ -417,7 +418,7 @@ impl TileSource<'_> {
         self.add_interiors(&mut fetched)?;
         let reader = MemoReader {
             tiles: &fetched,
-            memo: RefCell::new(HashMap::new()),
+            memo: RefCell::default(),
         };
         let hashes = reader.read_hashes(nodes).map_err(proof_error)?;
         let proofs = jobs
@@ -470,12 +471,12 @@ mod tests {
             let core = TileHashReader::new(size, &fetched);
             let memo = MemoReader {
                 tiles: &fetched,
-                memo: RefCell::new(HashMap::new()),
+                memo: RefCell::default(),
             };
             // Interiors of every tile, full or partial (cut to this size).
             let mut expanded = FetchedTiles {
                 tiles: fetched.tiles.clone(),
-                interiors: HashMap::new(),
+                interiors: FxHashMap::default(),
             };
             for id in partial_tiles(size) {
                 let d = fetched.tiles[&(id.level, id.index)].slice(..usize::from(id.width) * 32);
@@ -486,7 +487,7 @@ mod tests {
             }
             let fast = MemoReader {
                 tiles: &expanded,
-                memo: RefCell::new(HashMap::new()),
+                memo: RefCell::default(),
             };
             for index in (0..size).step_by(7).chain([size - 1]) {
                 let job = ProofJob::Inclusion { index, size };
