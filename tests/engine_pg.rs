@@ -128,7 +128,7 @@ async fn concurrent_submissions(url: String) -> TestResult {
         for sub in t.await?? {
             anyhow::ensure!(sub.created);
             anyhow::ensure!(
-                indexes.insert(sub.receipt.verify(&v)?.index),
+                indexes.insert(sub.receipt().verify(&v)?.index),
                 "index handed out twice"
             );
         }
@@ -185,9 +185,9 @@ async fn two_engines_never_fork(url: String) -> TestResult {
     // The second takes the lease, reloads the first's state and continues.
     let sub = retry_submit(&second, &agency, rec(9999)).await?;
     anyhow::ensure!(
-        sub.receipt.index == 51,
+        sub.receipt().index == 51,
         "continued at {}",
-        sub.receipt.index
+        sub.receipt().index
     );
     anyhow::ensure!(second.ready().await.is_ok());
     check_log(&second).await?;

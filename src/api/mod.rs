@@ -36,6 +36,7 @@ pub mod extract;
 pub mod ops;
 pub mod problem;
 pub mod read;
+mod receipt_json;
 pub mod records;
 pub mod web;
 

@@ -7,17 +7,16 @@
 //! nothing.
 
 use axum::extract::State;
-use axum::http::StatusCode;
-use axum::Json;
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::ToSchema;
 
 use super::extract::{Bearer, JsonBytes, PathParams};
 use super::problem::{Problem, ProblemBody};
-use super::AppState;
+use super::{receipt_json, AppState};
 use crate::engine::records::{parse_record, parse_strict_json, record_from_value};
-use crate::engine::Submitted;
 
 /// The body of `POST /logs/{log}/records`. Unknown fields are rejected;
 /// `agency`, `v` and `ts` are set by the server.
@@ -115,15 +114,15 @@ pub async fn submit(
     PathParams(log): PathParams<String>,
     Bearer(agency): Bearer,
     JsonBytes(body): JsonBytes,
-) -> Result<(StatusCode, Json<ReceiptBody>), Problem> {
+) -> Result<Response, Problem> {
     let record = parse_record(&body)?;
-    let Submitted { receipt, created } = state.engine.submit(&log, &agency, record).await?;
-    let status = if created {
+    let submitted = state.engine.submit(&log, &agency, record).await?;
+    let status = if submitted.created {
         StatusCode::CREATED
     } else {
         StatusCode::OK
     };
-    Ok((status, Json(receipt.into())))
+    Ok(json_response(status, receipt_json::receipt(&submitted)))
 }
 
 /// Submit up to 1,000 records at once.
@@ -157,7 +156,7 @@ pub async fn submit_bulk(
     PathParams(log): PathParams<String>,
     Bearer(agency): Bearer,
     JsonBytes(body): JsonBytes,
-) -> Result<(StatusCode, Json<BulkResponse>), Problem> {
+) -> Result<Response, Problem> {
     let items = parse_bulk(&body, state.limits.max_bulk_records)?;
     let mut records = Vec::with_capacity(items.len());
     for (i, item) in items.into_iter().enumerate() {
@@ -172,8 +171,21 @@ pub async fn submit_bulk(
     } else {
         StatusCode::OK
     };
-    let receipts = submitted.into_iter().map(|s| s.receipt.into()).collect();
-    Ok((status, Json(BulkResponse { receipts })))
+    Ok(json_response(status, receipt_json::bulk(&submitted)))
+}
+
+/// A JSON body written by `receipt_json` (the same bytes as `Json` of
+/// `ReceiptBody` / `BulkResponse` would give).
+fn json_response(status: StatusCode, body: Vec<u8>) -> Response {
+    (
+        status,
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
+        body,
+    )
+        .into_response()
 }
 
 /// Splits a bulk body into its records (still unvalidated JSON values).

@@ -142,12 +142,36 @@ pub struct Agency {
     pub types: Vec<String>,
 }
 
-/// The answer to a submission.
+/// The answer to a submission: what its receipt is made of. [`receipt`]
+/// assembles it; the HTTP layer writes the same receipt straight to JSON
+/// (`api::receipt_json`) without building its strings first.
+///
+/// [`receipt`]: Submitted::receipt
 #[derive(Clone, Debug)]
 pub struct Submitted {
-    pub receipt: Receipt,
+    /// The log's origin.
+    pub origin: Arc<str>,
+    pub index: u64,
+    /// The exact leaf bytes.
+    pub leaf: String,
+    /// Inclusion proof of the leaf in `checkpoint`'s tree.
+    pub proof: Vec<Hash>,
+    /// The signed checkpoint note (one per batch, shared by its receipts).
+    pub checkpoint: Arc<str>,
     /// false when the same agency had already submitted the same body.
     pub created: bool,
+}
+
+impl Submitted {
+    pub fn receipt(&self) -> Receipt {
+        Receipt::new(
+            &self.origin,
+            self.index,
+            self.leaf.clone(),
+            &self.proof,
+            self.checkpoint.to_string(),
+        )
+    }
 }
 
 /// One entry.
@@ -462,16 +486,15 @@ impl Engine {
             return Err(stopped());
         }
         let Integration { checkpoint, items } = answer.await.map_err(|_| stopped())??;
+        let origin: Arc<str> = log.origin.as_str().into();
         Ok(items
             .into_iter()
             .map(|i| Submitted {
-                receipt: Receipt::new(
-                    &log.origin,
-                    i.index,
-                    i.leaf,
-                    &i.proof,
-                    checkpoint.to_string(),
-                ),
+                origin: origin.clone(),
+                index: i.index,
+                leaf: i.leaf,
+                proof: i.proof,
+                checkpoint: checkpoint.clone(),
                 created: i.created,
             })
             .collect())

@@ -272,7 +272,7 @@ async fn verifier(engine: &Engine) -> Verifier {
 /// Where each receipt put its record (verified), and whether it was new.
 fn placed(subs: &[Submitted], v: &Verifier) -> Vec<(u64, bool)> {
     subs.iter()
-        .map(|s| (s.receipt.verify(v).unwrap().index, s.created))
+        .map(|s| (s.receipt().verify(v).unwrap().index, s.created))
         .collect()
 }
 
@@ -323,25 +323,25 @@ async fn submit_gives_a_verifiable_receipt_and_dedups() {
     assert_eq!(agency.name, "land-registry");
     let first = engine.submit(LOG, &agency, rec(1)).await.unwrap();
     assert!(first.created);
-    let verified = first.receipt.verify(&v).unwrap();
+    let verified = first.receipt().verify(&v).unwrap();
     assert_eq!(verified.index, 0);
-    let leaf: serde_json::Value = serde_json::from_str(&first.receipt.leaf).unwrap();
+    let leaf: serde_json::Value = serde_json::from_str(&first.receipt().leaf).unwrap();
     assert_eq!(leaf["agency"], "land-registry");
     assert_eq!(leaf["v"], 1);
 
     let second = engine.submit(LOG, &agency, rec(2)).await.unwrap();
-    assert_eq!(second.receipt.verify(&v).unwrap().index, 1);
+    assert_eq!(second.receipt().verify(&v).unwrap().index, 1);
     let again = engine.submit(LOG, &agency, rec(1)).await.unwrap();
     assert!(!again.created);
-    assert_eq!(again.receipt.index, 0);
-    assert_eq!(again.receipt.leaf, first.receipt.leaf);
-    again.receipt.verify(&v).unwrap();
+    assert_eq!(again.receipt().index, 0);
+    assert_eq!(again.receipt().leaf, first.receipt().leaf);
+    again.receipt().verify(&v).unwrap();
 
     // A different agency with the same body is a different record.
     let other = s.signed_in(&engine, "other", &[]).await;
     let third = engine.submit(LOG, &other, rec(1)).await.unwrap();
     assert!(third.created);
-    assert_eq!(third.receipt.index, 2);
+    assert_eq!(third.receipt().index, 2);
 
     let health = records::parse_record(br#"{"type":"health.vaccination"}"#).unwrap();
     assert!(matches!(
@@ -425,8 +425,8 @@ async fn concurrent_submissions_get_consecutive_indexes() {
     for t in tasks {
         for sub in t.await.unwrap() {
             assert!(sub.created);
-            assert!(indexes.insert(sub.receipt.verify(&v).unwrap().index));
-            receipts.push(sub.receipt);
+            assert!(indexes.insert(sub.receipt().verify(&v).unwrap().index));
+            receipts.push(sub.receipt());
         }
     }
     assert_eq!(indexes, (0..500).collect::<HashSet<u64>>());
@@ -520,7 +520,7 @@ async fn failed_commit_loses_and_duplicates_nothing() {
     // The engine reloads and continues on its own.
     let sub = retry_submit(&engine, &agency, rec(1)).await;
     assert!(sub.created);
-    assert_eq!(sub.receipt.index, 1);
+    assert_eq!(sub.receipt().index, 1);
     assert_eq!(engine.logs().await[0].tree_size, 2);
     check_log(&engine).await;
     engine.shutdown().await;
@@ -553,10 +553,10 @@ async fn lost_acknowledgement_is_adopted() {
     // Committed in fact: the retry is a duplicate of index 1.
     let again = retry_submit(&engine, &agency, rec(1)).await;
     assert!(!again.created);
-    assert_eq!(again.receipt.index, 1);
-    again.receipt.verify(&verifier(&engine).await).unwrap();
+    assert_eq!(again.receipt().index, 1);
+    again.receipt().verify(&verifier(&engine).await).unwrap();
     let next = engine.submit(LOG, &agency, rec(2)).await.unwrap();
-    assert_eq!((next.receipt.index, next.created), (2, true));
+    assert_eq!((next.receipt().index, next.created), (2, true));
     check_log(&engine).await;
     engine.shutdown().await;
 }
@@ -580,7 +580,7 @@ async fn database_outage_answers_503_and_recovers_without_restart() {
     assert!(engine.ready().await.is_err());
     s.faults.down.store(false, Ordering::SeqCst);
     let sub = retry_submit(&engine, &agency, rec(1)).await;
-    assert_eq!((sub.receipt.index, sub.created), (1, true));
+    assert_eq!((sub.receipt().index, sub.created), (1, true));
     assert_eq!(engine.ready().await, Ok(()));
     check_log(&engine).await;
     engine.shutdown().await;
@@ -623,7 +623,7 @@ async fn full_queue_pushes_back_at_once() {
             .submit(LOG, &agency, rec(9))
             .await
             .unwrap()
-            .receipt
+            .receipt()
             .index,
         2
     );
@@ -663,7 +663,7 @@ async fn recovery_refuses_writes_when_a_tile_is_corrupted() {
             .submit(LOG, &agency, rec(7))
             .await
             .unwrap()
-            .receipt
+            .receipt()
             .index,
         3
     );
@@ -943,7 +943,7 @@ async fn a_second_process_reads_only_until_it_gets_the_lease() {
 
     // The second takes over, reloads the state the first left, and continues.
     let sub = retry_submit(&second, &agency, rec(2)).await;
-    assert_eq!((sub.receipt.index, sub.created), (2, true));
+    assert_eq!((sub.receipt().index, sub.created), (2, true));
     assert_eq!(second.ready().await, Ok(()));
     check_log(&second).await;
     second.shutdown().await;
