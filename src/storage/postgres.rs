@@ -154,7 +154,6 @@ impl PostgresStorage {
     }
 }
 
-/// Sorts a sqlx error by what the caller must do.
 /// How a dedup key is stored: `SHA-256(log || 0x00 || key)`. Uniqueness is
 /// enforced by an exclusion constraint over a one-column hash index
 /// (migration 0003), so the log is part of the stored key.
@@ -166,6 +165,7 @@ fn stored_dedup_key(log: &str, key: &Hash) -> [u8; 32] {
     h.finalize().into()
 }
 
+/// Sorts a sqlx error by what the caller must do.
 fn map_err(e: sqlx::Error) -> StorageError {
     use sqlx::Error as E;
     match &e {
@@ -428,7 +428,7 @@ impl Storage for PostgresStorage {
             .iter()
             .map(|k| (stored_dedup_key(log, k), *k))
             .collect();
-        let asked: Vec<&[u8]> = stored.keys().map(|k| k.as_slice()).collect();
+        let asked: Vec<[u8; 32]> = stored.keys().copied().collect();
         let rows = sqlx::query(
             "SELECT dedup_key, idx FROM entries WHERE dedup_key = ANY($2::bytea[]) AND log = $1",
         )
