@@ -6,8 +6,10 @@
 //! for escapes once more: a 1,000-record bulk answer spent about a third of
 //! the server's CPU there (BENCHMARKS.md, "Where the time goes"). Here the
 //! hashes are encoded straight into the output (hex and base64 never need
-//! escaping), the checkpoint is escaped once per answer, and only the
-//! origin and the leaf go through serde_json's string escaper.
+//! escaping; the `tlog-proof` lines come from the core's
+//! [`write_head`](stele_core::tlog_proof::write_head), the one place that
+//! format is written), the checkpoint is escaped once per answer, and only
+//! the origin and the leaf go through serde_json's string escaper.
 //!
 //! The output is byte for byte what serde_json makes of
 //! [`ReceiptBody`](super::records::ReceiptBody); the tests below hold it to
@@ -15,10 +17,8 @@
 
 use std::sync::Arc;
 
-use base64::engine::general_purpose::STANDARD;
-use base64::Engine as _;
-use stele_core::tlog_proof::HEADER;
-use stele_core::{leaf_hash, Hash, HASH_SIZE};
+use stele_core::leaf_hash;
+use stele_core::tlog_proof::write_head;
 
 use crate::engine::Submitted;
 
@@ -27,10 +27,9 @@ fn json_string(out: &mut Vec<u8>, s: &str) {
     serde_json::to_writer(&mut *out, s).expect("writing to a Vec cannot fail");
 }
 
-fn hex(out: &mut Vec<u8>, h: &Hash) {
-    let mut buf = [0u8; 2 * HASH_SIZE];
-    hex::encode_to_slice(h.as_bytes(), &mut buf).expect("the buffer fits 32 bytes");
-    out.extend_from_slice(&buf);
+/// Roughly the bytes of one receipt (to size the output once).
+fn size_hint(s: &Submitted) -> usize {
+    512 + s.leaf.len() + 2 * s.checkpoint.len() + 112 * s.proof.len()
 }
 
 /// Writes receipts; remembers the last checkpoint it escaped, so that the
@@ -38,20 +37,19 @@ fn hex(out: &mut Vec<u8>, h: &Hash) {
 #[derive(Default)]
 pub(crate) struct ReceiptWriter {
     checkpoint: Option<Arc<str>>,
-    /// The checkpoint as a JSON string without its quotes.
-    escaped: Vec<u8>,
+    /// The checkpoint as a JSON string, quotes included.
+    quoted: Vec<u8>,
 }
 
 impl ReceiptWriter {
+    /// The escaped checkpoint, without quotes.
     fn escaped_checkpoint(&mut self, checkpoint: &Arc<str>) -> &[u8] {
         if self.checkpoint.as_ref() != Some(checkpoint) {
-            self.escaped.clear();
-            json_string(&mut self.escaped, checkpoint);
-            self.escaped.pop();
-            self.escaped.remove(0);
+            self.quoted.clear();
+            json_string(&mut self.quoted, checkpoint);
             self.checkpoint = Some(checkpoint.clone());
         }
-        &self.escaped
+        &self.quoted[1..self.quoted.len() - 1]
     }
 
     /// Appends the receipt of `s` as a JSON object.
@@ -63,34 +61,22 @@ impl ReceiptWriter {
         out.extend_from_slice(b",\"leaf\":");
         json_string(out, &s.leaf);
         out.extend_from_slice(b",\"leaf_hash\":\"");
-        hex(out, &leaf_hash(s.leaf.as_bytes()));
+        out.extend_from_slice(&leaf_hash(s.leaf.as_bytes()).hex_bytes());
         out.extend_from_slice(b"\",\"inclusion_proof\":[");
         for (i, h) in s.proof.iter().enumerate() {
             if i > 0 {
                 out.push(b',');
             }
             out.push(b'"');
-            hex(out, h);
+            out.extend_from_slice(&h.hex_bytes());
             out.push(b'"');
         }
         let checkpoint = self.escaped_checkpoint(&s.checkpoint);
         out.extend_from_slice(b"],\"checkpoint\":\"");
         out.extend_from_slice(checkpoint);
-        // `tlog-proof@v1` text (no `extra` line), escaped: a newline is `\n`.
+        // The `tlog-proof@v1` text inside a JSON string: lines end in `\n`.
         out.extend_from_slice(b"\",\"tlog_proof\":\"");
-        out.extend_from_slice(HEADER.as_bytes());
-        out.extend_from_slice(b"\\nindex ");
-        out.extend_from_slice(itoa::Buffer::new().format(s.index).as_bytes());
-        out.extend_from_slice(b"\\n");
-        for h in &s.proof {
-            let mut buf = [0u8; 44];
-            let n = STANDARD
-                .encode_slice(h.as_bytes(), &mut buf)
-                .expect("the buffer fits 32 bytes");
-            out.extend_from_slice(&buf[..n]);
-            out.extend_from_slice(b"\\n");
-        }
-        out.extend_from_slice(b"\\n");
+        write_head(out, None, s.index, &s.proof, b"\\n");
         out.extend_from_slice(checkpoint);
         out.extend_from_slice(b"\"}");
     }
@@ -98,17 +84,14 @@ impl ReceiptWriter {
 
 /// The body of a single submission's answer.
 pub(crate) fn receipt(s: &Submitted) -> Vec<u8> {
-    let mut out =
-        Vec::with_capacity(1024 + s.leaf.len() + 2 * s.checkpoint.len() + 112 * s.proof.len());
+    let mut out = Vec::with_capacity(size_hint(s));
     ReceiptWriter::default().write(&mut out, s);
     out
 }
 
 /// The body of a bulk submission's answer: `{"receipts":[...]}`.
 pub(crate) fn bulk(subs: &[Submitted]) -> Vec<u8> {
-    let per = subs.first().map_or(0, |s| {
-        1024 + s.leaf.len() + 2 * s.checkpoint.len() + 112 * s.proof.len()
-    });
+    let per = subs.first().map_or(0, size_hint);
     let mut out = Vec::with_capacity(16 + per * subs.len());
     let mut w = ReceiptWriter::default();
     out.extend_from_slice(b"{\"receipts\":[");

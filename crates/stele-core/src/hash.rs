@@ -59,9 +59,14 @@ impl Hash {
     /// Lowercase hex. (Through a fixed buffer: `hex::encode` goes through a
     /// `char` iterator, and every receipt encodes ~20 hashes.)
     pub fn to_hex(&self) -> String {
+        String::from_utf8(self.hex_bytes().to_vec()).expect("hex is ASCII")
+    }
+    /// Lowercase hex as ASCII bytes, for writing into a buffer without a
+    /// `String` per hash.
+    pub fn hex_bytes(&self) -> [u8; 2 * HASH_SIZE] {
         let mut buf = [0u8; 2 * HASH_SIZE];
         hex::encode_to_slice(self.0, &mut buf).expect("the buffer fits 32 bytes");
-        String::from_utf8(buf.to_vec()).expect("hex is ASCII")
+        buf
     }
     /// Standard padded base64.
     pub fn to_base64(&self) -> String {

@@ -30,6 +30,39 @@ pub struct TlogProof {
 /// The first line of every `tlog-proof@v1`.
 pub const HEADER: &str = "c2sp.org/tlog-proof@v1";
 
+/// Appends everything of a `tlog-proof@v1` before the checkpoint (header,
+/// `extra` and `index` lines, the proof hashes, the empty line), ending each
+/// line with `newline`: `b"\n"` for the text itself, or `b"\\n"` to write it
+/// inside a JSON string (the head is ASCII with no other character that JSON
+/// escapes), as the receipt writer of the HTTP layer does.
+pub fn write_head(
+    out: &mut Vec<u8>,
+    extra: Option<&[u8]>,
+    index: u64,
+    proof: &[Hash],
+    newline: &[u8],
+) {
+    out.extend_from_slice(HEADER.as_bytes());
+    out.extend_from_slice(newline);
+    if let Some(extra) = extra {
+        out.extend_from_slice(b"extra ");
+        out.extend_from_slice(STANDARD.encode(extra).as_bytes());
+        out.extend_from_slice(newline);
+    }
+    out.extend_from_slice(b"index ");
+    out.extend_from_slice(index.to_string().as_bytes());
+    out.extend_from_slice(newline);
+    for h in proof {
+        let mut buf = [0u8; 44];
+        let n = STANDARD
+            .encode_slice(h.as_bytes(), &mut buf)
+            .expect("44 bytes hold the base64 of 32");
+        out.extend_from_slice(&buf[..n]);
+        out.extend_from_slice(newline);
+    }
+    out.extend_from_slice(newline);
+}
+
 /// Inclusion proofs in trees below 2^63 leaves have at most 63 hashes.
 const MAX_PROOF_HASHES: usize = 63;
 
@@ -96,18 +129,16 @@ impl TlogProof {
     }
 
     pub fn encode(&self) -> String {
-        let mut out = format!("{HEADER}\n");
-        if let Some(extra) = &self.extra {
-            out.push_str(&format!("extra {}\n", STANDARD.encode(extra)));
-        }
-        out.push_str(&format!("index {}\n", self.index));
-        for h in &self.proof {
-            out.push_str(&h.to_base64());
-            out.push('\n');
-        }
-        out.push('\n');
-        out.push_str(&self.checkpoint);
-        out
+        let mut out = Vec::with_capacity(64 + 45 * self.proof.len() + self.checkpoint.len());
+        write_head(
+            &mut out,
+            self.extra.as_deref(),
+            self.index,
+            &self.proof,
+            b"\n",
+        );
+        out.extend_from_slice(self.checkpoint.as_bytes());
+        String::from_utf8(out).expect("ASCII head, UTF-8 checkpoint")
     }
 
     /// Verifies that `leaf` is at `index` in the checkpoint, and that the

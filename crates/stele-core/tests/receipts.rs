@@ -301,3 +301,26 @@ proptest! {
         prop_assert_eq!(Signer::from_skey(&skey).unwrap().vkey(), signer.vkey());
     }
 }
+
+/// An `extra` line survives parse → encode byte for byte, and `write_head`
+/// with another line ending writes the same lines.
+#[test]
+fn tlog_proof_with_extra_round_trips() {
+    let h = leaf_hash(b"x");
+    let text = format!(
+        "c2sp.org/tlog-proof@v1\nextra AAEC\nindex 3\n{}\n\norigin\n4\nroot\n",
+        h.to_base64()
+    );
+    let tp = TlogProof::parse(&text).unwrap();
+    assert_eq!(tp.extra.as_deref(), Some(&[0u8, 1, 2][..]));
+    assert_eq!(tp.encode(), text);
+    let mut head = Vec::new();
+    stele_core::tlog_proof::write_head(&mut head, Some(&[0, 1, 2]), 3, &[h], b"|");
+    assert_eq!(
+        String::from_utf8(head).unwrap(),
+        format!(
+            "c2sp.org/tlog-proof@v1|extra AAEC|index 3|{}||",
+            h.to_base64()
+        )
+    );
+}
