@@ -61,7 +61,7 @@ impl TileCache {
     }
 
     /// From memory; full hash tiles and interiors also from the disk tier
-    /// (a hit there brings the tile and its interior back into memory).
+    /// (see [`TileCache::hash_tile`]).
     pub(crate) fn get(&self, key: &Key) -> Option<Bytes> {
         if let Some(v) = self.inner.get(key) {
             return Some(v);
@@ -69,6 +69,30 @@ impl TileCache {
         if key.kind == Kind::Entries {
             return None;
         }
+        let (tile, interior) = self.read_disk(key)?;
+        Some(if key.kind == Kind::Hash {
+            tile
+        } else {
+            interior
+        })
+    }
+
+    /// The full hash tile `key` (of kind `Hash`) and its interior if cached.
+    /// A disk-tier hit yields both at once, and brings both back into memory.
+    pub(crate) fn hash_tile(&self, key: &Key) -> Option<(Bytes, Option<Bytes>)> {
+        debug_assert_eq!(key.kind, Kind::Hash);
+        if let Some(tile) = self.inner.get(key) {
+            let interior = self.inner.get(&Key {
+                kind: Kind::Interior,
+                ..key.clone()
+            });
+            return Some((tile, interior));
+        }
+        self.read_disk(key).map(|(t, i)| (t, Some(i)))
+    }
+
+    /// A tile and its interior from the disk tier, put back into memory.
+    fn read_disk(&self, key: &Key) -> Option<(Bytes, Bytes)> {
         let disk = self.disk.as_ref()?;
         let log = *self.log_numbers.get(&key.log)?;
         let (tile, interior) = disk.get(log, key.level, key.index)?;
@@ -77,11 +101,7 @@ impl TileCache {
         self.inner.insert(k.clone(), tile.clone());
         k.kind = Kind::Interior;
         self.inner.insert(k, interior.clone());
-        Some(if key.kind == Kind::Hash {
-            tile
-        } else {
-            interior
-        })
+        Some((tile, interior))
     }
 
     /// Caches the interior of the full hash tile `tile`, in memory and in

@@ -134,6 +134,14 @@ pub(crate) struct Interior {
 }
 
 impl Interior {
+    /// The cached interior of a full tile.
+    fn full(data: Bytes) -> Self {
+        Interior {
+            data,
+            width: TILE_WIDTH as usize,
+        }
+    }
+
     /// Node `pos` of relative level `r` (1..=7), if it was computed.
     fn get(&self, r: u8, pos: usize) -> Option<Result<Hash, CoreError>> {
         if (pos + 1) << r > self.width {
@@ -289,10 +297,14 @@ impl TileSource<'_> {
                 .or_else(|| self.snapshot.partials.get(&(level, index)))
                 .filter(|d| d.len() >= need)
                 .cloned()
-                .or_else(|| self.cache.get(&self.hash_key(level, index)));
+                .map(|d| (d, None))
+                .or_else(|| self.cache.hash_tile(&self.hash_key(level, index)));
             match local {
-                Some(d) => {
+                Some((d, interior)) => {
                     out.tiles.insert((level, index), d);
+                    if let Some(i) = interior {
+                        out.interiors.insert((level, index), Interior::full(i));
+                    }
                 }
                 None => missing.push((level, index)),
             }
@@ -364,10 +376,7 @@ impl TileSource<'_> {
             let inner = if data.len() == full {
                 let key = self.interior_key(level, index);
                 match self.cache.get(&key) {
-                    Some(d) => Interior {
-                        data: d,
-                        width: TILE_WIDTH as usize,
-                    },
+                    Some(d) => Interior::full(d),
                     None => self.cache_interior(level, index, data)?,
                 }
             } else {
