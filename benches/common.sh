@@ -6,10 +6,14 @@
 # (started here on port PG_PORT, default 5499, and removed on exit), so that
 # a tuned server can be measured without touching the shared one.
 
-cargo build --release --bin stele
+# PERF=DIR (scale.sh) profiles the server: build it with symbols
+# (`profiling` profile: release plus line tables), otherwise plain release.
+profile=release
+[ -n "${PERF:-}" ] && profile=profiling
+cargo build --profile "$profile" --bin stele
 cargo bench --bench load --no-run
 target_dir=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
-STELE="$target_dir/release/stele"
+STELE="$target_dir/$profile/stele"
 LOAD=$(ls -t "$target_dir"/release/deps/load-* | grep -v '\.d$' | head -n1)
 
 work=$(mktemp -d)

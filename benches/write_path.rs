@@ -7,7 +7,8 @@
 //! ```
 
 use criterion::{black_box, criterion_group, criterion_main, Criterion, Throughput};
-use stele::engine::records::{dedup_key, leaf_bytes, parse_record};
+use stele::names::AgencyName;
+use stele::records::{dedup_key, leaf_bytes, parse_record};
 use stele_core::checkpoint::Checkpoint;
 use stele_core::note::Signer;
 use stele_core::receipt::Receipt;
@@ -18,14 +19,15 @@ const BODY: &[u8] = br#"{"type":"bench.load","subject":"run1-c7-n12345","attribu
 
 fn records(c: &mut Criterion) {
     let record = parse_record(BODY).expect("valid body");
+    let agency = AgencyName::parse("bench").expect("a valid name");
     c.bench_function("parse_record", |b| {
         b.iter(|| parse_record(black_box(BODY)).unwrap())
     });
     c.bench_function("dedup_key", |b| {
-        b.iter(|| dedup_key(black_box("bench"), black_box(&record)))
+        b.iter(|| dedup_key(black_box(&agency), black_box(&record)))
     });
     c.bench_function("leaf_bytes", |b| {
-        b.iter(|| leaf_bytes(black_box("bench"), black_box(&record), 1_767_225_600_000))
+        b.iter(|| leaf_bytes(black_box(&agency), black_box(&record), 1_767_225_600_000))
     });
 }
 
@@ -49,7 +51,7 @@ fn tree(c: &mut Criterion) {
     });
     let note = signer.sign_checkpoint(&cp).unwrap();
     let leaf = String::from_utf8(leaf_bytes(
-        "bench",
+        &AgencyName::parse("bench").expect("a valid name"),
         &parse_record(BODY).unwrap(),
         1_767_225_600_000,
     ))

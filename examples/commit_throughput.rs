@@ -11,9 +11,9 @@ use sha2::{Digest, Sha256};
 use stele::storage::postgres::{PgOptions, PostgresStorage};
 use stele::storage::sqlite::SqliteStorage;
 use stele::storage::{Batch, NewEntry, Storage};
-use stele::testkit::pg::fresh_database;
 use stele_core::tile::TileId;
 use stele_core::Hash;
+use stele_testkit::pg::fresh_database;
 
 fn sha(b: &[u8]) -> Hash {
     Hash(Sha256::digest(b).into())
@@ -37,7 +37,7 @@ async fn run(s: &dyn Storage, batch_size: u64, batches: u64) -> anyhow::Result<(
                     index: i,
                     leaf_hash: sha(&leaf),
                     dedup_key: sha(&i.to_be_bytes()),
-                    leaf,
+                    leaf: leaf.into(),
                     ts_ms: 1_700_000_000_000 + i as i64,
                 }
             })

@@ -25,7 +25,12 @@ use figment::providers::{Env, Format, Serialized, Toml};
 use figment::Figment;
 use serde::{Deserialize, Serialize};
 
+use crate::api::Limits;
 use crate::engine::EngineConfig;
+use crate::names::LogName;
+use crate::records::MAX_BULK_RECORDS;
+use crate::storage::postgres::PgOptions;
+use crate::storage::{redact_url, Location};
 
 /// The whole configuration of `stele serve` (and of the commands that open
 /// the same storage: `stele agency ...`).
@@ -46,8 +51,10 @@ pub struct Config {
     pub logs: Vec<LogSettings>,
     /// The per-log sequencer.
     pub sequencer: SequencerSettings,
-    /// Request size limits.
-    pub limits: LimitSettings,
+    /// Request size limits (`max_body_bytes`, default 65536;
+    /// `max_bulk_records`, default and maximum 1000; `max_bulk_body_bytes`,
+    /// default 16 MiB).
+    pub limits: Limits,
     /// Bytes of full tiles and entry bundles cached in memory. Default 64 MiB.
     pub cache_bytes: u64,
     /// Bytes of the tile cache's disk tier: full hash tiles with their
@@ -69,8 +76,9 @@ pub struct Config {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LogSettings {
-    /// URL segment, `[a-z0-9-]+`: the log lives under `/logs/{name}`.
-    pub name: String,
+    /// URL segment, `[a-z0-9-]+` (at most 64 characters): the log lives
+    /// under `/logs/{name}`.
+    pub name: LogName,
     /// Checkpoint origin (first line of every checkpoint), e.g.
     /// `records.example.gov/land`. Must equal the key's name.
     pub origin: String,
@@ -95,20 +103,6 @@ pub struct SequencerSettings {
     pub retry_after_s: u64,
 }
 
-/// Request limits.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct LimitSettings {
-    /// Largest body of `POST /logs/{log}/records`, in bytes (`413` above).
-    /// Default 65536.
-    pub max_body_bytes: usize,
-    /// Most records in one `POST /logs/{log}/records/bulk`. Default 1000
-    /// (also the maximum).
-    pub max_bulk_records: usize,
-    /// Largest body of a bulk request, in bytes. Default 16 MiB.
-    pub max_bulk_body_bytes: usize,
-}
-
 /// PostgreSQL pool settings (ignored in embedded mode).
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -120,22 +114,33 @@ pub struct DbSettings {
     pub acquire_timeout_ms: u64,
 }
 
+/// What `stele serve` runs with, derived from a validated [`Config`] in one
+/// place ([`Config::settings`]).
+#[derive(Clone, Debug)]
+pub struct Settings {
+    pub listen: SocketAddr,
+    pub engine: EngineConfig,
+    pub limits: Limits,
+    pub storage: Location,
+}
+
 impl Default for Config {
     fn default() -> Self {
+        let engine = EngineConfig::default();
         Config {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             data_dir: PathBuf::from("stele-data"),
             database_url: None,
             logs: vec![LogSettings {
-                name: "default".into(),
+                name: LogName::parse("default").expect("a valid name"),
                 origin: "stele.localhost/default".into(),
                 key_file: None,
             }],
             sequencer: SequencerSettings::default(),
-            limits: LimitSettings::default(),
-            cache_bytes: 64 << 20,
+            limits: Limits::default(),
+            cache_bytes: engine.cache_bytes,
             disk_cache_bytes: 1 << 30,
-            token_cache_ttl_ms: 5000,
+            token_cache_ttl_ms: engine.token_cache_ttl.as_millis() as u64,
             db: DbSettings::default(),
         }
     }
@@ -143,30 +148,22 @@ impl Default for Config {
 
 impl Default for SequencerSettings {
     fn default() -> Self {
+        let e = EngineConfig::default();
         SequencerSettings {
-            max_batch: 1000,
-            max_wait_ms: 5,
-            queue_capacity: 20_000,
-            retry_after_s: 1,
-        }
-    }
-}
-
-impl Default for LimitSettings {
-    fn default() -> Self {
-        LimitSettings {
-            max_body_bytes: 65_536,
-            max_bulk_records: 1000,
-            max_bulk_body_bytes: 16 << 20,
+            max_batch: e.max_batch,
+            max_wait_ms: e.max_wait.as_millis() as u64,
+            queue_capacity: e.queue_capacity,
+            retry_after_s: e.retry_after.as_secs(),
         }
     }
 }
 
 impl Default for DbSettings {
     fn default() -> Self {
+        let pg = PgOptions::default();
         DbSettings {
-            max_connections: 10,
-            acquire_timeout_ms: 2000,
+            max_connections: pg.max_connections,
+            acquire_timeout_ms: pg.acquire_timeout.as_millis() as u64,
         }
     }
 }
@@ -245,15 +242,6 @@ impl Config {
         let mut names = std::collections::HashSet::new();
         let mut origins = std::collections::HashSet::new();
         for log in &self.logs {
-            if log.name.is_empty()
-                || log.name.len() > 64
-                || !log
-                    .name
-                    .bytes()
-                    .all(|b| matches!(b, b'a'..=b'z' | b'0'..=b'9' | b'-'))
-            {
-                bail!("invalid configuration: log name {:?} must match [a-z0-9-]+ (at most 64 characters)", log.name);
-            }
             if !names.insert(log.name.as_str()) {
                 bail!(
                     "invalid configuration: log name {:?} is used twice",
@@ -297,8 +285,8 @@ impl Config {
         if l.max_body_bytes < 1024 {
             bail!("invalid configuration: limits.max_body_bytes must be at least 1024");
         }
-        if l.max_bulk_records == 0 || l.max_bulk_records > 1000 {
-            bail!("invalid configuration: limits.max_bulk_records must be between 1 and 1000");
+        if l.max_bulk_records == 0 || l.max_bulk_records > MAX_BULK_RECORDS {
+            bail!("invalid configuration: limits.max_bulk_records must be between 1 and {MAX_BULK_RECORDS}");
         }
         if l.max_bulk_body_bytes < l.max_body_bytes {
             bail!("invalid configuration: limits.max_bulk_body_bytes must be at least limits.max_body_bytes");
@@ -334,6 +322,34 @@ impl Config {
             .unwrap_or_else(|| default_key_file(&self.data_dir, &log.name))
     }
 
+    /// The runtime settings of `stele serve`.
+    pub fn settings(&self) -> Settings {
+        Settings {
+            listen: self.listen,
+            engine: self.engine_config(),
+            limits: self.limits.clone(),
+            storage: self.storage_location(),
+        }
+    }
+
+    /// Where the data lives: PostgreSQL when `database_url` is set, else
+    /// SQLite under `data_dir`.
+    pub fn storage_location(&self) -> Location {
+        match &self.database_url {
+            Some(url) => Location::Postgres {
+                url: url.clone(),
+                options: PgOptions {
+                    max_connections: self.db.max_connections,
+                    acquire_timeout: Duration::from_millis(self.db.acquire_timeout_ms),
+                    ..PgOptions::default()
+                },
+            },
+            None => Location::Sqlite {
+                path: self.sqlite_path(),
+            },
+        }
+    }
+
     /// The engine's knobs.
     pub fn engine_config(&self) -> EngineConfig {
         EngineConfig {
@@ -350,10 +366,7 @@ impl Config {
 
     /// Where the data lives, safe to log (password redacted).
     pub fn describe_storage(&self) -> String {
-        match &self.database_url {
-            Some(url) => format!("PostgreSQL {}", redact_url(url)),
-            None => format!("SQLite {}", self.sqlite_path().display()),
-        }
+        self.storage_location().describe()
     }
 }
 
@@ -380,40 +393,6 @@ impl std::fmt::Debug for Config {
 /// `<data_dir>/keys/<name>.skey`.
 pub fn default_key_file(data_dir: &Path, log: &str) -> PathBuf {
     data_dir.join("keys").join(format!("{log}.skey"))
-}
-
-/// The URL with its password (and any `password=` query parameter) replaced
-/// by `***`.
-pub fn redact_url(url: &str) -> String {
-    let mut out = url.to_string();
-    if let Some(scheme_end) = out.find("://") {
-        let rest_start = scheme_end + 3;
-        let authority_end = out[rest_start..]
-            .find(['/', '?'])
-            .map_or(out.len(), |i| rest_start + i);
-        if let Some(at) = out[rest_start..authority_end].rfind('@') {
-            let userinfo = &out[rest_start..rest_start + at];
-            if let Some(colon) = userinfo.find(':') {
-                out.replace_range(rest_start + colon + 1..rest_start + at, "***");
-            }
-        }
-    }
-    if let Some(q) = out.find('?') {
-        let (head, query) = out.split_at(q + 1);
-        let query = query
-            .split('&')
-            .map(|kv| {
-                if kv.to_ascii_lowercase().starts_with("password=") {
-                    "password=***".to_string()
-                } else {
-                    kv.to_string()
-                }
-            })
-            .collect::<Vec<_>>()
-            .join("&");
-        out = format!("{head}{query}");
-    }
-    out
 }
 
 /// Reads a log's signing key file, with an error that says what to do.

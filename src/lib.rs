@@ -9,5 +9,7 @@ pub mod cli;
 pub mod config;
 pub mod engine;
 pub mod metrics;
+pub mod names;
+pub mod records;
 pub mod storage;
-pub mod testkit;
+pub mod wire;

@@ -100,6 +100,17 @@ impl Metrics {
         }
     }
 
+    /// Counts `n` submissions to `log` with `outcome` (`created`,
+    /// `duplicate`, `rejected`, `pushback`, `failed`).
+    pub fn submitted(&self, log: &str, outcome: &str, n: u64) {
+        self.submissions
+            .get_or_create(&SubmissionLabels {
+                log: log.to_string(),
+                outcome: outcome.to_string(),
+            })
+            .inc_by(n);
+    }
+
     /// The text exposition format.
     pub fn render(&self) -> String {
         let mut out = String::new();

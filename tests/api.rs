@@ -17,13 +17,13 @@ use libtest_mimic::{Arguments, Failed, Trial};
 use reqwest::header::{CACHE_CONTROL, CONTENT_TYPE, RETRY_AFTER, WWW_AUTHENTICATE};
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
-use stele::testkit::pg::pg_policy;
-use stele::testkit::server::{spawn_app, Backend, TestApp};
 use stele_core::merkle::{verify_consistency, verify_inclusion};
 use stele_core::note::{open_checkpoint, Verifier};
 use stele_core::receipt::Receipt;
 use stele_core::tile::decode_bundle;
 use stele_core::{leaf_hash, Hash};
+use stele_testkit::pg::pg_policy;
+use stele_testkit::server::{spawn_app, Backend, TestApp};
 
 type TestResult = anyhow::Result<()>;
 type TestFn = fn(Ctx) -> Pin<Box<dyn Future<Output = TestResult>>>;
@@ -1417,7 +1417,7 @@ async fn serve_embedded_first_start_and_graceful_stop() -> TestResult {
 }
 
 async fn serve_production_requires_a_key() -> TestResult {
-    let db = stele::testkit::pg::fresh_database().await?;
+    let db = stele_testkit::pg::fresh_database().await?;
     let dir = tempfile::tempdir()?;
     let key = dir.path().join("keys/default.skey");
     let key_arg = key.to_str().unwrap_or_default().to_string();

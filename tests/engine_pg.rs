@@ -12,17 +12,16 @@ use std::time::Duration;
 
 use libtest_mimic::{Arguments, Completion, Failed, Trial};
 use stele::engine::agency::new_token;
-use stele::engine::records::parse_record;
-use stele::engine::{
-    Agency, Engine, EngineConfig, Locator, LogConfig, LogError, Record, Submitted,
-};
+use stele::engine::{Agency, Engine, EngineConfig, Integrated, Locator, LogConfig, LogError};
 use stele::metrics::Metrics;
+use stele::names::{AgencyName, LogName};
+use stele::records::{parse_record, Record};
 use stele::storage::postgres::{PgOptions, PostgresStorage};
-use stele::storage::{AgencyRecord, Storage};
-use stele::testkit::pg::{fresh_database, pg_policy, PgPolicy};
+use stele::storage::{AgencyRecord, LogWriter, Storage};
 use stele_core::leaf_hash;
 use stele_core::merkle::{verify_consistency, verify_inclusion};
 use stele_core::note::{open_checkpoint, Signer, Verifier};
+use stele_testkit::pg::{fresh_database, pg_policy, PgPolicy};
 
 const LOG: &str = "default";
 const ORIGIN: &str = "records.example.test/default";
@@ -39,7 +38,7 @@ async fn engine(url: &str, skey: &str) -> anyhow::Result<Arc<Engine>> {
         Arc::new(PostgresStorage::connect(url, PgOptions::default()).await?);
     let signer = Arc::new(Signer::from_skey(skey)?);
     let logs = vec![LogConfig {
-        name: LOG.into(),
+        name: LogName::parse(LOG)?,
         origin: ORIGIN.into(),
         signer,
     }];
@@ -51,7 +50,7 @@ async fn engine(url: &str, skey: &str) -> anyhow::Result<Arc<Engine>> {
 }
 
 async fn add_agency(engine: &Engine, name: &str) -> anyhow::Result<Agency> {
-    let (token, token_hash) = new_token(name);
+    let (token, token_hash) = new_token(&AgencyName::parse(name)?);
     let rec = AgencyRecord {
         name: name.into(),
         token_hash,
@@ -94,7 +93,7 @@ async fn check_log(engine: &Engine) -> TestResult {
     Ok(())
 }
 
-async fn retry_submit(engine: &Engine, agency: &Agency, r: Record) -> anyhow::Result<Submitted> {
+async fn retry_submit(engine: &Engine, agency: &Agency, r: Record) -> anyhow::Result<Integrated> {
     for _ in 0..400 {
         match engine.submit(LOG, agency, r.clone()).await {
             Ok(s) => return Ok(s),
@@ -234,7 +233,7 @@ async fn upgrade_keeps_dedup(url: String) -> TestResult {
     let again = [NewEntry {
         index: 1,
         leaf_hash: leaf_hash(&leaf),
-        leaf: leaf.clone(),
+        leaf: leaf.clone().into(),
         dedup_key: key,
         ts_ms: 0,
     }];

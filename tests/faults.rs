@@ -20,13 +20,13 @@ use anyhow::{anyhow, bail, ensure, Context, Result};
 use libtest_mimic::{Arguments, Failed, Trial};
 use stele::storage::postgres::{PgOptions, PostgresStorage};
 use stele::storage::sqlite::SqliteStorage;
-use stele::testkit::checker::LogChecker;
-use stele::testkit::pg::{fresh_database, pg_policy, require_postgres, TestDb};
-use stele::testkit::process::{
+use stele_core::receipt::Receipt;
+use stele_testkit::checker::LogChecker;
+use stele_testkit::pg::{fresh_database, pg_policy, require_postgres, TestDb};
+use stele_testkit::process::{
     parse_token, parse_vkey, pg_cluster_available, run_stele, PgCluster, ServeOptions,
     ServerProcess,
 };
-use stele_core::receipt::Receipt;
 use tokio::sync::mpsc;
 
 const LOG: &str = "default";
@@ -594,7 +594,7 @@ async fn check_every_signed_checkpoint(
     checker: &mut LogChecker,
     options: &ServeOptions,
 ) -> Result<usize> {
-    use stele::storage::Storage;
+    use stele::storage::LogReader;
     let stored = match (&options.database_url, &options.data_dir) {
         (Some(url), _) => {
             let storage = PostgresStorage::connect(url, PgOptions::default()).await?;

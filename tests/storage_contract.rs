@@ -9,17 +9,18 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, ensure, Context};
-use async_trait::async_trait;
 use libtest_mimic::{Arguments, Completion, Failed, Trial};
 use sha2::{Digest, Sha256};
 use stele::storage::postgres::{PgOptions, PostgresStorage};
 use stele::storage::sqlite::SqliteStorage;
 use stele::storage::{
-    AgencyRecord, Batch, LogState, NewEntry, Storage, StorageError, StoredEntry, WriterLease,
+    AgencyRecord, Batch, LogReader, LogState, LogWriter, NewEntry, Storage, StorageError,
+    StoredEntry, WriterLease,
 };
-use stele::testkit::pg::{fresh_database, pg_policy, PgPolicy, TestDb};
 use stele_core::tile::TileId;
 use stele_core::Hash;
+use stele_testkit::faults::{Faults, Faulty};
+use stele_testkit::pg::{fresh_database, pg_policy, PgPolicy, TestDb};
 
 const LOG: &str = "land";
 const ORIGIN: &str = "records.example.gov/land";
@@ -114,7 +115,7 @@ fn entry(i: u64, tag: &str) -> NewEntry {
         index: i,
         leaf_hash: sha(&[&[0], &leaf]),
         dedup_key: sha(&[tag.as_bytes(), &[0], &i.to_be_bytes()]),
-        leaf,
+        leaf: leaf.into(),
         ts_ms: 1_700_000_000_000 + i as i64,
     }
 }
@@ -201,7 +202,7 @@ async fn check_log(s: &dyn Storage, size: u64) -> anyhow::Result<()> {
             let e = entry(i, "a");
             StoredEntry {
                 index: i,
-                leaf: e.leaf,
+                leaf: e.leaf.to_vec(),
                 leaf_hash: e.leaf_hash,
             }
         })
@@ -857,88 +858,18 @@ async fn readers_never_see_a_partial_batch(f: Fixture) -> anyhow::Result<()> {
     f.finish().await
 }
 
-/// Commits, then reports the database as unreachable: the acknowledgement
-/// was lost after the transaction committed.
-struct LostAck(Arc<dyn Storage>);
-
-#[async_trait]
-impl Storage for LostAck {
-    fn backend(&self) -> &'static str {
-        self.0.backend()
-    }
-    async fn ensure_log(&self, name: &str, origin: &str) -> stele::storage::Result<LogState> {
-        self.0.ensure_log(name, origin).await
-    }
-    async fn log_state(&self, log: &str) -> stele::storage::Result<Option<LogState>> {
-        self.0.log_state(log).await
-    }
-    async fn try_acquire_writer(
-        &self,
-        log: &str,
-    ) -> stele::storage::Result<Option<Box<dyn WriterLease>>> {
-        self.0.try_acquire_writer(log).await
-    }
-    async fn commit_batch(&self, batch: &Batch<'_>) -> stele::storage::Result<()> {
-        self.0.commit_batch(batch).await?;
-        Err(StorageError::Unavailable(
-            "connection reset during COMMIT".into(),
-        ))
-    }
-    async fn find_dedup(
-        &self,
-        log: &str,
-        keys: &[Hash],
-    ) -> stele::storage::Result<Vec<(Hash, u64)>> {
-        self.0.find_dedup(log, keys).await
-    }
-    async fn read_tiles(
-        &self,
-        log: &str,
-        tiles: &[(u8, u64)],
-    ) -> stele::storage::Result<Vec<Option<Vec<u8>>>> {
-        self.0.read_tiles(log, tiles).await
-    }
-    async fn read_entries(
-        &self,
-        log: &str,
-        a: u64,
-        b: u64,
-    ) -> stele::storage::Result<Vec<StoredEntry>> {
-        self.0.read_entries(log, a, b).await
-    }
-    async fn entry_by_leaf_hash(
-        &self,
-        log: &str,
-        h: &Hash,
-    ) -> stele::storage::Result<Option<StoredEntry>> {
-        self.0.entry_by_leaf_hash(log, h).await
-    }
-    async fn checkpoint_at(&self, log: &str, n: u64) -> stele::storage::Result<Option<String>> {
-        self.0.checkpoint_at(log, n).await
-    }
-    async fn checkpoints(&self, log: &str) -> stele::storage::Result<Vec<(u64, String)>> {
-        self.0.checkpoints(log).await
-    }
-    async fn add_agency(&self, a: &AgencyRecord) -> stele::storage::Result<()> {
-        self.0.add_agency(a).await
-    }
-    async fn list_agencies(&self) -> stele::storage::Result<Vec<AgencyRecord>> {
-        self.0.list_agencies().await
-    }
-    async fn agency(&self, name: &str) -> stele::storage::Result<Option<AgencyRecord>> {
-        self.0.agency(name).await
-    }
-    async fn revoke_agency(&self, name: &str) -> stele::storage::Result<bool> {
-        self.0.revoke_agency(name).await
-    }
-    async fn ping(&self) -> stele::storage::Result<()> {
-        self.0.ping().await
-    }
-}
-
 async fn lost_acknowledgement_is_seen_on_reload(f: Fixture) -> anyhow::Result<()> {
     let o = f.open().await?;
-    let faulty = LostAck(o.s());
+    // Commits, then reports the database as unreachable: the
+    // acknowledgement was lost after the transaction committed.
+    let faults = Arc::new(Faults::default());
+    faults
+        .fail_after
+        .store(1, std::sync::atomic::Ordering::SeqCst);
+    let faulty = Faulty {
+        inner: o.s(),
+        f: faults,
+    };
     faulty.ensure_log(LOG, ORIGIN).await?;
     commit(&*o.s(), 0, 20).await?;
     let p = Parts::new(20, 30, "a");

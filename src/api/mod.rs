@@ -42,14 +42,16 @@ pub mod web;
 
 use problem::Problem;
 
-/// Request limits enforced by the HTTP layer.
-#[derive(Clone, Debug)]
+/// Request limits enforced by the HTTP layer (also the `[limits]` section
+/// of the configuration).
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
 pub struct Limits {
-    /// Largest body of a single-record `POST` (bytes).
+    /// Largest body of `POST /logs/{log}/records`, in bytes (`413` above).
     pub max_body_bytes: usize,
-    /// Most records in one bulk request.
+    /// Most records in one `POST /logs/{log}/records/bulk` (at most 1000).
     pub max_bulk_records: usize,
-    /// Largest body of a bulk request (bytes).
+    /// Largest body of a bulk request, in bytes.
     pub max_bulk_body_bytes: usize,
 }
 
@@ -57,7 +59,7 @@ impl Default for Limits {
     fn default() -> Self {
         Limits {
             max_body_bytes: 65_536,
-            max_bulk_records: 1000,
+            max_bulk_records: crate::records::MAX_BULK_RECORDS,
             max_bulk_body_bytes: 16 << 20,
         }
     }
@@ -95,7 +97,7 @@ pub struct AppState {
         ops::metrics,
         ops::openapi_json,
     ),
-    components(schemas(problem::ProblemBody)),
+    components(schemas(crate::wire::Problem)),
     modifiers(&BearerAuth),
     tags(
         (name = "logs", description = "The logs of this deployment"),

@@ -8,22 +8,16 @@ use axum::extract::State;
 use axum::http::{header, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use serde::Serialize;
-use utoipa::{OpenApi, ToSchema};
+use utoipa::OpenApi;
 
-use super::problem::{Problem, ProblemBody};
+use super::problem::Problem;
 use super::AppState;
-
-#[derive(Serialize, ToSchema)]
-pub struct StatusBody {
-    #[schema(example = "ok")]
-    pub status: String,
-}
+use crate::wire;
 
 /// Liveness: the process is up and answering.
-#[utoipa::path(get, path = "/healthz", tag = "operations", responses((status = 200, description = "Alive", body = StatusBody)))]
-pub async fn healthz() -> Json<StatusBody> {
-    Json(StatusBody {
+#[utoipa::path(get, path = "/healthz", tag = "operations", responses((status = 200, description = "Alive", body = wire::Status)))]
+pub async fn healthz() -> Json<wire::Status> {
+    Json(wire::Status {
         status: "ok".into(),
     })
 }
@@ -34,13 +28,13 @@ pub async fn healthz() -> Json<StatusBody> {
     path = "/readyz",
     tag = "operations",
     responses(
-        (status = 200, description = "Ready", body = StatusBody),
-        (status = 503, description = "Not ready; `detail` says why", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 200, description = "Ready", body = wire::Status),
+        (status = 503, description = "Not ready; `detail` says why", body = wire::Problem, content_type = "application/problem+json"),
     )
 )]
-pub async fn readyz(State(state): State<AppState>) -> Result<Json<StatusBody>, Problem> {
+pub async fn readyz(State(state): State<AppState>) -> Result<Json<wire::Status>, Problem> {
     match state.engine.ready().await {
-        Ok(()) => Ok(Json(StatusBody {
+        Ok(()) => Ok(Json(wire::Status {
             status: "ready".into(),
         })),
         Err(reason) => Err(Problem::unavailable(

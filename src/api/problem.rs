@@ -8,33 +8,13 @@
 
 use std::time::Duration;
 
+use crate::engine::LogError;
+use crate::wire;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use serde::Serialize;
-use utoipa::ToSchema;
-
-use crate::engine::LogError;
 
 /// Media type of every error body.
 pub const PROBLEM_JSON: &str = "application/problem+json";
-
-/// An RFC 9457 problem document.
-#[derive(Clone, Debug, Serialize, ToSchema)]
-pub struct ProblemBody {
-    /// Stable problem type, `urn:stele:problem:<slug>`.
-    #[schema(example = "urn:stele:problem:invalid-field")]
-    pub r#type: String,
-    /// Short human-readable summary of the problem type.
-    pub title: String,
-    /// The HTTP status code.
-    pub status: u16,
-    /// What went wrong with this request.
-    pub detail: String,
-    /// For `invalid-field`: the offending field, query parameter or path
-    /// segment (e.g. `type`, `records[3].content_hash`, `tree_size`).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub field: Option<String>,
-}
 
 /// An error response under construction.
 #[derive(Clone, Debug)]
@@ -139,8 +119,8 @@ impl Problem {
         format!("urn:stele:problem:{}", self.slug)
     }
 
-    pub fn body(&self) -> ProblemBody {
-        ProblemBody {
+    pub fn body(&self) -> wire::Problem {
+        wire::Problem {
             r#type: self.type_uri(),
             title: self
                 .status
@@ -175,7 +155,7 @@ impl From<LogError> for Problem {
                 tracing::warn!(detail = %d, "answering 503: storage unavailable");
                 Problem::unavailable(d, UNAVAILABLE_RETRY_AFTER)
             }
-            LogError::Internal(cause) => Problem::internal(cause.as_ref()),
+            LogError::Internal(cause) => Problem::internal((*cause).as_ref()),
         }
     }
 }
@@ -235,7 +215,7 @@ mod tests {
 
     #[test]
     fn internal_hides_the_cause() {
-        let p: Problem = LogError::Internal(anyhow::anyhow!("secret table t_x is corrupt")).into();
+        let p: Problem = LogError::bug("secret table t_x is corrupt").into();
         let body = p.body();
         assert_eq!(body.status, 500);
         assert!(!body.detail.contains("secret"));

@@ -5,14 +5,13 @@ use axum::extract::State;
 use axum::http::{header, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use serde::{Deserialize, Serialize};
 use stele_core::tile::TilePath;
-use utoipa::ToSchema;
 
 use super::extract::{parse_u63, PathParams, QueryPairs};
-use super::problem::{Problem, ProblemBody};
+use super::problem::Problem;
 use super::AppState;
-use crate::engine::{ConsistencyProof, EntryView, InclusionProof, Locator};
+use crate::engine::Locator;
+use crate::wire;
 
 /// `Cache-Control` of full tiles and full entry bundles: they never change.
 pub const CACHE_IMMUTABLE: &str = "public, max-age=31536000, immutable";
@@ -21,109 +20,22 @@ pub const CACHE_PARTIAL: &str = "public, max-age=5";
 /// `Cache-Control` of the checkpoint: always ask again.
 pub const CACHE_CHECKPOINT: &str = "no-cache";
 
-/// One log.
-#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
-pub struct LogBody {
-    /// URL segment of the log.
-    #[schema(example = "default")]
-    pub name: String,
-    /// Checkpoint origin.
-    #[schema(example = "stele.localhost/default")]
-    pub origin: String,
-    /// Verifier key, `<origin>+<key id>+<base64 key>`.
-    pub vkey: String,
-    /// Size of the latest signed checkpoint.
-    pub tree_size: u64,
-}
-
-#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
-pub struct LogsBody {
-    pub logs: Vec<LogBody>,
-}
-
-/// One entry.
-#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
-pub struct EntryBody {
-    pub index: u64,
-    /// The exact leaf bytes.
-    pub leaf: String,
-    /// Hex SHA-256 leaf hash.
-    pub leaf_hash: String,
-}
-
-impl From<EntryView> for EntryBody {
-    fn from(e: EntryView) -> Self {
-        EntryBody {
-            index: e.index,
-            leaf: e.leaf,
-            leaf_hash: e.leaf_hash.to_hex(),
-        }
-    }
-}
-
-/// An inclusion proof.
-#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
-pub struct InclusionBody {
-    pub index: u64,
-    pub tree_size: u64,
-    pub leaf_hash: String,
-    /// Hex hashes.
-    pub inclusion_proof: Vec<String>,
-    /// The checkpoint the log signed at `tree_size`, or null if it signed
-    /// none at exactly that size.
-    pub checkpoint: Option<String>,
-}
-
-impl From<InclusionProof> for InclusionBody {
-    fn from(p: InclusionProof) -> Self {
-        InclusionBody {
-            index: p.index,
-            tree_size: p.tree_size,
-            leaf_hash: p.leaf_hash.to_hex(),
-            inclusion_proof: p.proof.iter().map(|h| h.to_hex()).collect(),
-            checkpoint: p.checkpoint,
-        }
-    }
-}
-
-/// A consistency proof.
-#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
-pub struct ConsistencyBody {
-    pub from: u64,
-    pub to: u64,
-    /// Hex hashes.
-    pub consistency_proof: Vec<String>,
-    /// The checkpoint the log signed at `to`, or null.
-    pub checkpoint: Option<String>,
-}
-
-impl From<ConsistencyProof> for ConsistencyBody {
-    fn from(p: ConsistencyProof) -> Self {
-        ConsistencyBody {
-            from: p.from,
-            to: p.to,
-            consistency_proof: p.proof.iter().map(|h| h.to_hex()).collect(),
-            checkpoint: p.checkpoint,
-        }
-    }
-}
-
 /// List the logs.
-#[utoipa::path(get, path = "/logs", tag = "logs", responses((status = 200, description = "The logs with their verifier keys and sizes", body = LogsBody)))]
-pub async fn logs(State(state): State<AppState>) -> Json<LogsBody> {
+#[utoipa::path(get, path = "/logs", tag = "logs", responses((status = 200, description = "The logs with their verifier keys and sizes", body = wire::Logs)))]
+pub async fn logs(State(state): State<AppState>) -> Json<wire::Logs> {
     let logs = state
         .engine
         .logs()
         .await
         .into_iter()
-        .map(|l| LogBody {
+        .map(|l| wire::LogInfo {
             name: l.name,
             origin: l.origin,
             vkey: l.vkey,
             tree_size: l.tree_size,
         })
         .collect();
-    Json(LogsBody { logs })
+    Json(wire::Logs { logs })
 }
 
 /// The latest signed checkpoint (C2SP signed note).
@@ -134,7 +46,7 @@ pub async fn logs(State(state): State<AppState>) -> Json<LogsBody> {
     params(("log" = String, Path, description = "Log name")),
     responses(
         (status = 200, description = "Signed note text", body = String, content_type = "text/plain; charset=utf-8"),
-        (status = 404, description = "Unknown log", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 404, description = "Unknown log", body = wire::Problem, content_type = "application/problem+json"),
     )
 )]
 pub async fn checkpoint(
@@ -173,7 +85,7 @@ pub async fn checkpoint(
     ),
     responses(
         (status = 200, description = "Tile bytes; full tiles are immutable", body = Vec<u8>, content_type = "application/octet-stream"),
-        (status = 404, description = "Unknown log, bad path, or no such tile", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 404, description = "Unknown log, bad path, or no such tile", body = wire::Problem, content_type = "application/problem+json"),
     )
 )]
 pub async fn tile(
@@ -209,17 +121,17 @@ pub async fn tile(
     tag = "entries",
     params(("log" = String, Path, description = "Log name"), ("index" = u64, Path, description = "Entry index")),
     responses(
-        (status = 200, description = "The entry", body = EntryBody),
-        (status = 404, description = "Unknown log, or index beyond the log", body = ProblemBody, content_type = "application/problem+json"),
-        (status = 422, description = "Index not a decimal integer below 2^63", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 200, description = "The entry", body = wire::Entry),
+        (status = 404, description = "Unknown log, or index beyond the log", body = wire::Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Index not a decimal integer below 2^63", body = wire::Problem, content_type = "application/problem+json"),
     )
 )]
 pub async fn entry(
     State(state): State<AppState>,
     PathParams((log, index)): PathParams<(String, String)>,
-) -> Result<Json<EntryBody>, Problem> {
+) -> Result<Json<wire::Entry>, Problem> {
     let index = parse_u63("index", &index)?;
-    Ok(Json(state.engine.entry(&log, index).await?.into()))
+    Ok(Json(entry_body(state.engine.entry(&log, index).await?)))
 }
 
 /// Look an entry up by its leaf hash.
@@ -232,23 +144,23 @@ pub async fn entry(
         ("leaf_hash" = String, Query, description = "Hex SHA-256 leaf hash"),
     ),
     responses(
-        (status = 200, description = "The entry", body = EntryBody),
-        (status = 404, description = "Unknown log or leaf hash", body = ProblemBody, content_type = "application/problem+json"),
-        (status = 422, description = "Missing or bad leaf_hash", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 200, description = "The entry", body = wire::Entry),
+        (status = 404, description = "Unknown log or leaf hash", body = wire::Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Missing or bad leaf_hash", body = wire::Problem, content_type = "application/problem+json"),
     )
 )]
 pub async fn entry_by_hash(
     State(state): State<AppState>,
     PathParams(log): PathParams<String>,
     query: QueryPairs,
-) -> Result<Json<EntryBody>, Problem> {
+) -> Result<Json<wire::Entry>, Problem> {
     query.only(&["leaf_hash"])?;
     let hash = query
         .hash("leaf_hash")?
         .ok_or_else(|| Problem::invalid("leaf_hash", "leaf_hash is required"))?;
-    Ok(Json(
-        state.engine.entry_by_leaf_hash(&log, &hash).await?.into(),
-    ))
+    Ok(Json(entry_body(
+        state.engine.entry_by_leaf_hash(&log, &hash).await?,
+    )))
 }
 
 /// Inclusion proof of one entry.
@@ -266,16 +178,16 @@ pub async fn entry_by_hash(
         ("tree_size" = Option<u64>, Query, description = "Tree size to prove against (default: latest)"),
     ),
     responses(
-        (status = 200, description = "The proof and the checkpoint it leads to", body = InclusionBody),
-        (status = 404, description = "Unknown log, entry or leaf hash", body = ProblemBody, content_type = "application/problem+json"),
-        (status = 422, description = "Bad parameter, index >= tree_size, or tree_size beyond the log", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 200, description = "The proof and the checkpoint it leads to", body = wire::Inclusion),
+        (status = 404, description = "Unknown log, entry or leaf hash", body = wire::Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Bad parameter, index >= tree_size, or tree_size beyond the log", body = wire::Problem, content_type = "application/problem+json"),
     )
 )]
 pub async fn inclusion(
     State(state): State<AppState>,
     PathParams(log): PathParams<String>,
     query: QueryPairs,
-) -> Result<Json<InclusionBody>, Problem> {
+) -> Result<Json<wire::Inclusion>, Problem> {
     query.only(&["index", "leaf_hash", "tree_size"])?;
     let index = query.u63("index")?;
     let hash = query.hash("leaf_hash")?;
@@ -299,13 +211,14 @@ pub async fn inclusion(
             ));
         }
     }
-    Ok(Json(
-        state
-            .engine
-            .inclusion_proof(&log, at, tree_size)
-            .await?
-            .into(),
-    ))
+    let p = state.engine.inclusion_proof(&log, at, tree_size).await?;
+    Ok(Json(wire::Inclusion {
+        index: p.index,
+        tree_size: p.tree_size,
+        leaf_hash: p.leaf_hash,
+        inclusion_proof: p.proof,
+        checkpoint: p.checkpoint,
+    }))
 }
 
 /// Consistency proof between two tree sizes.
@@ -319,16 +232,16 @@ pub async fn inclusion(
         ("to" = Option<u64>, Query, description = "Newer tree size (default: latest)"),
     ),
     responses(
-        (status = 200, description = "The proof and the checkpoint at `to`", body = ConsistencyBody),
-        (status = 404, description = "Unknown log", body = ProblemBody, content_type = "application/problem+json"),
-        (status = 422, description = "Bad parameter, from > to, or a size beyond the log", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 200, description = "The proof and the checkpoint at `to`", body = wire::Consistency),
+        (status = 404, description = "Unknown log", body = wire::Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Bad parameter, from > to, or a size beyond the log", body = wire::Problem, content_type = "application/problem+json"),
     )
 )]
 pub async fn consistency(
     State(state): State<AppState>,
     PathParams(log): PathParams<String>,
     query: QueryPairs,
-) -> Result<Json<ConsistencyBody>, Problem> {
+) -> Result<Json<wire::Consistency>, Problem> {
     query.only(&["from", "to"])?;
     let from = query
         .u63("from")?
@@ -342,7 +255,19 @@ pub async fn consistency(
             ));
         }
     }
-    Ok(Json(
-        state.engine.consistency_proof(&log, from, to).await?.into(),
-    ))
+    let p = state.engine.consistency_proof(&log, from, to).await?;
+    Ok(Json(wire::Consistency {
+        from: p.from,
+        to: p.to,
+        consistency_proof: p.proof,
+        checkpoint: p.checkpoint,
+    }))
+}
+
+fn entry_body(e: crate::engine::EntryView) -> wire::Entry {
+    wire::Entry {
+        index: e.index,
+        leaf: e.leaf,
+        leaf_hash: e.leaf_hash,
+    }
 }

@@ -12,15 +12,14 @@
 //! the origin and the leaf go through serde_json's string escaper.
 //!
 //! The output is byte for byte what serde_json makes of
-//! [`ReceiptBody`](super::records::ReceiptBody); the tests below hold it to
+//! [`wire::Receipt`](crate::wire::Receipt); the tests below hold it to
 //! that, so the OpenAPI schema and every client keep describing it.
 
 use std::sync::Arc;
 
-use stele_core::leaf_hash;
 use stele_core::tlog_proof::write_head;
 
-use crate::engine::Submitted;
+use crate::engine::Integrated;
 
 /// `s` as a JSON string, quotes included.
 fn json_string(out: &mut Vec<u8>, s: &str) {
@@ -28,7 +27,7 @@ fn json_string(out: &mut Vec<u8>, s: &str) {
 }
 
 /// Roughly the bytes of one receipt (to size the output once).
-fn size_hint(s: &Submitted) -> usize {
+fn size_hint(s: &Integrated) -> usize {
     512 + s.leaf.len() + 2 * s.checkpoint.len() + 112 * s.proof.len()
 }
 
@@ -53,15 +52,15 @@ impl ReceiptWriter {
     }
 
     /// Appends the receipt of `s` as a JSON object.
-    pub(crate) fn write(&mut self, out: &mut Vec<u8>, s: &Submitted) {
+    pub(crate) fn write(&mut self, out: &mut Vec<u8>, s: &Integrated) {
         out.extend_from_slice(b"{\"log\":");
         json_string(out, &s.origin);
         out.extend_from_slice(b",\"index\":");
         out.extend_from_slice(itoa::Buffer::new().format(s.index).as_bytes());
         out.extend_from_slice(b",\"leaf\":");
-        json_string(out, &s.leaf);
+        json_string(out, &s.leaf_text());
         out.extend_from_slice(b",\"leaf_hash\":\"");
-        out.extend_from_slice(&leaf_hash(s.leaf.as_bytes()).hex_bytes());
+        out.extend_from_slice(&s.leaf_hash.hex_bytes());
         out.extend_from_slice(b"\",\"inclusion_proof\":[");
         for (i, h) in s.proof.iter().enumerate() {
             if i > 0 {
@@ -83,14 +82,14 @@ impl ReceiptWriter {
 }
 
 /// The body of a single submission's answer.
-pub(crate) fn receipt(s: &Submitted) -> Vec<u8> {
+pub(crate) fn receipt(s: &Integrated) -> Vec<u8> {
     let mut out = Vec::with_capacity(size_hint(s));
     ReceiptWriter::default().write(&mut out, s);
     out
 }
 
 /// The body of a bulk submission's answer: `{"receipts":[...]}`.
-pub(crate) fn bulk(subs: &[Submitted]) -> Vec<u8> {
+pub(crate) fn bulk(subs: &[Integrated]) -> Vec<u8> {
     let per = subs.first().map_or(0, size_hint);
     let mut out = Vec::with_capacity(16 + per * subs.len());
     let mut w = ReceiptWriter::default();
@@ -108,7 +107,8 @@ pub(crate) fn bulk(subs: &[Submitted]) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::records::{BulkResponse, ReceiptBody};
+    use crate::wire::Receipts;
+    use stele_core::leaf_hash;
 
     fn submitted(
         origin: &str,
@@ -116,11 +116,12 @@ mod tests {
         leaf: &str,
         proof: usize,
         checkpoint: &Arc<str>,
-    ) -> Submitted {
-        Submitted {
+    ) -> Integrated {
+        Integrated {
             origin: origin.into(),
             index,
-            leaf: leaf.into(),
+            leaf: bytes::Bytes::copy_from_slice(leaf.as_bytes()),
+            leaf_hash: leaf_hash(leaf.as_bytes()),
             proof: (0..proof)
                 .map(|i| leaf_hash(format!("{leaf}/{i}").as_bytes()))
                 .collect(),
@@ -129,7 +130,7 @@ mod tests {
         }
     }
 
-    /// Byte for byte what serde_json writes for `ReceiptBody`, including
+    /// Byte for byte what serde_json writes for `wire::Receipt`, including
     /// strings that need escaping (quotes, backslashes, control characters,
     /// non-ASCII) in the origin, the leaf and the checkpoint.
     #[test]
@@ -150,7 +151,7 @@ mod tests {
                     for (index, proof) in [(0u64, 0usize), (1, 1), (u64::MAX, 3), (123_456_789, 24)]
                     {
                         let s = submitted(origin, index, leaf, proof, cp);
-                        let expected = serde_json::to_vec(&ReceiptBody::from(s.receipt())).unwrap();
+                        let expected = serde_json::to_vec(&s.receipt()).unwrap();
                         assert_eq!(
                             String::from_utf8(receipt(&s)).unwrap(),
                             String::from_utf8(expected).unwrap()
@@ -173,8 +174,8 @@ mod tests {
             submitted("origin", 2, "{\"a\":3}", 2, &b),
             submitted("origin", 3, "{\"a\":4}", 2, &a),
         ];
-        let expected = serde_json::to_vec(&BulkResponse {
-            receipts: subs.iter().map(|s| s.receipt().into()).collect(),
+        let expected = serde_json::to_vec(&Receipts {
+            receipts: subs.iter().map(|s| s.receipt()).collect(),
         })
         .unwrap();
         assert_eq!(

@@ -9,80 +9,13 @@
 use axum::extract::State;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use utoipa::ToSchema;
 
 use super::extract::{Bearer, JsonBytes, PathParams};
-use super::problem::{Problem, ProblemBody};
+use super::problem::Problem;
 use super::{receipt_json, AppState};
-use crate::engine::records::{parse_record, parse_strict_json, record_from_value};
-
-/// The body of `POST /logs/{log}/records`. Unknown fields are rejected;
-/// `agency`, `v` and `ts` are set by the server.
-#[derive(Debug, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-#[allow(dead_code)]
-pub struct RecordRequest {
-    /// Record type, dotted lowercase (`land.transfer`).
-    #[schema(example = "land.transfer")]
-    pub r#type: String,
-    /// Public reference (parcel number, facility id), at most 256 characters.
-    #[schema(example = "parcel-4711")]
-    pub subject: Option<String>,
-    /// `sha256:<64 hex>` commitment to a document kept off the log.
-    #[schema(example = "sha256:9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08")]
-    pub content_hash: Option<String>,
-    /// Public metadata, a JSON object of at most 8 KiB canonical.
-    #[schema(value_type = Option<Object>)]
-    pub attributes: Option<Value>,
-}
-
-/// The body of `POST /logs/{log}/records/bulk`.
-#[derive(Debug, Deserialize, ToSchema)]
-#[allow(dead_code)]
-pub struct BulkRequest {
-    /// Up to 1,000 records; one invalid record rejects the whole request.
-    pub records: Vec<RecordRequest>,
-}
-
-/// A receipt: verifiable offline with the log's vkey alone.
-#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
-pub struct ReceiptBody {
-    /// The log's origin.
-    pub log: String,
-    pub index: u64,
-    /// The exact leaf bytes (canonical JSON of the record).
-    pub leaf: String,
-    /// Hex SHA-256 leaf hash (RFC 6962).
-    pub leaf_hash: String,
-    /// Hex hashes from the leaf up to the checkpoint's root.
-    pub inclusion_proof: Vec<String>,
-    /// The signed checkpoint note covering the record.
-    pub checkpoint: String,
-    /// The same proof as C2SP `tlog-proof@v1` text.
-    pub tlog_proof: String,
-}
-
-impl From<stele_core::receipt::Receipt> for ReceiptBody {
-    fn from(r: stele_core::receipt::Receipt) -> Self {
-        ReceiptBody {
-            log: r.log,
-            index: r.index,
-            leaf: r.leaf,
-            leaf_hash: r.leaf_hash,
-            inclusion_proof: r.inclusion_proof,
-            checkpoint: r.checkpoint,
-            tlog_proof: r.tlog_proof,
-        }
-    }
-}
-
-/// The answer to a bulk submission, one receipt per record, in order.
-#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
-pub struct BulkResponse {
-    pub receipts: Vec<ReceiptBody>,
-}
+use crate::records::{parse_record, parse_strict_json, record_from_value};
+use crate::wire;
 
 /// Submit a record.
 ///
@@ -94,19 +27,19 @@ pub struct BulkResponse {
     path = "/logs/{log}/records",
     tag = "records",
     params(("log" = String, Path, description = "Log name")),
-    request_body(content = RecordRequest, content_type = "application/json"),
+    request_body(content = wire::RecordRequest, content_type = "application/json"),
     security(("bearer" = [])),
     responses(
-        (status = 201, description = "Recorded", body = ReceiptBody),
-        (status = 200, description = "Duplicate: the existing record's receipt", body = ReceiptBody),
-        (status = 400, description = "Not UTF-8, not JSON, or not an object", body = ProblemBody, content_type = "application/problem+json"),
-        (status = 401, description = "Missing, unknown or revoked token", body = ProblemBody, content_type = "application/problem+json"),
-        (status = 403, description = "Record type not allowed for this agency", body = ProblemBody, content_type = "application/problem+json"),
-        (status = 404, description = "Unknown log", body = ProblemBody, content_type = "application/problem+json"),
-        (status = 413, description = "Body or attributes too large", body = ProblemBody, content_type = "application/problem+json"),
-        (status = 415, description = "Content type is not application/json", body = ProblemBody, content_type = "application/problem+json"),
-        (status = 422, description = "Invalid or unknown field", body = ProblemBody, content_type = "application/problem+json"),
-        (status = 503, description = "Pushback or database unavailable; see Retry-After", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 201, description = "Recorded", body = wire::Receipt),
+        (status = 200, description = "Duplicate: the existing record's receipt", body = wire::Receipt),
+        (status = 400, description = "Not UTF-8, not JSON, or not an object", body = wire::Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Missing, unknown or revoked token", body = wire::Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Record type not allowed for this agency", body = wire::Problem, content_type = "application/problem+json"),
+        (status = 404, description = "Unknown log", body = wire::Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Body or attributes too large", body = wire::Problem, content_type = "application/problem+json"),
+        (status = 415, description = "Content type is not application/json", body = wire::Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid or unknown field", body = wire::Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Pushback or database unavailable; see Retry-After", body = wire::Problem, content_type = "application/problem+json"),
     )
 )]
 pub async fn submit(
@@ -136,19 +69,19 @@ pub async fn submit(
     path = "/logs/{log}/records/bulk",
     tag = "records",
     params(("log" = String, Path, description = "Log name")),
-    request_body(content = BulkRequest, content_type = "application/json"),
+    request_body(content = wire::BulkRequest, content_type = "application/json"),
     security(("bearer" = [])),
     responses(
-        (status = 201, description = "Recorded", body = BulkResponse),
-        (status = 200, description = "Every record was a duplicate", body = BulkResponse),
-        (status = 400, description = "Malformed body or record", body = ProblemBody, content_type = "application/problem+json"),
-        (status = 401, description = "Missing, unknown or revoked token", body = ProblemBody, content_type = "application/problem+json"),
-        (status = 403, description = "A record type is not allowed for this agency", body = ProblemBody, content_type = "application/problem+json"),
-        (status = 404, description = "Unknown log", body = ProblemBody, content_type = "application/problem+json"),
-        (status = 413, description = "Body, a record's attributes, or the number of records too large", body = ProblemBody, content_type = "application/problem+json"),
-        (status = 415, description = "Content type is not application/json", body = ProblemBody, content_type = "application/problem+json"),
-        (status = 422, description = "Invalid or unknown field", body = ProblemBody, content_type = "application/problem+json"),
-        (status = 503, description = "Pushback or database unavailable; see Retry-After", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 201, description = "Recorded", body = wire::Receipts),
+        (status = 200, description = "Every record was a duplicate", body = wire::Receipts),
+        (status = 400, description = "Malformed body or record", body = wire::Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Missing, unknown or revoked token", body = wire::Problem, content_type = "application/problem+json"),
+        (status = 403, description = "A record type is not allowed for this agency", body = wire::Problem, content_type = "application/problem+json"),
+        (status = 404, description = "Unknown log", body = wire::Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Body, a record's attributes, or the number of records too large", body = wire::Problem, content_type = "application/problem+json"),
+        (status = 415, description = "Content type is not application/json", body = wire::Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid or unknown field", body = wire::Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Pushback or database unavailable; see Retry-After", body = wire::Problem, content_type = "application/problem+json"),
     )
 )]
 pub async fn submit_bulk(
@@ -175,7 +108,7 @@ pub async fn submit_bulk(
 }
 
 /// A JSON body written by `receipt_json` (the same bytes as `Json` of
-/// `ReceiptBody` / `BulkResponse` would give).
+/// `Receipt` / `Receipts` would give).
 fn json_response(status: StatusCode, body: Vec<u8>) -> Response {
     (
         status,

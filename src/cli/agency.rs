@@ -13,7 +13,8 @@ use anyhow::bail;
 use clap::Subcommand;
 
 use crate::config::{Config, Overrides};
-use crate::engine::agency::{new_token, valid_agency_name};
+use crate::engine::agency::{new_token, valid_type_pattern};
+use crate::names::AgencyName;
 use crate::storage::{AgencyRecord, StorageError};
 
 /// Command-line arguments of `stele agency`.
@@ -37,7 +38,7 @@ pub enum Action {
     /// Register an agency and print its bearer token (shown only once).
     Add {
         /// Agency id, `[a-z0-9-]+`; appears as `agency` in its records.
-        name: String,
+        name: AgencyName,
         /// Record types it may submit: `land.transfer`, `land.*` or `*`
         /// (default: all).
         #[arg(long = "types", value_name = "PATTERN", num_args = 1..)]
@@ -60,12 +61,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
 }
 
 async fn run_action(config: &Config, action: Action) -> anyhow::Result<ExitCode> {
-    let storage = super::serve::open_storage(config).await?;
+    let storage = crate::storage::open(&config.storage_location()).await?;
     match action {
         Action::Add { name, types } => {
-            if !valid_agency_name(&name) {
-                bail!("agency name {name:?} must match [a-z0-9-]+ (at most 64 characters)");
-            }
             for t in &types {
                 if !valid_type_pattern(t) {
                     bail!("type pattern {t:?} must be `*`, `prefix.*` or a dotted lowercase type");
@@ -73,7 +71,7 @@ async fn run_action(config: &Config, action: Action) -> anyhow::Result<ExitCode>
             }
             let (token, token_hash) = new_token(&name);
             let record = AgencyRecord {
-                name: name.clone(),
+                name: name.to_string(),
                 token_hash,
                 types,
                 revoked: false,
@@ -113,30 +111,4 @@ async fn run_action(config: &Config, action: Action) -> anyhow::Result<ExitCode>
         }
     }
     Ok(ExitCode::SUCCESS)
-}
-
-/// `*`, `prefix.*`, or an exact dotted lowercase type.
-fn valid_type_pattern(p: &str) -> bool {
-    let body = p.strip_suffix(".*").unwrap_or(p);
-    p == "*"
-        || (!body.is_empty()
-            && body.split('.').all(|seg| {
-                !seg.is_empty()
-                    && seg
-                        .bytes()
-                        .all(|b| matches!(b, b'a'..=b'z' | b'0'..=b'9' | b'_' | b'-'))
-            }))
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn type_patterns() {
-        for ok in ["*", "land.*", "land.transfer", "health.vaccination"] {
-            assert!(super::valid_type_pattern(ok), "{ok}");
-        }
-        for bad in ["", ".*", "Land", "land..x", "land.", "a b", "*.land"] {
-            assert!(!super::valid_type_pattern(bad), "{bad}");
-        }
-    }
 }

@@ -20,7 +20,14 @@ use stele_core::tile::{decode_bundle, partial_tiles, TileId, TilePath, TreeBuild
 use stele_core::{leaf_hash, Hash};
 
 use super::client::LogClient;
-use super::monitor::Alarm;
+
+/// The log misbehaved: the report, and the evidence (what the monitor and
+/// the audit raise).
+#[derive(Debug)]
+pub struct Alarm {
+    pub what: String,
+    pub evidence: String,
+}
 
 /// Bundles fetched and hashed between two saves of the progress.
 const CHUNK_BUNDLES: u64 = 512;

@@ -11,6 +11,8 @@ use stele_core::note::Verifier;
 use stele_core::tile::{TileId, TilePath};
 use stele_core::Hash;
 
+use crate::wire;
+
 /// Runs a future to completion on a fresh current-thread runtime (on its
 /// own thread when called from inside a runtime, where blocking is not
 /// allowed).
@@ -62,19 +64,19 @@ pub fn problem_message(
     body: &[u8],
 ) -> String {
     let mut msg = format!("HTTP {status}");
-    match serde_json::from_slice::<serde_json::Value>(body) {
-        Ok(v) if v.is_object() => {
-            let get = |k: &str| v.get(k).and_then(|x| x.as_str()).map(str::to_string);
-            if let Some(t) = get("title") {
+    match serde_json::from_slice::<wire::Problem>(body) {
+        Ok(p) => {
+            let present = |s: &str| (!s.is_empty()).then(|| s.to_string());
+            if let Some(t) = present(&p.title) {
                 msg.push_str(&format!(": {t}"));
             }
-            if let Some(f) = get("field") {
+            if let Some(f) = p.field {
                 msg.push_str(&format!(" [field {f}]"));
             }
-            if let Some(d) = get("detail") {
+            if let Some(d) = present(&p.detail) {
                 msg.push_str(&format!(" — {d}"));
             }
-            if let Some(t) = get("type") {
+            if let Some(t) = present(&p.r#type) {
                 msg.push_str(&format!(" ({t})"));
             }
         }
@@ -162,6 +164,13 @@ impl LogClient {
         Ok(body)
     }
 
+    /// GETs `rel` under the log and parses its JSON as `T`.
+    pub async fn get_json<T: serde::de::DeserializeOwned>(&self, rel: &str) -> anyhow::Result<T> {
+        let body = self.get(rel).await?;
+        serde_json::from_slice(&body)
+            .with_context(|| format!("GET {}: not the expected JSON", self.url(rel)))
+    }
+
     /// The latest checkpoint note (`<base>/checkpoint`), unverified.
     pub async fn checkpoint(&self) -> anyhow::Result<String> {
         let body = self.get("checkpoint").await?;
@@ -172,22 +181,8 @@ impl LogClient {
     /// A consistency proof from `from` to `to` (unverified).
     pub async fn consistency(&self, from: u64, to: u64) -> anyhow::Result<Vec<Hash>> {
         let rel = format!("proofs/consistency?from={from}&to={to}");
-        let body = self.get(&rel).await?;
-        let v: serde_json::Value = serde_json::from_slice(&body)
-            .with_context(|| format!("GET {}: not JSON", self.url(&rel)))?;
-        let proof = v
-            .get("consistency_proof")
-            .and_then(|p| p.as_array())
-            .ok_or_else(|| anyhow!("GET {}: no consistency_proof array", self.url(&rel)))?;
-        proof
-            .iter()
-            .map(|h| {
-                let s = h
-                    .as_str()
-                    .ok_or_else(|| anyhow!("consistency proof hash is not a string"))?;
-                Hash::from_hex(s).map_err(|e| anyhow!("consistency proof: {e}"))
-            })
-            .collect()
+        let answer: wire::Consistency = self.get_json(&rel).await?;
+        Ok(answer.consistency_proof)
     }
 
     /// A hash tile or entry bundle at exactly the width asked. When a

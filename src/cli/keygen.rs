@@ -1,11 +1,11 @@
 //! `stele keygen`: a fresh Ed25519 signing key for a log.
 
-use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::Context;
 use stele_core::note::Signer;
+
+use super::files::write_secret_file;
 
 /// Command-line arguments of `stele keygen`.
 #[derive(Debug, clap::Args)]
@@ -39,33 +39,4 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
-}
-
-/// Creates `path` (and its parent directories) with `contents`, readable
-/// only by the owner. Fails if the file exists.
-pub fn write_secret_file(path: &Path, contents: &str) -> anyhow::Result<()> {
-    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-        std::fs::create_dir_all(parent)
-            .with_context(|| format!("creating {}", parent.display()))?;
-    }
-    let mut opts = std::fs::OpenOptions::new();
-    opts.write(true).create_new(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        opts.mode(0o600);
-    }
-    let mut f = opts.open(path).map_err(|e| {
-        if e.kind() == std::io::ErrorKind::AlreadyExists {
-            anyhow::anyhow!(
-                "{} already exists; refusing to overwrite a key",
-                path.display()
-            )
-        } else {
-            anyhow::Error::new(e).context(format!("creating {}", path.display()))
-        }
-    })?;
-    f.write_all(contents.as_bytes())?;
-    f.sync_all()?;
-    Ok(())
 }

@@ -21,9 +21,9 @@ use stele_core::merkle::verify_consistency;
 use stele_core::note::{open_checkpoint, Verifier};
 use stele_core::Hash;
 
-use super::audit::{audit, AuditState};
+use super::audit::{audit, Alarm, AuditState};
 use super::client::{block_on, describe_key, load_verifier, LogClient};
-use super::submit::write_atomic;
+use super::files::write_atomic;
 
 /// Command-line arguments of `stele monitor`.
 #[derive(Debug, clap::Args)]
@@ -87,13 +87,6 @@ impl State {
     fn save(&self, path: &Path) -> anyhow::Result<()> {
         write_atomic(path, &serde_json::to_vec_pretty(self)?)
     }
-}
-
-/// The log misbehaved: the report, and the evidence.
-#[derive(Debug)]
-pub struct Alarm {
-    pub what: String,
-    pub evidence: String,
 }
 
 /// What one poll found.

@@ -22,11 +22,12 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use stele_core::note::Signer;
 
-use crate::api::{self, AppState, Limits};
+use crate::api::{self, AppState};
 use crate::config::{Config, Overrides};
 use crate::engine::{Engine, LogConfig};
 use crate::metrics::Metrics;
-use crate::storage::{AgencyRecord, Storage};
+use crate::names::AgencyName;
+use crate::storage::{Agencies, AgencyRecord};
 
 /// Command-line arguments of `stele serve`.
 #[derive(Debug, Default, clap::Args)]
@@ -74,22 +75,17 @@ pub async fn serve(config: Config, addr_file: Option<PathBuf>) -> anyhow::Result
     // Keys first: a production start with a missing key fails before it
     // touches the database.
     let logs = load_logs(&config)?;
-    let storage = open_storage(&config).await?;
+    let settings = config.settings();
+    let storage = crate::storage::open(&settings.storage).await?;
     let metrics = Arc::new(Metrics::new());
-    let engine = Engine::start(
-        storage.clone(),
-        logs,
-        config.engine_config(),
-        metrics.clone(),
-    )
-    .await?;
+    let engine = Engine::start(storage.clone(), logs, settings.engine, metrics.clone()).await?;
     if config.embedded() {
         ensure_demo_agency(storage.as_ref()).await?;
     }
 
-    let listener = tokio::net::TcpListener::bind(config.listen)
+    let listener = tokio::net::TcpListener::bind(settings.listen)
         .await
-        .with_context(|| format!("binding {}", config.listen))?;
+        .with_context(|| format!("binding {}", settings.listen))?;
     let addr = listener.local_addr()?;
     if let Some(path) = &addr_file {
         write_addr_file(path, addr)?;
@@ -99,7 +95,7 @@ pub async fn serve(config: Config, addr_file: Option<PathBuf>) -> anyhow::Result
     let state = AppState {
         engine: engine.clone(),
         metrics,
-        limits: limits(&config),
+        limits: settings.limits,
     };
     let (drained_tx, drained_rx) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(api::serve(listener, api::router(state), async move {
@@ -128,45 +124,6 @@ pub async fn serve(config: Config, addr_file: Option<PathBuf>) -> anyhow::Result
     Ok(())
 }
 
-/// The HTTP limits from the configuration.
-pub fn limits(config: &Config) -> Limits {
-    Limits {
-        max_body_bytes: config.limits.max_body_bytes,
-        max_bulk_records: config.limits.max_bulk_records,
-        max_bulk_body_bytes: config.limits.max_bulk_body_bytes,
-    }
-}
-
-/// Opens the configured storage: PostgreSQL when `database_url` is set,
-/// else SQLite under `data_dir` (created if missing). Migrations run here.
-pub async fn open_storage(config: &Config) -> anyhow::Result<Arc<dyn Storage>> {
-    use crate::storage::postgres::{PgOptions, PostgresStorage};
-    use crate::storage::sqlite::SqliteStorage;
-    match &config.database_url {
-        Some(url) => {
-            let opts = PgOptions {
-                max_connections: config.db.max_connections,
-                acquire_timeout: Duration::from_millis(config.db.acquire_timeout_ms),
-                ..PgOptions::default()
-            };
-            let storage = PostgresStorage::connect(url, opts)
-                .await
-                .with_context(|| format!("connecting to {}", config.describe_storage()))?;
-            Ok(Arc::new(storage))
-        }
-        None => {
-            std::fs::create_dir_all(&config.data_dir).with_context(|| {
-                format!("creating data directory {}", config.data_dir.display())
-            })?;
-            let path = config.sqlite_path();
-            let storage = SqliteStorage::open(&path)
-                .await
-                .with_context(|| format!("opening {}", path.display()))?;
-            Ok(Arc::new(storage))
-        }
-    }
-}
-
 /// Reads (embedded mode: creates if missing) every log's signing key.
 pub fn load_logs(config: &Config) -> anyhow::Result<Vec<LogConfig>> {
     let mut out = Vec::with_capacity(config.logs.len());
@@ -181,7 +138,7 @@ pub fn load_logs(config: &Config) -> anyhow::Result<Vec<LogConfig>> {
             let (signer, skey) = Signer::generate(&log.origin).map_err(|e| {
                 anyhow::anyhow!("cannot make a key for origin {:?}: {e}", log.origin)
             })?;
-            super::keygen::write_secret_file(&path, &format!("{skey}\n"))?;
+            super::files::write_secret_file(&path, &format!("{skey}\n"))?;
             tracing::info!(log = %log.name, key_file = %path.display(), vkey = %signer.vkey(), "generated a signing key");
             signer
         } else {
@@ -214,13 +171,14 @@ pub fn load_logs(config: &Config) -> anyhow::Result<Vec<LogConfig>> {
 
 /// Embedded mode, first start: registers agency `demo` (all record types)
 /// and prints its token once, so a newcomer can submit at once.
-async fn ensure_demo_agency(storage: &dyn Storage) -> anyhow::Result<()> {
+async fn ensure_demo_agency(storage: &dyn Agencies) -> anyhow::Result<()> {
     if !storage.list_agencies().await?.is_empty() {
         return Ok(());
     }
-    let (token, token_hash) = crate::engine::agency::new_token("demo");
+    let demo = AgencyName::parse("demo").expect("a valid name");
+    let (token, token_hash) = crate::engine::agency::new_token(&demo);
     let record = AgencyRecord {
-        name: "demo".into(),
+        name: demo.to_string(),
         token_hash,
         types: vec![],
         revoked: false,

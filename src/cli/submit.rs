@@ -14,6 +14,7 @@ use anyhow::{bail, Context};
 use stele_core::receipt::Receipt;
 
 use super::client::{block_on, describe_key, load_verifier, problem_message, LogClient};
+use super::files::write_atomic;
 
 /// Command-line arguments of `stele submit`.
 #[derive(Debug, clap::Args)]
@@ -184,26 +185,6 @@ fn destination(file: &Path, out: Option<&Path>, index: u64) -> (PathBuf, String)
     (dir, stem)
 }
 
-/// Writes `data` to `path` through a temporary file in the same directory,
-/// synced and renamed: readers see the old file or the whole new one.
-pub(crate) fn write_atomic(path: &Path, data: &[u8]) -> anyhow::Result<()> {
-    use std::io::Write;
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d,
-        _ => Path::new("."),
-    };
-    let mut tmp = tempfile::NamedTempFile::new_in(dir)
-        .with_context(|| format!("creating a file in {}", dir.display()))?;
-    tmp.write_all(data)?;
-    tmp.as_file().sync_all()?;
-    tmp.persist(path)
-        .with_context(|| format!("writing {}", path.display()))?;
-    if let Ok(d) = std::fs::File::open(dir) {
-        let _ = d.sync_all();
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -226,15 +207,5 @@ mod tests {
             destination(Path::new("x.json"), Some(Path::new("r")), 7),
             (PathBuf::from("r"), "x".to_string())
         );
-    }
-
-    #[test]
-    fn atomic_write_replaces_whole_file() {
-        let d = tempfile::tempdir().unwrap();
-        let p = d.path().join("f");
-        write_atomic(&p, b"one").unwrap();
-        write_atomic(&p, b"two").unwrap();
-        assert_eq!(std::fs::read(&p).unwrap(), b"two");
-        assert_eq!(std::fs::read_dir(d.path()).unwrap().count(), 1);
     }
 }

@@ -10,31 +10,30 @@ use std::time::{Duration, Instant};
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
-use rand::RngCore;
+use rand_core::RngCore;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-use crate::engine::records::MAX_AGENCY_LEN;
-use crate::engine::{Agency, LogError};
-use crate::storage::{Storage, StorageError};
+use super::LogError;
+use crate::names::AgencyName;
+use crate::storage::Agencies;
 
 const BAD_TOKEN: &str = "unknown, revoked or malformed token";
 
-/// A fresh token for `agency` and the hash to store for it.
-pub fn new_token(agency: &str) -> (String, [u8; 32]) {
-    let mut secret = [0u8; 32];
-    rand::rngs::OsRng.fill_bytes(&mut secret);
-    let token = format!("{agency}.{}", URL_SAFE_NO_PAD.encode(secret));
-    (token, Sha256::digest(secret).into())
+/// An authenticated agency.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Agency {
+    pub name: AgencyName,
+    /// Record-type patterns it may submit (see [`type_allowed`]).
+    pub types: Vec<String>,
 }
 
-/// Agency names: `[a-z0-9-]+`, at most 64 characters.
-pub fn valid_agency_name(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= MAX_AGENCY_LEN
-        && name
-            .bytes()
-            .all(|b| matches!(b, b'a'..=b'z' | b'0'..=b'9' | b'-'))
+/// A fresh token for `agency` and the hash to store for it.
+pub fn new_token(agency: &AgencyName) -> (String, [u8; 32]) {
+    let mut secret = [0u8; 32];
+    rand_core::OsRng.fill_bytes(&mut secret);
+    let token = format!("{agency}.{}", URL_SAFE_NO_PAD.encode(secret));
+    (token, Sha256::digest(secret).into())
 }
 
 /// Whether `patterns` allow record type `t`. Patterns: `*` (everything),
@@ -55,16 +54,29 @@ pub fn type_allowed(patterns: &[String], t: &str) -> bool {
         })
 }
 
+/// `*`, `prefix.*`, or an exact dotted lowercase type.
+pub fn valid_type_pattern(p: &str) -> bool {
+    let body = p.strip_suffix(".*").unwrap_or(p);
+    p == "*"
+        || (!body.is_empty()
+            && body.split('.').all(|seg| {
+                !seg.is_empty()
+                    && seg
+                        .bytes()
+                        .all(|b| matches!(b, b'a'..=b'z' | b'0'..=b'9' | b'_' | b'-'))
+            }))
+}
+
 /// Verifies tokens against storage, remembering good answers for a while.
 pub(crate) struct Authenticator {
-    storage: Arc<dyn Storage>,
+    storage: Arc<dyn Agencies>,
     ttl: Duration,
     /// SHA-256 of the whole token → (agency, when it was checked).
     cache: quick_cache::sync::Cache<[u8; 32], (Agency, Instant)>,
 }
 
 impl Authenticator {
-    pub(crate) fn new(storage: Arc<dyn Storage>, ttl: Duration) -> Self {
+    pub(crate) fn new(storage: Arc<dyn Agencies>, ttl: Duration) -> Self {
         Authenticator {
             storage,
             ttl,
@@ -85,15 +97,15 @@ impl Authenticator {
         let (name, secret) = token
             .split_once('.')
             .ok_or_else(|| LogError::Unauthorized(BAD_TOKEN.into()))?;
-        if !valid_agency_name(name) {
+        let Ok(name) = AgencyName::parse(name) else {
             return Err(LogError::Unauthorized(BAD_TOKEN.into()));
-        }
+        };
         let secret = match URL_SAFE_NO_PAD.decode(secret) {
             Ok(s) if s.len() == 32 => s,
             _ => return Err(LogError::Unauthorized(BAD_TOKEN.into())),
         };
         let presented: [u8; 32] = Sha256::digest(&secret).into();
-        let record = self.storage.agency(name).await.map_err(storage_error)?;
+        let record = self.storage.agency(&name).await?;
         // Compare against something even when the agency is unknown, so the
         // two failures cost the same.
         let stored = record.as_ref().map_or([0xa5; 32], |r| r.token_hash);
@@ -101,7 +113,7 @@ impl Authenticator {
         match record {
             Some(r) if matches && !r.revoked => {
                 let agency = Agency {
-                    name: r.name,
+                    name,
                     types: r.types,
                 };
                 if !self.ttl.is_zero() {
@@ -115,26 +127,30 @@ impl Authenticator {
     }
 }
 
-fn storage_error(e: StorageError) -> LogError {
-    match e {
-        StorageError::Unavailable(m) => LogError::Unavailable(format!("database unavailable: {m}")),
-        other => LogError::Internal(other.into()),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn tokens_have_the_documented_shape() {
-        let (token, hash) = new_token("land-registry");
+        let (token, hash) = new_token(&AgencyName::parse("land-registry").unwrap());
         let (name, secret) = token.split_once('.').unwrap();
         assert_eq!(name, "land-registry");
         let bytes = URL_SAFE_NO_PAD.decode(secret).unwrap();
         assert_eq!(bytes.len(), 32);
         assert_eq!(<[u8; 32]>::from(Sha256::digest(&bytes)), hash);
-        assert_ne!(new_token("x").0, new_token("x").0);
+        let x = AgencyName::parse("x").unwrap();
+        assert_ne!(new_token(&x).0, new_token(&x).0);
+    }
+
+    #[test]
+    fn type_pattern_syntax() {
+        for ok in ["*", "land.*", "land.transfer", "health.vaccination"] {
+            assert!(valid_type_pattern(ok), "{ok}");
+        }
+        for bad in ["", ".*", "Land", "land..x", "land.", "a b", "*.land"] {
+            assert!(!valid_type_pattern(bad), "{bad}");
+        }
     }
 
     #[test]
@@ -152,15 +168,5 @@ mod tests {
         ));
         assert!(!type_allowed(&p(&["land.transfer"]), "land.transfers"));
         assert!(!type_allowed(&p(&["health.*"]), "land.transfer"));
-    }
-
-    #[test]
-    fn agency_names() {
-        assert!(valid_agency_name("land-registry-2"));
-        assert!(!valid_agency_name(""));
-        assert!(!valid_agency_name("Land"));
-        assert!(!valid_agency_name("a.b"));
-        assert!(!valid_agency_name(&"a".repeat(65)));
-        assert!(valid_agency_name(&"a".repeat(64)));
     }
 }

@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
-use crate::engine::disk_cache::DiskTier;
+use super::disk_cache::DiskTier;
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub(crate) enum Kind {
@@ -38,9 +38,20 @@ impl quick_cache::Weighter<Key, Bytes> for ByBytes {
     }
 }
 
+/// A full hash tile and its interior, as the disk tier keeps them.
+pub(crate) struct DiskWrite {
+    pub level: u8,
+    pub index: u64,
+    pub tile: Bytes,
+    pub interior: Bytes,
+}
+
 pub(crate) struct TileCache {
     inner: quick_cache::sync::Cache<Key, Bytes, ByBytes>,
-    disk: Option<DiskTier>,
+    /// Read and written only on tokio's blocking threads
+    /// ([`TileCache::read_disk`], [`TileCache::write_disk`]), never on an
+    /// async worker: a `pread` is a disk read once the page cache is cold.
+    disk: Option<Arc<DiskTier>>,
     /// Log name → the number the disk tier knows it by.
     log_numbers: HashMap<Arc<str>, u16>,
 }
@@ -51,7 +62,7 @@ impl TileCache {
         let items = (bytes / 8192).clamp(16, 1 << 20) as usize;
         TileCache {
             inner: quick_cache::sync::Cache::with_weighter(items, bytes, ByBytes),
-            disk,
+            disk: disk.map(Arc::new),
             log_numbers: logs
                 .iter()
                 .zip(0u16..)
@@ -60,67 +71,95 @@ impl TileCache {
         }
     }
 
-    /// From memory; full hash tiles and interiors also from the disk tier
-    /// (see [`TileCache::hash_tile`]).
+    /// From memory.
     pub(crate) fn get(&self, key: &Key) -> Option<Bytes> {
-        if let Some(v) = self.inner.get(key) {
-            return Some(v);
-        }
-        if key.kind == Kind::Entries {
-            return None;
-        }
-        let (tile, interior) = self.read_disk(key)?;
-        Some(if key.kind == Kind::Hash {
-            tile
-        } else {
-            interior
-        })
+        self.inner.get(key)
     }
 
-    /// The full hash tile `key` (of kind `Hash`) and its interior if cached.
-    /// A disk-tier hit yields both at once, and brings both back into memory.
+    /// The full hash tile `key` (of kind `Hash`) from memory, with its
+    /// interior if that is in memory too.
     pub(crate) fn hash_tile(&self, key: &Key) -> Option<(Bytes, Option<Bytes>)> {
         debug_assert_eq!(key.kind, Kind::Hash);
-        if let Some(tile) = self.inner.get(key) {
-            let interior = self.inner.get(&Key {
-                kind: Kind::Interior,
-                ..key.clone()
-            });
-            return Some((tile, interior));
-        }
-        self.read_disk(key).map(|(t, i)| (t, Some(i)))
-    }
-
-    /// A tile and its interior from the disk tier, put back into memory.
-    fn read_disk(&self, key: &Key) -> Option<(Bytes, Bytes)> {
-        let disk = self.disk.as_ref()?;
-        let log = *self.log_numbers.get(&key.log)?;
-        let (tile, interior) = disk.get(log, key.level, key.index)?;
-        let mut k = key.clone();
-        k.kind = Kind::Hash;
-        self.inner.insert(k.clone(), tile.clone());
-        k.kind = Kind::Interior;
-        self.inner.insert(k, interior.clone());
+        let tile = self.inner.get(key)?;
+        let interior = self.inner.get(&Key {
+            kind: Kind::Interior,
+            ..key.clone()
+        });
         Some((tile, interior))
     }
 
-    /// Caches the interior of the full hash tile `tile`, in memory and in
-    /// the disk tier (with the tile).
-    pub(crate) fn insert_interior(&self, key: Key, tile: &[u8], interior: Bytes) {
-        debug_assert_eq!(key.kind, Kind::Interior);
-        if let (Some(disk), Some(&log)) = (&self.disk, self.log_numbers.get(&key.log)) {
-            disk.put(log, key.level, key.index, tile, &interior);
+    /// Whether there is a disk tier that could hold this log's tiles.
+    pub(crate) fn has_disk(&self, log: &Arc<str>) -> bool {
+        self.disk.is_some() && self.log_numbers.contains_key(log)
+    }
+
+    /// Full hash tiles `(level, index)` of `log` with their interiors from
+    /// the disk tier, in one trip to a blocking thread; hits are put back
+    /// into memory.
+    pub(crate) async fn read_disk(
+        &self,
+        log: &Arc<str>,
+        tiles: Vec<(u8, u64)>,
+    ) -> Vec<Option<(Bytes, Bytes)>> {
+        let (Some(disk), Some(&n)) = (self.disk.clone(), self.log_numbers.get(log)) else {
+            return vec![None; tiles.len()];
+        };
+        let keys = tiles.clone();
+        let got = tokio::task::spawn_blocking(move || {
+            keys.iter()
+                .map(|&(level, index)| disk.get(n, level, index))
+                .collect::<Vec<_>>()
+        })
+        .await
+        .unwrap_or_else(|e| {
+            tracing::warn!("tile disk cache: read task failed: {e}");
+            vec![None; tiles.len()]
+        });
+        for (&(level, index), hit) in tiles.iter().zip(&got) {
+            if let Some((tile, interior)) = hit {
+                let mut k = Key {
+                    log: log.clone(),
+                    kind: Kind::Hash,
+                    level,
+                    index,
+                };
+                self.inner.insert(k.clone(), tile.clone());
+                k.kind = Kind::Interior;
+                self.inner.insert(k, interior.clone());
+            }
         }
+        got
+    }
+
+    /// Puts full tiles with their interiors into the disk tier, on a
+    /// blocking thread; done when it returns.
+    pub(crate) async fn write_disk(&self, log: &Arc<str>, writes: Vec<DiskWrite>) {
+        let (Some(disk), Some(&n)) = (self.disk.clone(), self.log_numbers.get(log)) else {
+            return;
+        };
+        if writes.is_empty() {
+            return;
+        }
+        let done = tokio::task::spawn_blocking(move || {
+            for w in writes {
+                disk.put(n, w.level, w.index, &w.tile, &w.interior);
+            }
+        })
+        .await;
+        if let Err(e) = done {
+            tracing::warn!("tile disk cache: write task failed: {e}");
+        }
+    }
+
+    /// Caches the interior of a full hash tile in memory (the disk tier is
+    /// written with [`TileCache::write_disk`]).
+    pub(crate) fn insert_interior(&self, key: Key, interior: Bytes) {
+        debug_assert_eq!(key.kind, Kind::Interior);
         self.inner.insert(key, interior);
     }
 
     /// Caches a full tile or bundle (callers pass only immutable data).
     pub(crate) fn insert(&self, key: Key, data: Bytes) {
         self.inner.insert(key, data);
-    }
-
-    #[cfg(test)]
-    pub(crate) fn len(&self) -> usize {
-        self.inner.len()
     }
 }

@@ -1,16 +1,22 @@
 //! One log as the engine holds it: its keys, the read snapshot, the writer
-//! status, and the queue into its sequencer.
+//! status, and the queue into its sequencer; and what travels through that
+//! queue (a [`Request`] of [`Pending`] records, answered with one
+//! [`Integrated`] per record).
 
 use std::sync::{Arc, RwLock};
 use std::time::Instant;
 
+use bytes::Bytes;
 use stele_core::note::{Signer, Verifier};
+use stele_core::receipt::Receipt;
+use stele_core::Hash;
 use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 
-use crate::engine::records::Record;
-use crate::engine::tiles::Snapshot;
-use crate::engine::LogError;
+use super::error::LogError;
+use super::tiles::Snapshot;
 use crate::metrics::LogLabel;
+use crate::names::{AgencyName, LogName};
+use crate::records::Record;
 
 /// Whether the log takes submissions, and if not, why.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -28,43 +34,83 @@ pub(crate) enum Status {
     Stopped,
 }
 
-/// One record waiting in the queue.
-pub(crate) struct Pending {
-    pub agency: String,
-    pub record: Record,
-    pub dedup_key: stele_core::Hash,
+impl Status {
+    /// The error a submission gets in this status (None: writable).
+    pub(crate) fn error(&self, retry_after: std::time::Duration) -> Option<LogError> {
+        match self {
+            Status::Writable => None,
+            Status::NotWriter(m) | Status::Refused(m) => Some(LogError::Pushback {
+                detail: m.clone(),
+                retry_after,
+            }),
+            Status::Unavailable(m) => Some(LogError::Unavailable(m.clone())),
+            Status::Stopped => Some(LogError::Pushback {
+                detail: "the service is shutting down".into(),
+                retry_after,
+            }),
+        }
+    }
 }
 
-/// Where one submitted record ended up, with its inclusion proof at the
-/// size of the answer's checkpoint.
-pub(crate) struct Integrated {
+/// One record waiting in the queue.
+pub(crate) struct Pending {
+    pub agency: AgencyName,
+    pub record: Record,
+    pub dedup_key: Hash,
+}
+
+/// A record integrated into the log and everything its receipt is made of.
+/// The sequencer's receipt task builds it (the leaf hash was computed once,
+/// when the leaf was sequenced) and the HTTP layer writes it to JSON as it
+/// is; [`Integrated::receipt`] gives the same receipt as the core's
+/// [`Receipt`] (its JSON shape), for tests and clients.
+#[derive(Clone, Debug)]
+pub struct Integrated {
+    /// The log's origin.
+    pub origin: Arc<str>,
     pub index: u64,
-    pub leaf: String,
-    pub proof: Vec<stele_core::Hash>,
-    /// false for a duplicate (stored earlier, or repeated within the batch).
+    /// The exact leaf bytes (UTF-8: the canonical JSON of the record).
+    pub leaf: Bytes,
+    pub leaf_hash: Hash,
+    /// Inclusion proof of the leaf in `checkpoint`'s tree.
+    pub proof: Vec<Hash>,
+    /// The signed checkpoint note (one per batch, shared by its receipts).
+    pub checkpoint: Arc<str>,
+    /// false when the same agency had already submitted the same body
+    /// (stored earlier, or repeated within the batch).
     pub created: bool,
 }
 
-/// The sequencer's answer to a request: everything a receipt needs. The
-/// receipts themselves (hex, `tlog-proof` text) are assembled by the
-/// submitting task, off the sequencer's serial path.
-pub(crate) struct Integration {
-    pub checkpoint: Arc<str>,
-    pub items: Vec<Integrated>,
+impl Integrated {
+    /// The leaf as text (leaves are UTF-8; a leaf that is not would have
+    /// been refused when it was read from storage).
+    pub fn leaf_text(&self) -> std::borrow::Cow<'_, str> {
+        String::from_utf8_lossy(&self.leaf)
+    }
+
+    pub fn receipt(&self) -> Receipt {
+        Receipt::new(
+            &self.origin,
+            self.index,
+            self.leaf_text().into_owned(),
+            &self.proof,
+            self.checkpoint.to_string(),
+        )
+    }
 }
 
 /// One request (a single submission or a bulk one) waiting for receipts.
 pub(crate) struct Request {
     pub items: Vec<Pending>,
-    pub reply: oneshot::Sender<Result<Integration, LogError>>,
+    pub reply: oneshot::Sender<Result<Vec<Integrated>, LogError>>,
     pub enqueued: Instant,
     /// Holds `items.len()` queue slots until the request is answered.
     pub _permit: OwnedSemaphorePermit,
 }
 
 pub(crate) struct Log {
-    pub name: Arc<str>,
-    pub origin: String,
+    pub name: LogName,
+    pub origin: Arc<str>,
     pub signer: Arc<Signer>,
     pub verifier: Verifier,
     pub vkey: String,
@@ -73,6 +119,8 @@ pub(crate) struct Log {
     pub status: RwLock<Status>,
     pub queue: mpsc::UnboundedSender<Request>,
     pub slots: Arc<Semaphore>,
+    /// `queue_capacity`, to report the queue depth.
+    pub capacity: usize,
 }
 
 impl Log {
@@ -93,5 +141,11 @@ impl Log {
         if *cur != Status::Stopped {
             *cur = s;
         }
+    }
+
+    /// Records taken from the queue's capacity right now (pending, being
+    /// sequenced, or waiting for their receipts).
+    pub fn queue_depth(&self) -> usize {
+        self.capacity.saturating_sub(self.slots.available_permits())
     }
 }

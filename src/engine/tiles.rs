@@ -6,17 +6,19 @@
 
 use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use bytes::Bytes;
 use rustc_hash::FxHashMap;
 use stele_core::merkle::{prove_consistency, prove_inclusion, HashReader, NodeId};
-use stele_core::tile::{TileId, TileReader, TILE_HEIGHT, TILE_WIDTH};
+use stele_core::tile::{node_location, tile_width, TileId, TileReader, TILE_HEIGHT, TILE_WIDTH};
 use stele_core::{node_hash, Error as CoreError, Hash, HASH_SIZE};
 
-use crate::engine::cache::{Key, Kind, TileCache};
-use crate::engine::{storage_error, LogError};
-use crate::storage::Storage;
+use super::cache::{DiskWrite, Key, Kind, TileCache};
+use super::disk_cache::TILE_BYTES;
+use super::error::LogError;
+use super::interior::{interior, Interior};
+use crate::storage::LogReader;
 
 /// What the read paths know about a log at one moment: the latest signed
 /// size and checkpoint and, on the writer, the partial hash tiles at that
@@ -71,85 +73,8 @@ fn run<R: HashReader + ?Sized>(job: ProofJob, r: &R) -> Result<Vec<Hash>, CoreEr
 /// The tile holding the level-`8L` descendants of `node`, and the range of
 /// positions they occupy in it: `(tile level, tile index, start, end)`.
 fn tile_span(node: NodeId) -> (u8, u64, u16, u16) {
-    let r = node.level % TILE_HEIGHT;
-    let first = node.index << r;
-    let start = (first % TILE_WIDTH) as u16;
-    (
-        node.level / TILE_HEIGHT,
-        first / TILE_WIDTH,
-        start,
-        start + (1u16 << r),
-    )
-}
-
-/// Hashes in the interior of a full tile: levels 1 to 7 relative to the
-/// tile's own level (128 + 64 + ... + 2 nodes).
-const INTERIOR_NODES: usize = TILE_WIDTH as usize - 2;
-
-/// Position of the first node of relative level `r` (1..=7) in an interior.
-fn interior_offset(r: u8) -> usize {
-    TILE_WIDTH as usize - (TILE_WIDTH as usize >> (r - 1))
-}
-
-/// The interior nodes of a tile, level by level from relative level 1, at
-/// fixed positions (see [`interior_offset`]). For a partial tile of width
-/// `w` only the nodes whose descendants all lie in the first `w` hashes are
-/// computed (the rest stay zero; [`Interior::get`] never returns them).
-/// Tile contents never change for a given width, so neither does the
-/// interior: computing it once (at most 254 hashes) saves up to 255 hashes
-/// per proof that passes through the tile.
-fn interior(tile: &[u8]) -> Result<Interior, CoreError> {
-    let width = tile.len() / HASH_SIZE;
-    let pair = |d: &[u8]| -> Result<[u8; HASH_SIZE], CoreError> {
-        let l = Hash::from_slice(&d[..HASH_SIZE])?;
-        let r = Hash::from_slice(&d[HASH_SIZE..2 * HASH_SIZE])?;
-        Ok(node_hash(&l, &r).0)
-    };
-    let mut out = vec![0u8; INTERIOR_NODES * HASH_SIZE];
-    for r in 1..TILE_HEIGHT {
-        let base = interior_offset(r);
-        for i in 0..(width >> r) {
-            let h = if r == 1 {
-                pair(&tile[2 * i * HASH_SIZE..(2 * i + 2) * HASH_SIZE])?
-            } else {
-                let at = (interior_offset(r - 1) + 2 * i) * HASH_SIZE;
-                pair(&out[at..at + 2 * HASH_SIZE])?
-            };
-            let at = (base + i) * HASH_SIZE;
-            out[at..at + HASH_SIZE].copy_from_slice(&h);
-        }
-    }
-    Ok(Interior {
-        data: Bytes::from(out),
-        width,
-    })
-}
-
-/// See [`interior`].
-#[derive(Clone, Debug)]
-pub(crate) struct Interior {
-    data: Bytes,
-    /// Width of the tile it was computed from.
-    width: usize,
-}
-
-impl Interior {
-    /// The cached interior of a full tile.
-    fn full(data: Bytes) -> Self {
-        Interior {
-            data,
-            width: TILE_WIDTH as usize,
-        }
-    }
-
-    /// Node `pos` of relative level `r` (1..=7), if it was computed.
-    fn get(&self, r: u8, pos: usize) -> Option<Result<Hash, CoreError>> {
-        if (pos + 1) << r > self.width {
-            return None;
-        }
-        let off = (interior_offset(r) + pos) * HASH_SIZE;
-        Some(Hash::from_slice(&self.data[off..off + HASH_SIZE]))
-    }
+    let (level, index, start, count) = node_location(node);
+    (level, index, start, start + count)
 }
 
 /// Records the nodes a proof reads, answering with zeros (proof shapes do
@@ -257,15 +182,35 @@ impl TileReader for FetchedTiles {
 
 /// Where tiles come from for one log.
 pub(crate) struct TileSource<'a> {
-    pub log: &'a Arc<str>,
-    pub storage: &'a dyn Storage,
-    pub cache: &'a TileCache,
-    pub snapshot: &'a Snapshot,
+    log: &'a Arc<str>,
+    storage: &'a dyn LogReader,
+    cache: &'a TileCache,
+    snapshot: &'a Snapshot,
     /// Tiles just written by the sequencer (not yet in the snapshot).
-    pub overlay: Option<&'a HashMap<(u8, u64), Bytes>>,
+    overlay: Option<&'a HashMap<(u8, u64), Bytes>>,
+    /// Full tiles whose interior this source computed, for the disk tier
+    /// (written, off the async workers, before a proof returns).
+    to_disk: Mutex<Vec<DiskWrite>>,
 }
 
-impl TileSource<'_> {
+impl<'a> TileSource<'a> {
+    pub fn new(
+        log: &'a Arc<str>,
+        storage: &'a dyn LogReader,
+        cache: &'a TileCache,
+        snapshot: &'a Snapshot,
+        overlay: Option<&'a HashMap<(u8, u64), Bytes>>,
+    ) -> Self {
+        TileSource {
+            log,
+            storage,
+            cache,
+            snapshot,
+            overlay,
+            to_disk: Mutex::new(Vec::new()),
+        }
+    }
+
     fn hash_key(&self, level: u8, index: u64) -> Key {
         Key {
             log: self.log.clone(),
@@ -289,6 +234,9 @@ impl TileSource<'_> {
     pub async fn fetch(&self, wanted: &BTreeMap<(u8, u64), u16>) -> Result<FetchedTiles, LogError> {
         let mut out = FetchedTiles::default();
         let mut missing = Vec::new();
+        // Full tiles (or their interiors) to look for in the disk tier.
+        let mut on_disk = Vec::new();
+        let disk = self.cache.has_disk(self.log);
         for (&(level, index), &width) in wanted {
             let need = usize::from(width) * HASH_SIZE;
             let local = self
@@ -299,24 +247,41 @@ impl TileSource<'_> {
                 .cloned()
                 .map(|d| (d, None))
                 .or_else(|| self.cache.hash_tile(&self.hash_key(level, index)));
+            let full = tile_width(level, index, self.snapshot.size) == TILE_WIDTH as u16;
             match local {
                 Some((d, interior)) => {
+                    let cached = d.len() == TILE_BYTES;
                     out.tiles.insert((level, index), d);
-                    if let Some(i) = interior {
-                        out.interiors.insert((level, index), Interior::full(i));
+                    match interior {
+                        Some(i) => {
+                            out.interiors.insert((level, index), Interior::full(i));
+                        }
+                        None if cached && disk => on_disk.push((level, index)),
+                        None => {}
                     }
                 }
+                None if full && disk => on_disk.push((level, index)),
                 None => missing.push((level, index)),
             }
         }
+        if !on_disk.is_empty() {
+            let got = self.cache.read_disk(self.log, on_disk.clone()).await;
+            for (key, hit) in on_disk.into_iter().zip(got) {
+                match hit {
+                    Some((tile, interior)) => {
+                        out.tiles.insert(key, tile);
+                        out.interiors.insert(key, Interior::full(interior));
+                    }
+                    // The tile is here (its interior is computed later).
+                    None if out.tiles.contains_key(&key) => {}
+                    None => missing.push(key),
+                }
+            }
+        }
         if !missing.is_empty() {
-            let got = self
-                .storage
-                .read_tiles(self.log, &missing)
-                .await
-                .map_err(storage_error)?;
+            let got = self.storage.read_tiles(self.log, &missing).await?;
             if got.len() != missing.len() {
-                return Err(LogError::Internal(anyhow::anyhow!(
+                return Err(LogError::bug(format!(
                     "storage returned {} tiles for {}",
                     got.len(),
                     missing.len()
@@ -332,13 +297,13 @@ impl TileSource<'_> {
                         Bytes::from(d)
                     }
                     Some(d) => {
-                        return Err(LogError::Internal(anyhow::anyhow!(
+                        return Err(LogError::bug(format!(
                             "stored tile {level}/{index} has {} bytes, need {width} hashes",
                             d.len()
                         )))
                     }
                     None => {
-                        return Err(LogError::Internal(anyhow::anyhow!(
+                        return Err(LogError::bug(format!(
                             "stored tile {level}/{index} is missing"
                         )))
                     }
@@ -356,12 +321,24 @@ impl TileSource<'_> {
     }
 
     /// Computes the interior of full tile `data` and caches it (in memory,
-    /// and with the tile in the disk tier).
-    fn cache_interior(&self, level: u8, index: u64, data: &[u8]) -> Result<Interior, LogError> {
+    /// and, with the tile, in the disk tier once the proof is done).
+    fn cache_interior(&self, level: u8, index: u64, data: &Bytes) -> Result<Interior, LogError> {
         let i = interior(data).map_err(proof_error)?;
         self.cache
-            .insert_interior(self.interior_key(level, index), data, i.data.clone());
+            .insert_interior(self.interior_key(level, index), i.data.clone());
+        self.to_disk.lock().expect("to_disk lock").push(DiskWrite {
+            level,
+            index,
+            tile: data.clone(),
+            interior: i.data.clone(),
+        });
         Ok(i)
+    }
+
+    /// Writes what this source put in memory to the disk tier too.
+    async fn flush_to_disk(&self) {
+        let writes = std::mem::take(&mut *self.to_disk.lock().expect("to_disk lock"));
+        self.cache.write_disk(self.log, writes).await;
     }
 
     /// Adds the interiors of the tiles in `fetched` that lack one: for full
@@ -425,6 +402,7 @@ impl TileSource<'_> {
         }
         let mut fetched = self.fetch(&recorder.wanted.into_inner()).await?;
         self.add_interiors(&mut fetched)?;
+        self.flush_to_disk().await;
         let reader = MemoReader {
             tiles: &fetched,
             memo: RefCell::default(),
@@ -442,6 +420,7 @@ impl TileSource<'_> {
         let mut wanted = BTreeMap::new();
         wanted.insert((level, index), width);
         let fetched = self.fetch(&wanted).await?;
+        self.flush_to_disk().await;
         let t = TileId::new(level, index, width);
         Ok(fetched.read_tiles(&[t]).map_err(proof_error)?.remove(0))
     }
@@ -450,7 +429,7 @@ impl TileSource<'_> {
 fn proof_error(e: CoreError) -> LogError {
     match e {
         CoreError::InvalidRange(m) => LogError::invalid("tree_size", m),
-        other => LogError::Internal(anyhow::Error::new(other)),
+        other => LogError::internal(other),
     }
 }
 

@@ -1,11 +1,13 @@
-//! Storage: one trait, two native backends (PostgreSQL, SQLite).
+//! Storage: traits by role — [`LogReader`], [`LogWriter`], [`WriterLock`],
+//! [`Agencies`], together a [`Storage`] — and two native backends
+//! (PostgreSQL, SQLite), one folder each, one file per role.
 //!
 //! # Contract (every backend)
 //!
 //! - **Durability**: when a write method returns `Ok`, the write has been
 //!   committed durably (PostgreSQL with `synchronous_commit = on`; SQLite in
 //!   WAL mode with `synchronous = FULL`). A crash after `Ok` loses nothing.
-//! - **Atomicity**: [`Storage::commit_batch`] writes entries, tiles, the
+//! - **Atomicity**: [`LogWriter::commit_batch`] writes entries, tiles, the
 //!   checkpoint and the new tree size in one transaction: after a crash
 //!   either all of it is visible or none of it.
 //! - **Compare-and-set**: `commit_batch` advances the tree size only if the
@@ -22,12 +24,96 @@
 //!   (a lost acknowledgement) — so the caller must reload the log state before
 //!   writing again.
 
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context;
 use async_trait::async_trait;
 use stele_core::tile::TileId;
 use stele_core::Hash;
 
 pub mod postgres;
 pub mod sqlite;
+
+/// Where a deployment keeps its data.
+#[derive(Clone, Debug)]
+pub enum Location {
+    /// PostgreSQL (production); the URL may carry a password: print it with
+    /// [`Location::describe`] only.
+    Postgres {
+        url: String,
+        options: postgres::PgOptions,
+    },
+    /// An embedded SQLite database file.
+    Sqlite { path: PathBuf },
+}
+
+impl Location {
+    /// Safe to log: the password is redacted.
+    pub fn describe(&self) -> String {
+        match self {
+            Location::Postgres { url, .. } => format!("PostgreSQL {}", redact_url(url)),
+            Location::Sqlite { path } => format!("SQLite {}", path.display()),
+        }
+    }
+}
+
+/// Opens the storage at `location`, running its migrations. SQLite's
+/// directory is created if missing; PostgreSQL must be reachable now.
+pub async fn open(location: &Location) -> anyhow::Result<Arc<dyn Storage>> {
+    match location {
+        Location::Postgres { url, options } => {
+            let s = postgres::PostgresStorage::connect(url, options.clone())
+                .await
+                .with_context(|| format!("connecting to {}", location.describe()))?;
+            Ok(Arc::new(s))
+        }
+        Location::Sqlite { path } => {
+            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                std::fs::create_dir_all(dir)
+                    .with_context(|| format!("creating data directory {}", dir.display()))?;
+            }
+            let s = sqlite::SqliteStorage::open(path)
+                .await
+                .with_context(|| format!("opening {}", path.display()))?;
+            Ok(Arc::new(s))
+        }
+    }
+}
+
+/// The URL with its password (and any `password=` query parameter) replaced
+/// by `***`.
+pub fn redact_url(url: &str) -> String {
+    let mut out = url.to_string();
+    if let Some(scheme_end) = out.find("://") {
+        let rest_start = scheme_end + 3;
+        let authority_end = out[rest_start..]
+            .find(['/', '?'])
+            .map_or(out.len(), |i| rest_start + i);
+        if let Some(at) = out[rest_start..authority_end].rfind('@') {
+            let userinfo = &out[rest_start..rest_start + at];
+            if let Some(colon) = userinfo.find(':') {
+                out.replace_range(rest_start + colon + 1..rest_start + at, "***");
+            }
+        }
+    }
+    if let Some(q) = out.find('?') {
+        let (head, query) = out.split_at(q + 1);
+        let query = query
+            .split('&')
+            .map(|kv| {
+                if kv.to_ascii_lowercase().starts_with("password=") {
+                    "password=***".to_string()
+                } else {
+                    kv.to_string()
+                }
+            })
+            .collect::<Vec<_>>()
+            .join("&");
+        out = format!("{head}{query}");
+    }
+    out
+}
 
 /// A log as stored.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -47,7 +133,7 @@ pub struct LogState {
 pub struct NewEntry {
     pub index: u64,
     /// The exact leaf bytes (canonical JSON of the record).
-    pub leaf: Vec<u8>,
+    pub leaf: bytes::Bytes,
     pub leaf_hash: Hash,
     /// Deduplication key: SHA-256 over the agency and its canonical submission.
     pub dedup_key: Hash,
@@ -111,16 +197,16 @@ pub enum StorageError {
 pub type Result<T, E = StorageError> = std::result::Result<T, E>;
 
 /// Both backends store sizes and indexes as signed 64-bit integers.
-fn to_i64(v: u64, what: &str) -> Result<i64> {
+pub(crate) fn to_i64(v: u64, what: &str) -> Result<i64> {
     i64::try_from(v).map_err(|_| StorageError::Other(format!("{what} {v} out of range")))
 }
 
-fn to_u64(v: i64) -> Result<u64> {
+pub(crate) fn to_u64(v: i64) -> Result<u64> {
     u64::try_from(v).map_err(|_| StorageError::Other(format!("negative value {v} in database")))
 }
 
 /// A stored 32-byte hash; anything else is corrupt data.
-fn hash_from(b: &[u8]) -> Result<Hash> {
+pub(crate) fn hash_from(b: &[u8]) -> Result<Hash> {
     <[u8; 32]>::try_from(b)
         .map(Hash)
         .map_err(|_| StorageError::Other(format!("stored hash has {} bytes", b.len())))
@@ -128,7 +214,7 @@ fn hash_from(b: &[u8]) -> Result<Hash> {
 
 /// The end of every backend's `ensure_log`: the log must exist now, and an
 /// existing log's origin is never silently changed.
-fn expect_origin(state: Option<LogState>, name: &str, origin: &str) -> Result<LogState> {
+pub(crate) fn expect_origin(state: Option<LogState>, name: &str, origin: &str) -> Result<LogState> {
     let state = state.ok_or_else(|| StorageError::Other(format!("log {name} vanished")))?;
     if state.origin != origin {
         return Err(StorageError::Other(format!(
@@ -150,27 +236,15 @@ pub trait WriterLease: Send + Sync {
     fn is_held(&self) -> bool;
 }
 
+/// Reading a log: what the read paths, recovery and auditors need. Never
+/// writes. Reads see committed batches whole (see the module docs), and
+/// may run on another connection pool — or, on a read node, on a replica —
+/// than the writer, so they can lag behind it but never show part of a
+/// batch.
 #[async_trait]
-pub trait Storage: Send + Sync + 'static {
-    /// Which backend this is ("postgres" or "sqlite"), for logs and metrics.
-    fn backend(&self) -> &'static str;
-
-    /// Creates the log if it does not exist; returns its state. An existing
-    /// log with a different origin is an error (never silently changed).
-    async fn ensure_log(&self, name: &str, origin: &str) -> Result<LogState>;
-
+pub trait LogReader: Send + Sync {
     /// The log's state, or None if it does not exist.
     async fn log_state(&self, log: &str) -> Result<Option<LogState>>;
-
-    /// Tries to become the only writer of `log`. `Ok(None)` if another
-    /// process holds the lease.
-    async fn try_acquire_writer(&self, log: &str) -> Result<Option<Box<dyn WriterLease>>>;
-
-    /// Commits a batch atomically with compare-and-set on the tree size.
-    async fn commit_batch(&self, batch: &Batch<'_>) -> Result<()>;
-
-    /// For each dedup key that is stored for `log`, the entry's index.
-    async fn find_dedup(&self, log: &str, keys: &[Hash]) -> Result<Vec<(Hash, u64)>>;
 
     /// The stored version of each hash tile `(level, index)` (the widest one
     /// written so far), or None where there is none.
@@ -188,13 +262,53 @@ pub trait Storage: Send + Sync + 'static {
     /// Every checkpoint the log signed, oldest first, as `(tree_size, note)`
     /// (for audits and tests).
     async fn checkpoints(&self, log: &str) -> Result<Vec<(u64, String)>>;
+}
 
+/// Writing a log: only its sequencer calls these, and only while it holds
+/// the log's [`WriterLease`].
+#[async_trait]
+pub trait LogWriter: Send + Sync {
+    /// Creates the log if it does not exist; returns its state. An existing
+    /// log with a different origin is an error (never silently changed).
+    async fn ensure_log(&self, name: &str, origin: &str) -> Result<LogState>;
+
+    /// Commits a batch atomically with compare-and-set on the tree size;
+    /// durable when it returns `Ok`. `Duplicate` if a dedup key of the
+    /// batch is already stored (nothing written); `Conflict` if the size
+    /// moved (nothing written); `Unavailable`: outcome unknown.
+    async fn commit_batch(&self, batch: &Batch<'_>) -> Result<()>;
+
+    /// For each dedup key that is stored for `log`, the entry's index.
+    async fn find_dedup(&self, log: &str, keys: &[Hash]) -> Result<Vec<(Hash, u64)>>;
+}
+
+/// The one-writer-per-log lock.
+#[async_trait]
+pub trait WriterLock: Send + Sync {
+    /// Tries to become the only writer of `log`. `Ok(None)` if another
+    /// process holds the lease. Never waits for the lease to be free.
+    async fn try_acquire_writer(&self, log: &str) -> Result<Option<Box<dyn WriterLease>>>;
+}
+
+/// The registered agencies (writers) and their token hashes. Writes are
+/// durable when they return.
+#[async_trait]
+pub trait Agencies: Send + Sync {
     /// Adds an agency; `Duplicate` if the name is taken.
     async fn add_agency(&self, agency: &AgencyRecord) -> Result<()>;
     async fn list_agencies(&self) -> Result<Vec<AgencyRecord>>;
     async fn agency(&self, name: &str) -> Result<Option<AgencyRecord>>;
     /// Marks the agency revoked; false if it does not exist.
     async fn revoke_agency(&self, name: &str) -> Result<bool>;
+}
+
+/// A whole backend: every role, plus what operations need. Components take
+/// the narrowest role they use (`&dyn LogReader`, `Arc<dyn Agencies>`, ...);
+/// a `&dyn Storage` coerces to any of them.
+#[async_trait]
+pub trait Storage: LogReader + LogWriter + WriterLock + Agencies + 'static {
+    /// Which backend this is ("postgres" or "sqlite"), for logs and metrics.
+    fn backend(&self) -> &'static str;
 
     /// Cheap round trip to the database (readiness).
     async fn ping(&self) -> Result<()>;

@@ -10,7 +10,7 @@ use anyhow::{bail, ensure, Context};
 use sqlx::postgres::PgConnectOptions;
 use sqlx::ConnectOptions;
 use stele::storage::postgres::{PgOptions, PostgresStorage, FAST_FAIL};
-use stele::storage::{Storage, StorageError};
+use stele::storage::{LogReader, LogWriter, Storage, StorageError, WriterLock};
 use tokio::net::{TcpSocket, TcpStream};
 use tokio::task::{JoinHandle, JoinSet};
 

@@ -18,7 +18,9 @@
 //! ## Deliberately not here
 //!
 //! No I/O of any kind (no files, no network, no clock), no async runtime, no
-//! HTTP types, no database driver, no logging. Callers read tiles, hashes and
+//! HTTP types, no database driver, no logging. (The optional `openapi`
+//! feature only lets [`receipt::Receipt`] describe itself for the server's
+//! OpenAPI document.) Callers read tiles, hashes and
 //! notes however they like and hand bytes in. Nothing here knows about
 //! agencies, record types or the JSON record format: the tree is generic over
 //! opaque leaf bytes. Witness cosignatures (`tlog-cosignature`) are not
@@ -54,6 +56,7 @@ pub mod hash;
 pub mod merkle;
 pub mod note;
 pub mod receipt;
+pub mod step;
 pub mod tile;
 pub mod tlog_proof;
 

@@ -10,45 +10,26 @@ use crate::note::Verifier;
 use crate::tlog_proof::TlogProof;
 use crate::Hash;
 
-/// A receipt as the service returns it (JSON).
+pub use crate::step::{ReceiptError, Step};
+
+/// A receipt: verifiable offline with the log's vkey alone. This is the
+/// JSON the service returns.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Receipt {
     /// The log's origin.
     pub log: String,
     pub index: u64,
     /// The exact leaf bytes (canonical JSON of the record).
     pub leaf: String,
-    /// Hex SHA-256 leaf hash.
+    /// Hex SHA-256 leaf hash (RFC 6962).
     pub leaf_hash: String,
-    /// Hex hashes.
+    /// Hex hashes from the leaf up to the checkpoint's root.
     pub inclusion_proof: Vec<String>,
-    /// Signed checkpoint note text.
+    /// The signed checkpoint note covering the record.
     pub checkpoint: String,
     /// The same proof as C2SP `tlog-proof@v1` text.
     pub tlog_proof: String,
-}
-
-/// The verification steps, in order.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Step {
-    /// Parse the receipt's fields (hashes, checkpoint, tlog-proof).
-    Parse,
-    /// The leaf hashes to `leaf_hash`.
-    LeafHash,
-    /// The checkpoint is signed by the trusted key, and names the log.
-    CheckpointSignature,
-    /// The inclusion proof leads from the leaf hash to the checkpoint root.
-    InclusionProof,
-    /// The `tlog_proof` says the same as the JSON fields.
-    TlogProof,
-}
-
-/// A failed step and why.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("{step:?} failed: {detail}")]
-pub struct ReceiptError {
-    pub step: Step,
-    pub detail: String,
 }
 
 /// What a successful verification established.
@@ -57,15 +38,6 @@ pub struct VerifiedReceipt {
     pub index: u64,
     pub leaf_hash: Hash,
     pub checkpoint: Checkpoint,
-}
-
-impl ReceiptError {
-    fn new(step: Step, detail: impl Into<String>) -> Self {
-        ReceiptError {
-            step,
-            detail: detail.into(),
-        }
-    }
 }
 
 impl Receipt {

@@ -14,7 +14,7 @@ use base64::Engine as _;
 
 use crate::checkpoint::{parse_size, short, Checkpoint};
 use crate::note::Verifier;
-use crate::receipt::{ReceiptError, Step};
+use crate::step::{ReceiptError, Step};
 use crate::{Error, Hash};
 
 /// A parsed `tlog-proof@v1`.

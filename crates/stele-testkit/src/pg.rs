@@ -198,7 +198,7 @@ pub async fn fresh_database() -> Result<TestDb, PgUnavailable> {
         "stele_test_{}_{}_{:08x}",
         std::process::id(),
         COUNTER.fetch_add(1, Ordering::Relaxed),
-        rand::random::<u32>()
+        rand_core::RngCore::next_u32(&mut rand_core::OsRng)
     );
     let connect = tokio::time::timeout(Duration::from_secs(5), PgConnection::connect(&admin_url));
     let mut conn = connect

@@ -19,10 +19,11 @@ use std::time::Duration;
 
 use stele_core::note::Signer;
 
-use crate::api::{self, AppState, Limits};
-use crate::engine::{Engine, EngineConfig, LogConfig};
-use crate::metrics::Metrics;
-use crate::storage::{AgencyRecord, Storage};
+use stele::api::{self, AppState, Limits};
+use stele::engine::{Engine, EngineConfig, LogConfig};
+use stele::metrics::Metrics;
+use stele::names::{AgencyName, LogName};
+use stele::storage::{AgencyRecord, Storage};
 
 /// Which storage backend the server runs on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -91,7 +92,7 @@ pub struct TestApp {
     server: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
     /// Keeps the SQLite directory (or the PostgreSQL database) alive.
     _dir: tempfile::TempDir,
-    _db: Option<super::pg::TestDb>,
+    _db: Option<crate::pg::TestDb>,
 }
 
 /// Starts a server with default options.
@@ -101,20 +102,20 @@ pub async fn spawn_app(backend: Backend) -> anyhow::Result<TestApp> {
 
 /// Starts a server. For PostgreSQL, a database is created and migrated for
 /// this server alone; if the server is unreachable the error is (or wraps)
-/// [`super::pg::PgUnavailable`].
+/// [`crate::pg::PgUnavailable`].
 pub async fn spawn_app_with(backend: Backend, opts: AppOptions) -> anyhow::Result<TestApp> {
     let dir = tempfile::tempdir()?;
     let (storage, db): (Arc<dyn Storage>, _) = match backend {
         Backend::Sqlite => {
             let s =
-                crate::storage::sqlite::SqliteStorage::open(&dir.path().join("stele.db")).await?;
+                stele::storage::sqlite::SqliteStorage::open(&dir.path().join("stele.db")).await?;
             (Arc::new(s), None)
         }
         Backend::Postgres => {
-            let db = super::pg::fresh_database().await?;
-            let s = crate::storage::postgres::PostgresStorage::connect(
+            let db = crate::pg::fresh_database().await?;
+            let s = stele::storage::postgres::PostgresStorage::connect(
                 &db.url,
-                crate::storage::postgres::PgOptions::default(),
+                stele::storage::postgres::PgOptions::default(),
             )
             .await?;
             (Arc::new(s), Some(db))
@@ -125,7 +126,7 @@ pub async fn spawn_app_with(backend: Backend, opts: AppOptions) -> anyhow::Resul
     let vkey = signer.vkey();
     let metrics = Arc::new(Metrics::new());
     let logs = vec![LogConfig {
-        name: opts.log.clone(),
+        name: LogName::parse(&opts.log)?,
         origin: origin.clone(),
         signer: Arc::new(signer),
     }];
@@ -167,7 +168,7 @@ pub async fn add_agency(
     name: &str,
     types: Vec<String>,
 ) -> anyhow::Result<String> {
-    let (token, token_hash) = crate::engine::agency::new_token(name);
+    let (token, token_hash) = stele::engine::agency::new_token(&AgencyName::parse(name)?);
     storage
         .add_agency(&AgencyRecord {
             name: name.to_string(),

@@ -1,4 +1,5 @@
-//! The records layer: what a submission may contain, and the canonical leaf.
+//! The records layer on top of the generic tree: what a submission may
+//! contain, its canonical leaf, and its deduplication key.
 //!
 //! A leaf is the RFC 8785 canonical JSON of
 //! `{v, agency, type, subject?, content_hash?, attributes?, ts}`.
@@ -23,28 +24,27 @@ use sha2::{Digest, Sha256};
 use stele_core::Hash;
 
 use crate::engine::LogError;
+use crate::names::{AgencyName, RecordType, MAX_NAME_LEN, MAX_TYPE_LEN};
 
-/// Longest `type`, in characters.
-pub const MAX_TYPE_LEN: usize = 128;
 /// Longest `subject`, in Unicode scalar values.
 pub const MAX_SUBJECT_CHARS: usize = 256;
 /// Largest canonical `attributes` object, in bytes.
 pub const MAX_ATTRIBUTES_BYTES: usize = 8 * 1024;
-/// Longest agency name.
-pub const MAX_AGENCY_LEN: usize = 64;
+/// Most records in one bulk request (the HTTP layer's limit may be lower).
+pub const MAX_BULK_RECORDS: usize = 1000;
 
 /// Upper bound of a leaf's size given the limits above: each subject char
 /// escapes to at most 6 bytes (`\u001f`), the type and agency are ASCII, and
 /// the fixed parts (keys, punctuation, `content_hash`, `ts`) take far less
 /// than 256 bytes. It is below the tlog-tiles limit of 65,535 bytes.
 pub const MAX_LEAF_BYTES: usize =
-    256 + MAX_AGENCY_LEN + MAX_TYPE_LEN + 6 * MAX_SUBJECT_CHARS + 80 + MAX_ATTRIBUTES_BYTES;
+    256 + MAX_NAME_LEN + MAX_TYPE_LEN + 6 * MAX_SUBJECT_CHARS + 80 + MAX_ATTRIBUTES_BYTES;
 const _: () = assert!(MAX_LEAF_BYTES <= stele_core::tile::MAX_LEAF_SIZE);
 
 /// A validated submission (the body of `POST /logs/{log}/records`).
 #[derive(Clone, Debug, PartialEq)]
 pub struct Record {
-    pub r#type: String,
+    pub r#type: RecordType,
     pub subject: Option<String>,
     pub content_hash: Option<String>,
     /// Canonical JSON of the attributes object.
@@ -100,12 +100,12 @@ fn record_from_object(map: Map<String, Value>) -> Result<Record, LogError> {
         }
     }
     let r#type = r#type.ok_or_else(|| LogError::invalid("type", "is required"))?;
-    if !valid_type(&r#type) {
-        return Err(LogError::invalid(
+    let r#type = RecordType::parse(&r#type).map_err(|_| {
+        LogError::invalid(
             "type",
             format!("must be dotted lowercase words (e.g. land.transfer), at most {MAX_TYPE_LEN} characters"),
-        ));
-    }
+        )
+    })?;
     if let Some(s) = &subject {
         if s.chars().count() > MAX_SUBJECT_CHARS {
             return Err(LogError::invalid(
@@ -153,26 +153,6 @@ fn string_field(field: &str, value: Value) -> Result<String, LogError> {
     }
 }
 
-/// `^[a-z][a-z0-9_-]*(\.[a-z][a-z0-9_-]*)+$`, at most 128 characters.
-pub fn valid_type(t: &str) -> bool {
-    if t.len() > MAX_TYPE_LEN {
-        return false;
-    }
-    let mut words = 0;
-    for word in t.split('.') {
-        let mut bytes = word.bytes();
-        match bytes.next() {
-            Some(b'a'..=b'z') => {}
-            _ => return false,
-        }
-        if !bytes.all(|b| matches!(b, b'a'..=b'z' | b'0'..=b'9' | b'_' | b'-')) {
-            return false;
-        }
-        words += 1;
-    }
-    words >= 2
-}
-
 fn valid_content_hash(h: &str) -> bool {
     match h.strip_prefix("sha256:") {
         Some(hex) => hex.len() == 64 && hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')),
@@ -213,7 +193,7 @@ fn canonical_body(record: &Record) -> String {
 }
 
 /// Deduplication key: SHA-256(agency || 0x00 || canonical JSON of the body).
-pub fn dedup_key(agency: &str, record: &Record) -> Hash {
+pub fn dedup_key(agency: &AgencyName, record: &Record) -> Hash {
     let mut h = Sha256::new();
     h.update(agency.as_bytes());
     h.update([0u8]);
@@ -230,7 +210,7 @@ pub fn format_ts(ts_ms: i64) -> String {
 /// The leaf: RFC 8785 canonical JSON of
 /// `{v:1, agency, type, subject?, content_hash?, attributes?, ts}`.
 /// Never longer than [`MAX_LEAF_BYTES`] for a validated record and agency.
-pub fn leaf_bytes(agency: &str, record: &Record, ts_ms: i64) -> Vec<u8> {
+pub fn leaf_bytes(agency: &AgencyName, record: &Record, ts_ms: i64) -> Vec<u8> {
     let mut out = String::with_capacity(160 + record.attributes.as_ref().map_or(0, |a| a.len()));
     out.push_str("{\"agency\":");
     push_json_string(&mut out, agency);
@@ -251,7 +231,7 @@ pub fn leaf_bytes(agency: &str, record: &Record, ts_ms: i64) -> Vec<u8> {
     out.push_str("\",\"type\":");
     push_json_string(&mut out, &record.r#type);
     out.push_str(",\"v\":1}");
-    debug_assert!(out.len() <= MAX_LEAF_BYTES || agency.len() > MAX_AGENCY_LEN);
+    debug_assert!(out.len() <= MAX_LEAF_BYTES);
     out.into_bytes()
 }
 
@@ -321,6 +301,10 @@ impl<'de> Visitor<'de> for StrictVisitor {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn ag(name: &str) -> AgencyName {
+        AgencyName::parse(name).unwrap()
+    }
 
     fn err_kind(r: Result<Record, LogError>) -> String {
         match r {
@@ -414,6 +398,7 @@ mod tests {
     fn leaf_equals_the_canonicalizer_over_the_whole_object() {
         for r in sample_records() {
             for agency in ["land-registry", "x"] {
+                let name = AgencyName::parse(agency).unwrap();
                 let ts = 1_795_000_000_123;
                 let mut obj = serde_json::json!({"v": 1, "agency": agency, "type": r.r#type, "ts": format_ts(ts)});
                 if let Some(s) = &r.subject {
@@ -427,7 +412,7 @@ mod tests {
                 }
                 let want = serde_json_canonicalizer::to_vec(&obj).unwrap();
                 assert_eq!(
-                    String::from_utf8(leaf_bytes(agency, &r, ts)).unwrap(),
+                    String::from_utf8(leaf_bytes(&name, &r, ts)).unwrap(),
                     String::from_utf8(want).unwrap()
                 );
             }
@@ -450,15 +435,15 @@ mod tests {
             let mut want = b"agency-1\0".to_vec();
             want.extend(serde_json_canonicalizer::to_vec(&obj).unwrap());
             assert_eq!(
-                dedup_key("agency-1", &r),
+                dedup_key(&ag("agency-1"), &r),
                 stele_core::Hash(Sha256::digest(&want).into())
             );
         }
         // Key order and whitespace in the body do not matter; the agency does.
         let a = parse_record(br#"{"type":"a.b","attributes":{"x":1,"y":2}}"#).unwrap();
         let b = parse_record(br#"{ "attributes":{"y":2, "x":1.0}, "type":"a.b" }"#).unwrap();
-        assert_eq!(dedup_key("ag", &a), dedup_key("ag", &b));
-        assert_ne!(dedup_key("ag", &a), dedup_key("ag2", &a));
+        assert_eq!(dedup_key(&ag("ag"), &a), dedup_key(&ag("ag"), &b));
+        assert_ne!(dedup_key(&ag("ag"), &a), dedup_key(&ag("ag2"), &a));
     }
 
     #[test]
@@ -477,7 +462,7 @@ mod tests {
             "a".repeat(64)
         );
         let r = parse_record(body.as_bytes()).unwrap();
-        let leaf = leaf_bytes(&"a".repeat(MAX_AGENCY_LEN), &r, i64::MAX / 1000);
+        let leaf = leaf_bytes(&ag(&"a".repeat(MAX_NAME_LEN)), &r, i64::MAX / 1000);
         assert!(
             leaf.len() <= MAX_LEAF_BYTES,
             "{} > {}",

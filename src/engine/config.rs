@@ -1,0 +1,56 @@
+//! What the engine is started with: the logs ([`LogConfig`]) and the
+//! sequencer and cache knobs ([`EngineConfig`]). Built from the validated
+//! [`Config`](crate::config::Config) by `Config::settings`; the defaults
+//! here are the defaults of the whole service.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use stele_core::note::Signer;
+
+use crate::names::LogName;
+
+/// One log's static configuration.
+pub struct LogConfig {
+    pub name: LogName,
+    /// Checkpoint origin; must equal the signer's key name.
+    pub origin: String,
+    pub signer: Arc<Signer>,
+}
+
+/// Sequencer and cache knobs.
+#[derive(Clone, Debug)]
+pub struct EngineConfig {
+    /// Most records in one batch (one transaction).
+    pub max_batch: usize,
+    /// Longest a batch waits to fill once it has a first record.
+    pub max_wait: Duration,
+    /// Pending submissions per log beyond which new ones get 503.
+    pub queue_capacity: usize,
+    /// Bytes of full tiles and entry bundles kept in memory.
+    pub cache_bytes: u64,
+    /// Directory and size in bytes of the tile cache's disk tier (full hash
+    /// tiles with their interiors in an unlinked scratch file); `None`: no
+    /// disk tier.
+    pub disk_cache: Option<(PathBuf, u64)>,
+    /// How long a verified token is trusted before it is checked again
+    /// (revocations take at most this long to bite). Zero disables the cache.
+    pub token_cache_ttl: Duration,
+    /// Retry-After sent with 503s.
+    pub retry_after: Duration,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig {
+            max_batch: 1000,
+            max_wait: Duration::from_millis(5),
+            queue_capacity: 20_000,
+            cache_bytes: 64 << 20,
+            disk_cache: None,
+            token_cache_ttl: Duration::from_secs(5),
+            retry_after: Duration::from_secs(1),
+        }
+    }
+}

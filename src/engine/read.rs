@@ -1,0 +1,294 @@
+//! Reads: the logs, checkpoints, tiles and bundles, entries, and proofs.
+//! Full tiles and bundles come from the cache; partial tiles from the
+//! writer's latest state; storage only on a miss.
+
+use bytes::Bytes;
+use stele_core::tile::{TilePath, TILE_WIDTH};
+use stele_core::Hash;
+
+use super::cache;
+use super::log::Log;
+use super::tiles::{ProofJob, Snapshot};
+use super::{Engine, LogError};
+use crate::storage::StoredEntry;
+
+/// A public view of a log.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LogInfo {
+    pub name: String,
+    pub origin: String,
+    pub vkey: String,
+    pub tree_size: u64,
+}
+
+/// One entry. The leaf is checked to be UTF-8 (every Stele leaf is JSON).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EntryView {
+    pub index: u64,
+    pub leaf: String,
+    pub leaf_hash: Hash,
+}
+
+/// How an inclusion proof names its leaf.
+#[derive(Clone, Copy, Debug)]
+pub enum Locator {
+    Index(u64),
+    LeafHash(Hash),
+}
+
+#[derive(Clone, Debug)]
+pub struct InclusionProof {
+    pub index: u64,
+    pub tree_size: u64,
+    pub leaf_hash: Hash,
+    pub proof: Vec<Hash>,
+    /// The checkpoint the log signed at `tree_size`, if it signed one there.
+    pub checkpoint: Option<String>,
+}
+
+#[derive(Clone, Debug)]
+pub struct ConsistencyProof {
+    pub from: u64,
+    pub to: u64,
+    pub proof: Vec<Hash>,
+    /// The checkpoint the log signed at `to`, if it signed one there.
+    pub checkpoint: Option<String>,
+}
+
+/// A tile or bundle and whether it is immutable (full).
+#[derive(Clone, Debug)]
+pub struct TileData {
+    pub data: Bytes,
+    pub immutable: bool,
+}
+
+impl Engine {
+    pub async fn logs(&self) -> Vec<LogInfo> {
+        self.logs
+            .iter()
+            .map(|l| LogInfo {
+                name: l.name.to_string(),
+                origin: l.origin.to_string(),
+                vkey: l.vkey.clone(),
+                tree_size: l.snapshot().size,
+            })
+            .collect()
+    }
+
+    /// Latest checkpoint note.
+    pub async fn checkpoint(&self, log: &str) -> Result<String, LogError> {
+        let log = self.log(log)?;
+        log.snapshot()
+            .checkpoint
+            .clone()
+            .ok_or_else(|| LogError::NotFound("the log has no checkpoint yet".into()))
+    }
+
+    pub async fn tile(&self, log: &str, path: TilePath) -> Result<TileData, LogError> {
+        let log = self.log(log)?;
+        let snapshot = log.snapshot();
+        let (id, entries) = match path {
+            TilePath::Hash(id) => (id, false),
+            TilePath::Entries(id) => (id, true),
+        };
+        let level = if entries { 0 } else { id.level };
+        let exists = stele_core::tile::tile_width(level, id.index, snapshot.size);
+        if id.width == 0 || id.width > exists || (entries && id.level != 0) {
+            return Err(LogError::NotFound(format!(
+                "{path} is not in the tree of size {}",
+                snapshot.size
+            )));
+        }
+        let immutable = id.is_full();
+        if !entries {
+            let data = self
+                .source(log, &snapshot)
+                .hash_tile(id.level, id.index, id.width)
+                .await?;
+            return Ok(TileData { data, immutable });
+        }
+        let key = cache::Key {
+            log: log.name.as_arc().clone(),
+            kind: cache::Kind::Entries,
+            level: 0,
+            index: id.index,
+        };
+        if immutable {
+            if let Some(data) = self.ctx.cache.get(&key) {
+                return Ok(TileData { data, immutable });
+            }
+        }
+        let start = id.index * TILE_WIDTH;
+        let end = start + u64::from(id.width);
+        let stored = self.ctx.storage.read_entries(&log.name, start, end).await?;
+        if stored.len() != usize::from(id.width)
+            || stored.iter().zip(start..).any(|(e, i)| e.index != i)
+        {
+            return Err(LogError::bug(format!(
+                "entries {start}..{end} are incomplete in storage"
+            )));
+        }
+        let bundle = stele_core::tile::encode_bundle(stored.iter().map(|e| e.leaf.as_slice()))
+            .map_err(LogError::internal)?;
+        let data = Bytes::from(bundle);
+        if immutable {
+            self.ctx.cache.insert(key, data.clone());
+        }
+        Ok(TileData { data, immutable })
+    }
+
+    pub async fn entry(&self, log: &str, index: u64) -> Result<EntryView, LogError> {
+        let log = self.log(log)?;
+        let size = log.snapshot().size;
+        if index >= size {
+            return Err(LogError::NotFound(format!(
+                "no entry {index}: the tree has {size} entries"
+            )));
+        }
+        let stored = self
+            .ctx
+            .storage
+            .read_entries(&log.name, index, index + 1)
+            .await?;
+        match stored.into_iter().next() {
+            Some(e) if e.index == index => entry_view(e),
+            _ => Err(LogError::bug(format!(
+                "entry {index} is missing from storage"
+            ))),
+        }
+    }
+
+    pub async fn entry_by_leaf_hash(
+        &self,
+        log: &str,
+        leaf_hash: &Hash,
+    ) -> Result<EntryView, LogError> {
+        let log = self.log(log)?;
+        let size = log.snapshot().size;
+        match self
+            .ctx
+            .storage
+            .entry_by_leaf_hash(&log.name, leaf_hash)
+            .await?
+        {
+            Some(e) if e.index < size => entry_view(e),
+            _ => Err(LogError::NotFound(format!(
+                "no entry with leaf hash {}",
+                leaf_hash.to_hex()
+            ))),
+        }
+    }
+
+    pub async fn inclusion_proof(
+        &self,
+        log: &str,
+        at: Locator,
+        tree_size: Option<u64>,
+    ) -> Result<InclusionProof, LogError> {
+        let log = self.log(log)?;
+        let snapshot = log.snapshot();
+        let size = tree_size.unwrap_or(snapshot.size);
+        if size > snapshot.size {
+            return Err(LogError::invalid(
+                "tree_size",
+                format!("{size} is beyond the current tree size {}", snapshot.size),
+            ));
+        }
+        let source = self.source(log, &snapshot);
+        let (index, leaf_hash, proof) = match at {
+            Locator::Index(index) => {
+                if index >= size {
+                    return Err(LogError::invalid(
+                        "index",
+                        format!("{index} is not below the tree size {size}"),
+                    ));
+                }
+                let (leaf_hash, proof) = source.leaf_and_inclusion(index, size).await?;
+                (index, leaf_hash, proof)
+            }
+            Locator::LeafHash(h) => match self.ctx.storage.entry_by_leaf_hash(&log.name, &h).await?
+            {
+                Some(e) if e.index < size => {
+                    let proof = source
+                        .prove(&[ProofJob::Inclusion {
+                            index: e.index,
+                            size,
+                        }])
+                        .await?
+                        .remove(0);
+                    (e.index, h, proof)
+                }
+                _ => {
+                    return Err(LogError::NotFound(format!(
+                        "no entry with leaf hash {} in the tree of size {size}",
+                        h.to_hex()
+                    )))
+                }
+            },
+        };
+        let checkpoint = self.checkpoint_at(log, &snapshot, size).await?;
+        Ok(InclusionProof {
+            index,
+            tree_size: size,
+            leaf_hash,
+            proof,
+            checkpoint,
+        })
+    }
+
+    pub async fn consistency_proof(
+        &self,
+        log: &str,
+        from: u64,
+        to: Option<u64>,
+    ) -> Result<ConsistencyProof, LogError> {
+        let log = self.log(log)?;
+        let snapshot = log.snapshot();
+        let to = to.unwrap_or(snapshot.size);
+        if to > snapshot.size {
+            return Err(LogError::invalid(
+                "to",
+                format!("{to} is beyond the current tree size {}", snapshot.size),
+            ));
+        }
+        if from > to {
+            return Err(LogError::invalid(
+                "from",
+                format!("{from} is larger than to ({to})"),
+            ));
+        }
+        let proof = self
+            .source(log, &snapshot)
+            .prove(&[ProofJob::Consistency { from, to }])
+            .await?
+            .remove(0);
+        let checkpoint = self.checkpoint_at(log, &snapshot, to).await?;
+        Ok(ConsistencyProof {
+            from,
+            to,
+            proof,
+            checkpoint,
+        })
+    }
+
+    async fn checkpoint_at(
+        &self,
+        log: &Log,
+        snapshot: &Snapshot,
+        size: u64,
+    ) -> Result<Option<String>, LogError> {
+        if size == snapshot.size && snapshot.checkpoint.is_some() {
+            return Ok(snapshot.checkpoint.clone());
+        }
+        Ok(self.ctx.storage.checkpoint_at(&log.name, size).await?)
+    }
+}
+
+fn entry_view(e: StoredEntry) -> Result<EntryView, LogError> {
+    let leaf = String::from_utf8(e.leaf).map_err(LogError::internal)?;
+    Ok(EntryView {
+        index: e.index,
+        leaf,
+        leaf_hash: e.leaf_hash,
+    })
+}

@@ -1,0 +1,214 @@
+//! One batch: gather requests, deduplicate, assign indexes, commit (see
+//! `commit.rs`), and hand the committed batch to a receipt task.
+
+use std::collections::{HashMap, HashSet};
+
+use bytes::Bytes;
+use stele_core::{leaf_hash, Hash};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+use super::commit::Commit;
+use super::receipts::Answers;
+use super::{Mode, Sequencer};
+use crate::engine::error::LogError;
+use crate::engine::log::Request;
+use crate::records::leaf_bytes;
+use crate::storage::NewEntry;
+
+/// Where each submitted record ended up.
+#[derive(Clone, Copy)]
+pub(super) enum Slot {
+    /// Position among this batch's new entries; `created` is false for a
+    /// repeat of an earlier item of the same batch.
+    New { pos: usize, created: bool },
+    /// Already stored at this index.
+    Existing(u64),
+}
+
+fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+impl Sequencer {
+    /// Collects a batch behind `first`. Under load (requests were already
+    /// queued when the batch started, or one was held back from the last
+    /// batch) the batch is whatever queued up while the previous one
+    /// committed, taken without waiting: waiting would leave the database
+    /// idle. Only a sequencer that was idle waits up to `max_wait` for
+    /// company, to save commits when submissions trickle in.
+    pub(super) async fn gather(&mut self, first: Request, backlog: bool) -> Vec<Request> {
+        let max = self.ctx.config.max_batch.max(1);
+        let deadline = Instant::now() + self.ctx.config.max_wait;
+        let mut n = first.items.len();
+        let mut requests = vec![first];
+        while n < max {
+            let next = match self.rx.try_recv() {
+                Ok(r) => r,
+                Err(mpsc::error::TryRecvError::Empty) if backlog => break,
+                Err(mpsc::error::TryRecvError::Empty) => {
+                    match tokio::time::timeout_at(deadline, self.rx.recv()).await {
+                        Ok(Some(r)) => r,
+                        _ => break,
+                    }
+                }
+                Err(mpsc::error::TryRecvError::Disconnected) => break,
+            };
+            if n + next.items.len() > max {
+                self.held = Some(next);
+                break;
+            }
+            n += next.items.len();
+            requests.push(next);
+        }
+        requests
+    }
+
+    /// Sequences, commits and answers one batch; returns the next mode.
+    pub(super) async fn process(&mut self, requests: Vec<Request>) -> Mode {
+        let name = self.log.name.clone();
+        let old_size = self.builder.size();
+        let reply = self.reply();
+
+        // Deduplicate within the batch here; against storage optimistically:
+        // the commit fails with `Duplicate` (writing nothing) if a key is
+        // already stored, and only then are the keys looked up and the batch
+        // sequenced again. New records, the common case, cost no look-up.
+        let mut stored: HashMap<Hash, u64> = HashMap::new();
+        let mut looked_up = false;
+        let ts_ms = now_ms().max(self.last_ts);
+        let (entries, slots, overlay) = loop {
+            let (entries, slots) = sequence(&requests, &stored, old_size, ts_ms);
+            if entries.is_empty() {
+                break (entries, slots, HashMap::new());
+            }
+            match self.commit(old_size, &entries, ts_ms).await {
+                Ok(overlay) => break (entries, slots, overlay),
+                Err(Commit::Duplicate(why)) if !looked_up => {
+                    tracing::debug!(log = %name, "batch repeats stored records ({why}); looking them up");
+                    looked_up = true;
+                    let mut seen: HashSet<Hash> = HashSet::new();
+                    let unique: Vec<Hash> = requests
+                        .iter()
+                        .flat_map(|r| r.items.iter().map(|p| p.dedup_key))
+                        .filter(|k| seen.insert(*k))
+                        .collect();
+                    match self.ctx.storage.find_dedup(&name, &unique).await {
+                        Ok(v) => stored = v.into_iter().collect(),
+                        Err(e) => {
+                            tracing::warn!(log = %name, "dedup lookup failed: {e}");
+                            let e = LogError::Unavailable(format!("database unavailable: {e}"));
+                            reply.fail_all(requests, e);
+                            return Mode::Writer;
+                        }
+                    }
+                }
+                Err(Commit::Duplicate(why)) => {
+                    // Found no stored key, yet a uniqueness rule failed: not a
+                    // dedup race (this is the only writer); treat as unknown.
+                    tracing::error!(log = %name, "commit of {old_size}.. failed after the dedup look-up: {why}");
+                    reply.fail_all(requests, LogError::bug("uniqueness violation in a batch"));
+                    return Mode::Writer;
+                }
+                Err(Commit::Failed(e, next)) => {
+                    reply.fail_all(requests, e);
+                    return next;
+                }
+            }
+        };
+
+        // Leaves of already stored duplicates (rare: one read each).
+        let mut existing: HashMap<u64, (Bytes, Hash)> = HashMap::new();
+        for s in slots.iter().flatten() {
+            if let Slot::Existing(index) = *s {
+                if existing.contains_key(&index) {
+                    continue;
+                }
+                match self.read_leaf(index).await {
+                    Ok(leaf) => {
+                        existing.insert(index, leaf);
+                    }
+                    Err(e) => {
+                        let msg = e.to_string();
+                        reply.fail_all(requests, LogError::Unavailable(msg));
+                        return Mode::Writer;
+                    }
+                }
+            }
+        }
+
+        // Receipts, all against the latest checkpoint (this batch's if it had
+        // new entries), are built and sent by a task of their own so that the
+        // sequencer can start on the next batch at once.
+        let job = Answers {
+            requests,
+            slots,
+            entries,
+            existing,
+            old_size,
+            snapshot: self.log.snapshot(),
+            overlay,
+        };
+        tokio::spawn(reply.send(job));
+        Mode::Writer
+    }
+
+    /// The stored leaf and leaf hash at `index` (a stored duplicate).
+    async fn read_leaf(&self, index: u64) -> Result<(Bytes, Hash), LogError> {
+        let e = self
+            .ctx
+            .storage
+            .read_entries(&self.log.name, index, index + 1)
+            .await?;
+        match e.into_iter().next() {
+            Some(e) if e.index == index => {
+                std::str::from_utf8(&e.leaf).map_err(LogError::internal)?;
+                Ok((Bytes::from(e.leaf), e.leaf_hash))
+            }
+            _ => Err(LogError::bug(format!(
+                "entry {index} is deduplicated but missing"
+            ))),
+        }
+    }
+}
+
+/// Assigns indexes: stored duplicates point at their entry, repeats within
+/// the batch share one new entry, the rest become new entries `old_size..`
+/// with leaves stamped `ts_ms`.
+fn sequence(
+    requests: &[Request],
+    stored: &HashMap<Hash, u64>,
+    old_size: u64,
+    ts_ms: i64,
+) -> (Vec<NewEntry>, Vec<Vec<Slot>>) {
+    let mut entries: Vec<NewEntry> = Vec::new();
+    let mut new_pos: HashMap<Hash, usize> = HashMap::new();
+    let mut slots: Vec<Vec<Slot>> = Vec::with_capacity(requests.len());
+    for r in requests {
+        let mut s = Vec::with_capacity(r.items.len());
+        for p in &r.items {
+            if let Some(&index) = stored.get(&p.dedup_key) {
+                s.push(Slot::Existing(index));
+            } else if let Some(&pos) = new_pos.get(&p.dedup_key) {
+                s.push(Slot::New {
+                    pos,
+                    created: false,
+                });
+            } else {
+                let pos = entries.len();
+                let leaf = Bytes::from(leaf_bytes(&p.agency, &p.record, ts_ms));
+                entries.push(NewEntry {
+                    index: old_size + pos as u64,
+                    leaf_hash: leaf_hash(&leaf),
+                    leaf,
+                    dedup_key: p.dedup_key,
+                    ts_ms,
+                });
+                new_pos.insert(p.dedup_key, pos);
+                s.push(Slot::New { pos, created: true });
+            }
+        }
+        slots.push(s);
+    }
+    (entries, slots)
+}

@@ -1,0 +1,165 @@
+//! Committing a sequenced batch: append to a copy of the tree, sign, one
+//! `commit_batch`, and only on `Ok` adopt the new state.
+
+use std::collections::{HashMap, HashSet};
+
+use bytes::Bytes;
+use stele_core::checkpoint::Checkpoint;
+use stele_core::tile::{partial_tiles, TileId, TreeBuilder};
+use stele_core::Hash;
+use tokio::time::Instant;
+
+use super::{Mode, Sequencer};
+use crate::engine::cache::{Key, Kind};
+use crate::engine::error::LogError;
+use crate::engine::log::Status;
+use crate::engine::tiles::Snapshot;
+use crate::storage::{Batch, NewEntry, StorageError};
+
+/// Tiles a batch changed, by `(level, index)`: the receipts of that batch
+/// read them before the snapshot is consulted.
+pub(super) type Overlay = HashMap<(u8, u64), Bytes>;
+
+/// A batch that was signed and sent to storage.
+pub(crate) struct Prepared {
+    pub builder: TreeBuilder,
+    pub ts_ms: i64,
+    pub note: String,
+    changed: Vec<(TileId, Vec<u8>)>,
+}
+
+/// Why a batch was not committed.
+pub(super) enum Commit {
+    /// A dedup key of the batch is already stored; nothing was written.
+    Duplicate(String),
+    /// Not committed: answer every waiter with this error, then go on in
+    /// this mode (carry on, reload, or follow).
+    Failed(LogError, Mode),
+}
+
+impl Sequencer {
+    pub(super) fn sign(&self, size: u64, root: Hash) -> Result<String, String> {
+        self.log
+            .signer
+            .sign_checkpoint(&Checkpoint::new(self.log.origin.to_string(), size, root))
+            .map_err(|e| format!("cannot sign a checkpoint: {e}"))
+    }
+
+    /// Appends `entries` to a copy of the tree, signs the checkpoint and
+    /// commits. On success the new state is adopted and the changed tiles
+    /// are returned (for this batch's receipts).
+    pub(super) async fn commit(
+        &mut self,
+        old_size: u64,
+        entries: &[NewEntry],
+        ts_ms: i64,
+    ) -> Result<Overlay, Commit> {
+        let name = self.log.name.clone();
+        let hashes: Vec<Hash> = entries.iter().map(|e| e.leaf_hash).collect();
+        let mut builder = self.builder.clone();
+        let changed = builder.append(&hashes);
+        let new_size = builder.size();
+        let root = builder.root();
+        let note = match self.sign(new_size, root) {
+            Ok(n) => n,
+            Err(why) => {
+                tracing::error!(log = %name, "{why}");
+                let e = LogError::bug("cannot sign a checkpoint");
+                return Err(Commit::Failed(e, Mode::Writer));
+            }
+        };
+        if let mode @ Mode::Follower = self.check_lease() {
+            let e = LogError::Pushback {
+                detail: "this process lost the writer lease".into(),
+                retry_after: self.ctx.config.retry_after,
+            };
+            return Err(Commit::Failed(e, mode));
+        }
+        let batch = Batch {
+            log: &name,
+            old_size,
+            new_size,
+            entries,
+            tiles: &changed,
+            checkpoint: &note,
+            root,
+        };
+        let started = Instant::now();
+        let result = self.ctx.storage.commit_batch(&batch).await;
+        let m = &self.ctx.metrics;
+        m.batch_commit_seconds
+            .get_or_create(&self.log.label)
+            .observe(started.elapsed().as_secs_f64());
+        let prepared = Prepared {
+            builder,
+            ts_ms,
+            note,
+            changed,
+        };
+        match result {
+            Ok(()) => {
+                m.batch_size
+                    .get_or_create(&self.log.label)
+                    .observe(entries.len() as f64);
+                Ok(self.adopt(prepared))
+            }
+            Err(StorageError::Duplicate(why)) => Err(Commit::Duplicate(why)),
+            Err(StorageError::Conflict(why)) => {
+                tracing::error!(log = %name, "another writer moved the log ({why}); this process stops writing");
+                let e = LogError::Unavailable("the log moved under this writer; retry".into());
+                Err(Commit::Failed(e, self.moved_under_us()))
+            }
+            Err(e) => {
+                // Outcome unknown: answer 503 now, find out before writing again.
+                tracing::warn!(log = %name, "commit of {old_size}..{new_size} failed: {e}; reloading");
+                self.log
+                    .set_status(Status::Unavailable(format!("database unavailable: {e}")));
+                let answer = LogError::Unavailable(
+                    "the record could not be committed; retry (a retry is deduplicated)".into(),
+                );
+                Err(Commit::Failed(answer, Mode::Reload { old_size, prepared }))
+            }
+        }
+    }
+
+    /// Makes a committed batch the current state. Returns the changed tiles
+    /// (for the receipts of this batch).
+    pub(super) fn adopt(&mut self, p: Prepared) -> Overlay {
+        let new_size = p.builder.size();
+        self.builder = p.builder;
+        self.last_ts = p.ts_ms;
+        let mut partials = self.log.snapshot().partials.clone();
+        let mut overlay = HashMap::with_capacity(p.changed.len());
+        for (id, data) in p.changed {
+            let data = Bytes::from(data);
+            if id.is_full() {
+                partials.remove(&(id.level, id.index));
+                self.ctx.cache.insert(
+                    Key {
+                        log: self.log.name.as_arc().clone(),
+                        kind: Kind::Hash,
+                        level: id.level,
+                        index: id.index,
+                    },
+                    data.clone(),
+                );
+            } else {
+                partials.insert((id.level, id.index), data.clone());
+            }
+            overlay.insert((id.level, id.index), data);
+        }
+        let keep: HashSet<(u8, u64)> = partial_tiles(new_size)
+            .iter()
+            .map(|t| (t.level, t.index))
+            .collect();
+        partials.retain(|k, _| keep.contains(k));
+        self.log
+            .set_snapshot(Snapshot::new(new_size, Some(p.note), partials));
+        self.ctx
+            .metrics
+            .tree_size
+            .get_or_create(&self.log.label)
+            .set(new_size as i64);
+        overlay
+    }
+}

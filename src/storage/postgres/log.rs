@@ -1,0 +1,289 @@
+//! Reading and writing a log on PostgreSQL (see the module docs of
+//! [`super`] for the life of a batch).
+
+use std::collections::HashMap;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use sha2::{Digest, Sha256};
+use sqlx::postgres::PgRow;
+use sqlx::Row;
+use stele_core::Hash;
+
+use super::{map_err, ts_from_ms, PostgresStorage};
+use crate::storage::{
+    hash_from, to_i64, to_u64, Batch, LogReader, LogState, LogWriter, Result, StorageError,
+    StoredEntry,
+};
+
+/// How a dedup key is stored: `SHA-256(log || 0x00 || key)`. Uniqueness is
+/// enforced by an exclusion constraint over a one-column hash index
+/// (migration 0003), so the log is part of the stored key.
+fn stored_dedup_key(log: &str, key: &Hash) -> [u8; 32] {
+    let mut h = Sha256::new();
+    h.update(log.as_bytes());
+    h.update([0]);
+    h.update(key.0);
+    h.finalize().into()
+}
+
+fn log_state_from(row: &PgRow) -> Result<LogState> {
+    let last_ts: Option<DateTime<Utc>> = row.try_get("last_ts").map_err(map_err)?;
+    Ok(LogState {
+        name: row.try_get("name").map_err(map_err)?,
+        origin: row.try_get("origin").map_err(map_err)?,
+        tree_size: to_u64(row.try_get("tree_size").map_err(map_err)?)?,
+        checkpoint: row.try_get("checkpoint").map_err(map_err)?,
+        last_ts_ms: last_ts.map_or(0, |t| t.timestamp_millis()),
+    })
+}
+
+fn entry_from(row: &PgRow) -> Result<StoredEntry> {
+    let leaf_hash: Vec<u8> = row.try_get("leaf_hash").map_err(map_err)?;
+    Ok(StoredEntry {
+        index: to_u64(row.try_get("idx").map_err(map_err)?)?,
+        leaf: row.try_get("leaf").map_err(map_err)?,
+        leaf_hash: hash_from(&leaf_hash)?,
+    })
+}
+
+#[async_trait]
+impl LogReader for PostgresStorage {
+    async fn log_state(&self, log: &str) -> Result<Option<LogState>> {
+        let row = sqlx::query(
+            "SELECT name, origin, tree_size, checkpoint, last_ts FROM logs WHERE name = $1",
+        )
+        .bind(log)
+        .fetch_optional(&mut *self.conn().await?)
+        .await
+        .map_err(map_err)?;
+        row.as_ref().map(log_state_from).transpose()
+    }
+
+    async fn read_tiles(&self, log: &str, tiles: &[(u8, u64)]) -> Result<Vec<Option<Vec<u8>>>> {
+        if tiles.is_empty() {
+            return Ok(Vec::new());
+        }
+        let levels: Vec<i16> = tiles.iter().map(|t| i16::from(t.0)).collect();
+        let idxs = tiles
+            .iter()
+            .map(|t| to_i64(t.1, "tile index"))
+            .collect::<Result<Vec<_>>>()?;
+        // One round trip; `ord` maps each row back to its request.
+        let rows = sqlx::query(
+            "SELECT q.ord, t.data FROM UNNEST($2::smallint[], $3::bigint[]) \
+             WITH ORDINALITY AS q(level, idx, ord) \
+             JOIN tiles t ON t.log = $1 AND t.level = q.level AND t.idx = q.idx",
+        )
+        .bind(log)
+        .bind(&levels)
+        .bind(&idxs)
+        .fetch_all(&mut *self.conn().await?)
+        .await
+        .map_err(map_err)?;
+        let mut out = vec![None; tiles.len()];
+        for r in rows {
+            let ord: i64 = r.try_get("ord").map_err(map_err)?;
+            let slot = usize::try_from(ord - 1)
+                .ok()
+                .and_then(|i| out.get_mut(i))
+                .ok_or_else(|| StorageError::Other(format!("bad ordinality {ord}")))?;
+            *slot = Some(r.try_get("data").map_err(map_err)?);
+        }
+        Ok(out)
+    }
+
+    async fn read_entries(&self, log: &str, start: u64, end: u64) -> Result<Vec<StoredEntry>> {
+        let end = end.min(i64::MAX as u64);
+        if start >= end {
+            return Ok(Vec::new());
+        }
+        let rows = sqlx::query(
+            "SELECT idx, leaf, leaf_hash FROM entries \
+             WHERE log = $1 AND idx >= $2 AND idx < $3 ORDER BY idx",
+        )
+        .bind(log)
+        .bind(to_i64(start, "index")?)
+        .bind(to_i64(end, "index")?)
+        .fetch_all(&mut *self.conn().await?)
+        .await
+        .map_err(map_err)?;
+        rows.iter().map(entry_from).collect()
+    }
+
+    async fn entry_by_leaf_hash(&self, log: &str, leaf_hash: &Hash) -> Result<Option<StoredEntry>> {
+        let row = sqlx::query(
+            "SELECT idx, leaf, leaf_hash FROM entries \
+             WHERE log = $1 AND leaf_hash = $2 ORDER BY idx LIMIT 1",
+        )
+        .bind(log)
+        .bind(leaf_hash.0.as_slice())
+        .fetch_optional(&mut *self.conn().await?)
+        .await
+        .map_err(map_err)?;
+        row.as_ref().map(entry_from).transpose()
+    }
+
+    async fn checkpoint_at(&self, log: &str, tree_size: u64) -> Result<Option<String>> {
+        let Ok(size) = i64::try_from(tree_size) else {
+            return Ok(None);
+        };
+        sqlx::query_scalar("SELECT note FROM checkpoints WHERE log = $1 AND tree_size = $2")
+            .bind(log)
+            .bind(size)
+            .fetch_optional(&mut *self.conn().await?)
+            .await
+            .map_err(map_err)
+    }
+
+    async fn checkpoints(&self, log: &str) -> Result<Vec<(u64, String)>> {
+        let rows: Vec<(i64, String)> = sqlx::query_as(
+            "SELECT tree_size, note FROM checkpoints WHERE log = $1 ORDER BY tree_size",
+        )
+        .bind(log)
+        .fetch_all(&mut *self.conn().await?)
+        .await
+        .map_err(map_err)?;
+        rows.into_iter().map(|(s, n)| Ok((to_u64(s)?, n))).collect()
+    }
+}
+
+#[async_trait]
+impl LogWriter for PostgresStorage {
+    async fn ensure_log(&self, name: &str, origin: &str) -> Result<LogState> {
+        sqlx::query(
+            "INSERT INTO logs (name, origin) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING",
+        )
+        .bind(name)
+        .bind(origin)
+        .execute(&mut *self.conn().await?)
+        .await
+        .map_err(map_err)?;
+        crate::storage::expect_origin(self.log_state(name).await?, name, origin)
+    }
+
+    async fn commit_batch(&self, batch: &Batch<'_>) -> Result<()> {
+        batch.check()?;
+        let n = batch.entries.len();
+        let (mut idx, mut leaf, mut leaf_hash, mut dedup, mut ts) = (
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+        );
+        for e in batch.entries {
+            idx.push(to_i64(e.index, "index")?);
+            leaf.push(&e.leaf[..]);
+            leaf_hash.push(e.leaf_hash.0.as_slice());
+            dedup.push(stored_dedup_key(batch.log, &e.dedup_key));
+            ts.push(ts_from_ms(e.ts_ms)?);
+        }
+        let last_ts = ts.last().copied();
+        let mut t_level = Vec::with_capacity(batch.tiles.len());
+        let mut t_idx = Vec::with_capacity(batch.tiles.len());
+        let mut t_data = Vec::with_capacity(batch.tiles.len());
+        for (id, data) in batch.tiles {
+            t_level.push(i16::from(id.level));
+            t_idx.push(to_i64(id.index, "tile index")?);
+            t_data.push(data.as_slice());
+        }
+
+        let mut writer = self.writer.lock().await;
+        if writer.is_none() {
+            *writer = Some(self.conn().await?);
+        }
+        let conn = writer.as_mut().expect("set above");
+        // One statement, one round trip, one implicit transaction: the CAS
+        // runs in `moved`, and every insert is conditioned on it. A failed
+        // CAS writes nothing (0 rows moved → `Conflict`); any error (a stored
+        // dedup key → `Duplicate`) aborts the whole statement.
+        let result = sqlx::query(
+            "WITH moved AS ( \
+                 UPDATE logs SET tree_size = $3, root = $4, checkpoint = $5, \
+                 last_ts = COALESCE($6, last_ts) WHERE name = $1 AND tree_size = $2 \
+                 RETURNING 1 \
+             ), new_entries AS ( \
+                 INSERT INTO entries (log, idx, leaf, leaf_hash, dedup_key, ts) \
+                 SELECT $1, u.* FROM UNNEST($7::bigint[], $8::bytea[], $9::bytea[], \
+                 $10::bytea[], $11::timestamptz[]) AS u WHERE EXISTS (SELECT FROM moved) \
+             ), new_tiles AS ( \
+                 INSERT INTO tiles (log, level, idx, data) \
+                 SELECT $1, u.* FROM UNNEST($12::smallint[], $13::bigint[], $14::bytea[]) AS u \
+                 WHERE EXISTS (SELECT FROM moved) \
+                 ON CONFLICT (log, level, idx) DO UPDATE SET data = EXCLUDED.data \
+                 WHERE octet_length(EXCLUDED.data) > octet_length(tiles.data) \
+             ), new_checkpoint AS ( \
+                 INSERT INTO checkpoints (log, tree_size, note) \
+                 SELECT $1, $3, $5 WHERE EXISTS (SELECT FROM moved) \
+             ) \
+             SELECT count(*) FROM moved",
+        )
+        .bind(batch.log)
+        .bind(to_i64(batch.old_size, "tree size")?)
+        .bind(to_i64(batch.new_size, "tree size")?)
+        .bind(batch.root.0.as_slice())
+        .bind(batch.checkpoint)
+        .bind(last_ts)
+        .bind(&idx)
+        .bind(&leaf)
+        .bind(&leaf_hash)
+        .bind(&dedup)
+        .bind(&ts)
+        .bind(&t_level)
+        .bind(&t_idx)
+        .bind(&t_data)
+        .fetch_one(&mut **conn)
+        .await
+        .map_err(map_err);
+        // Crash point: if the connection drops before the answer arrives the
+        // outcome is unknown to us; the caller reloads the state (see the
+        // trait docs). The connection is not reused after such an error.
+        let moved: i64 = match result {
+            Ok(row) => row.try_get(0).map_err(map_err)?,
+            Err(e) => {
+                if !matches!(e, StorageError::Duplicate(_)) {
+                    if let Some(mut c) = writer.take() {
+                        c.close_on_drop();
+                    }
+                }
+                return Err(e);
+            }
+        };
+        if moved != 1 {
+            return Err(StorageError::Conflict(format!(
+                "log {} is no longer at size {}",
+                batch.log, batch.old_size
+            )));
+        }
+        Ok(())
+    }
+
+    async fn find_dedup(&self, log: &str, keys: &[Hash]) -> Result<Vec<(Hash, u64)>> {
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        let stored: HashMap<[u8; 32], Hash> = keys
+            .iter()
+            .map(|k| (stored_dedup_key(log, k), *k))
+            .collect();
+        let asked: Vec<[u8; 32]> = stored.keys().copied().collect();
+        let rows = sqlx::query(
+            "SELECT dedup_key, idx FROM entries WHERE dedup_key = ANY($2::bytea[]) AND log = $1",
+        )
+        .bind(log)
+        .bind(&asked)
+        .fetch_all(&mut *self.conn().await?)
+        .await
+        .map_err(map_err)?;
+        rows.iter()
+            .map(|r| {
+                let key: Vec<u8> = r.try_get("dedup_key").map_err(map_err)?;
+                let key = stored
+                    .get(key.as_slice())
+                    .ok_or_else(|| StorageError::Other("find_dedup: unasked key".into()))?;
+                Ok((*key, to_u64(r.try_get("idx").map_err(map_err)?)?))
+            })
+            .collect()
+    }
+}
