@@ -11,3 +11,4 @@ pub mod engine;
 pub mod metrics;
 pub mod storage;
 pub mod testkit;
+pub mod witness;
