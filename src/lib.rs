@@ -13,3 +13,4 @@ pub mod names;
 pub mod records;
 pub mod storage;
 pub mod wire;
+pub mod witness;

@@ -14,6 +14,7 @@ pub mod monitor;
 pub mod serve;
 pub mod submit;
 pub mod verify;
+pub mod witness;
 
 /// Stele: a verifiable record log.
 #[derive(Debug, Parser)]
@@ -37,6 +38,8 @@ pub enum Command {
     Verify(verify::Args),
     /// Watch a log: verify every new checkpoint and its consistency.
     Monitor(monitor::Args),
+    /// A C2SP tlog-witness: `keygen` and `serve`.
+    Witness(witness::Args),
     /// Print the OpenAPI document (regenerate the checked-in copy with
     /// `cargo run -- openapi > openapi/stele.json`).
     #[command(hide = true)]
@@ -54,6 +57,7 @@ pub fn main() -> ExitCode {
         Command::Submit(args) => submit::run(args),
         Command::Verify(args) => verify::run(args),
         Command::Monitor(args) => monitor::run(args),
+        Command::Witness(args) => witness::run(args),
         Command::Openapi => {
             print!("{}", crate::api::ops::OPENAPI_JSON.as_str());
             Ok(ExitCode::SUCCESS)

@@ -12,6 +12,13 @@
 //! - [`checkpoint`]: C2SP `tlog-checkpoint` bodies.
 //! - [`note`]: C2SP `signed-note` with Ed25519 (sign, verify, key ids,
 //!   `vkey`/`skey` forms, key generation).
+//! - [`cosignature`]: C2SP `tlog-cosignature` (`cosignature/v1`):
+//!   timestamped Ed25519 witness cosignatures, witness keys, verifying the
+//!   cosignatures on a checkpoint.
+//! - [`policy`]: C2SP `tlog-policy`: logs, witnesses, k-of-n groups, the
+//!   quorum, and opening a checkpoint under a policy.
+//! - [`witness`]: C2SP `tlog-witness`: the `add-checkpoint` request, the
+//!   witness's decision (every status of the spec), and reading its answer.
 //! - [`tlog_proof`]: C2SP `tlog-proof@v1` offline proofs.
 //! - [`receipt`]: Stele receipts and their step-by-step verification.
 //!
@@ -23,11 +30,15 @@
 //! OpenAPI document.) Callers read tiles, hashes and
 //! notes however they like and hand bytes in. Nothing here knows about
 //! agencies, record types or the JSON record format: the tree is generic over
-//! opaque leaf bytes. Witness cosignatures (`tlog-cosignature`) are not
-//! implemented yet; notes are signed and verified with Ed25519 only (other
-//! signature types on a note are ignored like any unknown key). There is no
-//! tile client or fetching, no caching, and no key storage: an `skey` is a
-//! string the caller keeps safe.
+//! opaque leaf bytes. Notes are signed with Ed25519 (`0x01`) and cosigned
+//! with Ed25519 `cosignature/v1` (`0x04`) only: ML-DSA-44 cosignatures
+//! (`0x06`, `subtree/v1`) and the witness's optional `sign-subtree` call are
+//! not implemented, and signatures of other types are ignored like any
+//! unknown key. The witness protocol is here as pure functions (parse,
+//! decide, encode) over a state the caller stores: no HTTP server or
+//! client, no storage, and no clock (the cosignature time is passed in).
+//! There is no tile client or fetching, no caching, and no key storage: an
+//! `skey` is a string the caller keeps safe.
 //!
 //! ## Where the code comes from
 //!
@@ -36,8 +47,10 @@
 //! signatures. Everything else is written here: RFC 9162 proof algorithms
 //! over a [`merkle::HashReader`] of `(level, index)` nodes, C2SP tile paths
 //! (`tile/<L>/<N>`, `tile/entries/<N>`), entry bundles, the tree builder,
-//! checkpoints, `tlog-proof@v1` and receipts. Tests cross-check proofs against
-//! `tlog_tiles`, an independent port of Go's `sumdb/tlog`.
+//! checkpoints, `tlog-proof@v1` and receipts. Cosignatures, policies and the
+//! witness protocol are written here too, over `signed_note`'s note grammar
+//! and `ed25519-dalek`. Tests cross-check proofs against `tlog_tiles`, an
+//! independent port of Go's `sumdb/tlog`.
 //!
 //! ## Edge cases, decided
 //!
@@ -51,14 +64,17 @@
 //!   `int64`) cannot represent them.
 
 pub mod checkpoint;
+pub mod cosignature;
 pub mod error;
 pub mod hash;
 pub mod merkle;
 pub mod note;
+pub mod policy;
 pub mod receipt;
 pub mod step;
 pub mod tile;
 pub mod tlog_proof;
+pub mod witness;
 
 pub use error::Error;
 pub use hash::{leaf_hash, node_hash, Hash, EMPTY_ROOT, HASH_SIZE};

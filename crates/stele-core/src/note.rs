@@ -190,7 +190,7 @@ pub struct VerifiedNote {
     pub signed_by: Vec<(String, u32)>,
 }
 
-fn parse_note(note: &str) -> Result<Note, NoteError> {
+pub(crate) fn parse_note(note: &str) -> Result<Note, NoteError> {
     Note::from_bytes(note.as_bytes()).map_err(|_| {
         NoteError::Malformed(
             "expected UTF-8 text without control characters, a blank line, then one or more \
@@ -200,42 +200,67 @@ fn parse_note(note: &str) -> Result<Note, NoteError> {
     })
 }
 
+/// Verifies `note` against `keys` (any [`Verifiers`]: log keys here,
+/// witness keys in [`crate::cosignature`]) and returns its text and the
+/// signatures that verified. The rules of [`open`]; `trusted` describes the
+/// keys for the error when none of them signed.
+pub(crate) fn open_with(
+    note: &str,
+    keys: &impl Verifiers,
+    trusted: impl FnOnce() -> Vec<String>,
+) -> Result<(String, Vec<signed_note::Signature>), NoteError> {
+    let parsed = parse_note(note)?;
+    let (verified, _unknown) = parsed.verify(keys).map_err(|e| match e {
+        CrateError::UnverifiedNote => {
+            let trusted = trusted();
+            NoteError::UnknownKey(format!(
+                "trusted: {}",
+                if trusted.is_empty() {
+                    "none".into()
+                } else {
+                    trusted.join(", ")
+                }
+            ))
+        }
+        CrateError::InvalidSignature { name, id } => {
+            NoteError::InvalidSignature(format!("{name}+{id:08x}"))
+        }
+        other => NoteError::Malformed(other.to_string()),
+    })?;
+    let text = String::from_utf8(parsed.text().to_vec())
+        .map_err(|_| NoteError::Malformed("text is not UTF-8".into()))?;
+    Ok((text, verified))
+}
+
 /// Opens a note: at least one signature must come from one of `verifiers`
 /// and verify; signatures by unknown keys are ignored, as the spec says; a
 /// signature by a known key that does not verify rejects the note.
 pub fn open(note: &str, verifiers: &[Verifier]) -> Result<VerifiedNote, NoteError> {
-    let parsed = parse_note(note)?;
-    let (verified, _unknown) = parsed
-        .verify(&TrustedKeys(verifiers))
-        .map_err(|e| match e {
-            CrateError::UnverifiedNote => {
-                let trusted: Vec<String> = verifiers
-                    .iter()
-                    .map(|v| format!("{}+{:08x}", v.name(), v.key_id()))
-                    .collect();
-                NoteError::UnknownKey(format!(
-                    "trusted: {}",
-                    if trusted.is_empty() {
-                        "none".into()
-                    } else {
-                        trusted.join(", ")
-                    }
-                ))
-            }
-            CrateError::InvalidSignature { name, id } => {
-                NoteError::InvalidSignature(format!("{name}+{id:08x}"))
-            }
-            other => NoteError::Malformed(other.to_string()),
-        })?;
-    let text = String::from_utf8(parsed.text().to_vec())
-        .map_err(|_| NoteError::Malformed("text is not UTF-8".into()))?;
-    Ok(VerifiedNote {
-        text,
-        signed_by: verified
+    open_with_signatures(note, verifiers).map(|(opened, _lines)| opened)
+}
+
+/// [`open`], and also the signature lines that verified, verbatim (each
+/// `— <name> <base64>\n`), e.g. to keep a checkpoint with only its trusted
+/// signatures.
+pub fn open_with_signatures(
+    note: &str,
+    verifiers: &[Verifier],
+) -> Result<(VerifiedNote, Vec<String>), NoteError> {
+    let (text, verified) = open_with(note, &TrustedKeys(verifiers), || {
+        verifiers
             .iter()
-            .map(|s| (s.name().to_owned(), s.id()))
-            .collect(),
-    })
+            .map(|v| format!("{}+{:08x}", v.name(), v.key_id()))
+            .collect()
+    })?;
+    let lines = verified
+        .iter()
+        .map(|s| String::from_utf8_lossy(&s.to_bytes()).into_owned())
+        .collect();
+    let signed_by = verified
+        .iter()
+        .map(|s| (s.name().to_owned(), s.id()))
+        .collect();
+    Ok((VerifiedNote { text, signed_by }, lines))
 }
 
 /// Opens a checkpoint note signed by `verifier` and checks that its origin
@@ -251,6 +276,13 @@ pub fn open_checkpoint(note: &str, verifier: &Verifier) -> Result<Checkpoint, No
         });
     }
     Ok(checkpoint)
+}
+
+/// The text of a note (ending in a newline), without checking any signature.
+pub fn parse_unverified_text(note: &str) -> Result<String, NoteError> {
+    let parsed = parse_note(note)?;
+    String::from_utf8(parsed.text().to_vec())
+        .map_err(|_| NoteError::Malformed("text is not UTF-8".into()))
 }
 
 /// Splits a note into its text and the checkpoint it carries, without
