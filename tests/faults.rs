@@ -175,7 +175,7 @@ impl Deployment {
             "GET /logs publishes vkey {published}, keygen printed {}",
             self.vkey
         );
-        LogChecker::new(&server.base_url(), LOG, &self.vkey)
+        LogChecker::over_http(&server.base_url(), LOG, &self.vkey)
     }
 }
 
@@ -740,7 +740,7 @@ async fn crash(backend: Backend) -> Result<()> {
             servers.push(deployment.start(&format!("server-{}", round + 1)).await?);
             let restarted = servers.last().expect("a server");
             restart_times.push(killed_at.elapsed());
-            checker.set_base_url(&restarted.base_url());
+            checker.set_base_url(&restarted.base_url())?;
             // Every receipt so far: its checkpoint is consistent with the
             // new checkpoint, and its leaf is included in it and sits at its
             // index in the tiles.
@@ -944,16 +944,16 @@ async fn two_writers(backend: Backend) -> Result<()> {
             );
         }
         // Both processes must serve the one log.
-        checker.set_base_url(&second.base_url());
+        checker.set_base_url(&second.base_url())?;
         checker.check().await?;
-        checker.set_base_url(&writer.base_url());
+        checker.set_base_url(&writer.base_url())?;
         checker.check().await?;
         let before_kill = collector.receipts.len();
 
         writer.kill9();
         let killed_at = Instant::now();
         *targets.write().expect("targets lock") = vec![second.base_url()];
-        checker.set_base_url(&second.base_url());
+        checker.set_base_url(&second.base_url())?;
         let takeover = async {
             collector
                 .pump(&mut load, &mut checker, false, TAKEOVER, |c| {

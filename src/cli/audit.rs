@@ -7,10 +7,15 @@
 //! hash tiles of a [`TreeBuilder`]), saved after every chunk of bundles. A
 //! prefix is only ever trusted because the final root must match a signed
 //! checkpoint: bad bundles anywhere make that check fail.
+//!
+//! The auditor reads tiles through [`TileSource`], which [`LogClient`]
+//! implements over HTTP; the test suites' invariant checker runs this same
+//! code over the engine and over storage.
 
 use std::collections::BTreeMap;
 use std::io::IsTerminal;
 
+use async_trait::async_trait;
 use base64::Engine as _;
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
@@ -21,12 +26,41 @@ use stele_core::{leaf_hash, Hash};
 
 use super::client::LogClient;
 
+/// Where the auditor reads a log's tiles.
+///
+/// Contract: `tile` returns the hash tile or entry bundle at exactly the
+/// width asked (a source that holds a wider version of a partial tile cuts
+/// it down: tiles only grow at the end). An error means the tile could not
+/// be read (the audit is then inconclusive, not an alarm); wrong contents
+/// are for the auditor to find.
+#[async_trait]
+pub trait TileSource: Send + Sync {
+    async fn tile(&self, path: TilePath) -> anyhow::Result<Vec<u8>>;
+}
+
+#[async_trait]
+impl TileSource for LogClient {
+    async fn tile(&self, path: TilePath) -> anyhow::Result<Vec<u8>> {
+        Ok(LogClient::tile(self, path).await?)
+    }
+}
+
 /// The log misbehaved: the report, and the evidence (what the monitor and
 /// the audit raise).
 #[derive(Debug)]
 pub struct Alarm {
     pub what: String,
     pub evidence: String,
+}
+
+impl std::fmt::Display for Alarm {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.what)?;
+        for line in self.evidence.lines() {
+            write!(f, "\n  {line}")?;
+        }
+        Ok(())
+    }
 }
 
 /// Bundles fetched and hashed between two saves of the progress.
@@ -102,8 +136,8 @@ fn snapshot(size: u64, edge: &Edge) -> anyhow::Result<AuditState> {
     Ok(AuditState { size, tiles })
 }
 
-fn progress(len: u64, start: u64) -> indicatif::ProgressBar {
-    if !std::io::stderr().is_terminal() {
+fn progress(len: u64, start: u64, show: bool) -> indicatif::ProgressBar {
+    if !show || !std::io::stderr().is_terminal() {
         return indicatif::ProgressBar::hidden();
     }
     let pb = indicatif::ProgressBar::new(len);
@@ -119,17 +153,14 @@ fn progress(len: u64, start: u64) -> indicatif::ProgressBar {
 }
 
 /// Compares served hash tiles with rebuilt ones.
-async fn check_tiles(
-    client: &LogClient,
+async fn check_tiles<S: TileSource + ?Sized>(
+    source: &S,
     tiles: Vec<(TileId, Vec<u8>)>,
     concurrency: usize,
 ) -> anyhow::Result<Result<(), Alarm>> {
-    let mut served = futures::stream::iter(tiles.into_iter().map(|(id, rebuilt)| {
-        let client = client.clone();
-        async move {
-            let got = client.tile(TilePath::Hash(id)).await;
-            (id, rebuilt, got)
-        }
+    let mut served = futures::stream::iter(tiles.into_iter().map(|(id, rebuilt)| async move {
+        let got = source.tile(TilePath::Hash(id)).await;
+        (id, rebuilt, got)
     }))
     .buffer_unordered(concurrency.max(1));
     while let Some((id, rebuilt, got)) = served.next().await {
@@ -157,16 +188,28 @@ async fn check_tiles(
 /// On success `slot` holds the audited state at `cp.size` and the answer is
 /// the number of entries fetched and hashed by this call; after each chunk
 /// the progress is put in `slot` and handed to `save`.
-pub async fn audit(
-    client: &LogClient,
+pub async fn audit<S: TileSource + ?Sized>(
+    source: &S,
     cp: &Checkpoint,
     slot: &mut Option<AuditState>,
     concurrency: usize,
     save: &mut (dyn FnMut(&AuditState) -> anyhow::Result<()> + Send),
 ) -> anyhow::Result<Result<u64, Alarm>> {
+    audit_with_progress(source, cp, slot, concurrency, save, true).await
+}
+
+/// [`audit`], with a progress bar on a terminal only if `show_progress`.
+pub async fn audit_with_progress<S: TileSource + ?Sized>(
+    source: &S,
+    cp: &Checkpoint,
+    slot: &mut Option<AuditState>,
+    concurrency: usize,
+    save: &mut (dyn FnMut(&AuditState) -> anyhow::Result<()> + Send),
+    show_progress: bool,
+) -> anyhow::Result<Result<u64, Alarm>> {
     let (mut builder, mut edge) = resume(slot.as_ref(), cp)?;
     let start = builder.size();
-    let pb = progress(cp.size, start);
+    let pb = progress(cp.size, start, show_progress);
     let first_bundle = start / TILE_WIDTH;
     let end_bundle = cp.size.div_ceil(TILE_WIDTH);
 
@@ -175,9 +218,8 @@ pub async fn audit(
         let chunk_end = (chunk_start + CHUNK_BUNDLES).min(end_bundle);
         let mut bundles = futures::stream::iter((chunk_start..chunk_end).map(|k| {
             let width = (cp.size - k * TILE_WIDTH).min(TILE_WIDTH) as u16;
-            let client = client.clone();
             async move {
-                let got = client
+                let got = source
                     .tile(TilePath::Entries(TileId::new(0, k, width)))
                     .await;
                 (k, width, got)
@@ -223,7 +265,7 @@ pub async fn audit(
             pb.inc(hashes.len() as u64);
         }
         drop(bundles);
-        if let Err(alarm) = check_tiles(client, full_tiles, concurrency).await? {
+        if let Err(alarm) = check_tiles(source, full_tiles, concurrency).await? {
             return Ok(Err(alarm));
         }
         let progress = snapshot(builder.size(), &edge)?;
@@ -254,7 +296,7 @@ pub async fn audit(
             b64().decode(&t.hashes)?,
         ));
     }
-    if let Err(alarm) = check_tiles(client, partial, concurrency).await? {
+    if let Err(alarm) = check_tiles(source, partial, concurrency).await? {
         return Ok(Err(alarm));
     }
     *slot = Some(state);

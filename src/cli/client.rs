@@ -180,9 +180,32 @@ impl LogClient {
 
     /// A consistency proof from `from` to `to` (unverified).
     pub async fn consistency(&self, from: u64, to: u64) -> anyhow::Result<Vec<Hash>> {
-        let rel = format!("proofs/consistency?from={from}&to={to}");
-        let answer: wire::Consistency = self.get_json(&rel).await?;
-        Ok(answer.consistency_proof)
+        Ok(self.consistency_answer(from, to).await?.consistency_proof)
+    }
+
+    /// The log's whole answer for a consistency proof from `from` to `to`
+    /// (unverified).
+    pub async fn consistency_answer(
+        &self,
+        from: u64,
+        to: u64,
+    ) -> anyhow::Result<wire::Consistency> {
+        self.get_json(&format!("proofs/consistency?from={from}&to={to}"))
+            .await
+    }
+
+    /// The log's answer for an inclusion proof of entry `index` in the tree
+    /// of `tree_size` (unverified).
+    pub async fn inclusion(&self, index: u64, tree_size: u64) -> anyhow::Result<wire::Inclusion> {
+        self.get_json(&format!(
+            "proofs/inclusion?index={index}&tree_size={tree_size}"
+        ))
+        .await
+    }
+
+    /// Entry `index` (unverified).
+    pub async fn entry(&self, index: u64) -> anyhow::Result<wire::Entry> {
+        self.get_json(&format!("entries/{index}")).await
     }
 
     /// A hash tile or entry bundle at exactly the width asked. When a

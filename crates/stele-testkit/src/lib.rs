@@ -1,12 +1,17 @@
 //! Test support shared by Stele's suites, as a dev-only crate: nothing here
 //! is compiled into the `stele` binary.
 //!
-//! - [`pg`]: a fresh, migrated PostgreSQL database per test, and the rule
-//!   for when PostgreSQL is unreachable (ignored with a reason, or failed
-//!   under `STELE_REQUIRE_POSTGRES=1`);
+//! - [`checker`]: the invariant checker every suite runs after every step
+//!   that writes, over HTTP, an engine or a storage backend;
+//! - [`harness`]: suites as libtest-mimic trials, once per backend, with the
+//!   rule for an unreachable PostgreSQL;
+//! - [`store`]: a fresh database per test (SQLite or PostgreSQL);
+//! - [`pg`]: fresh PostgreSQL databases and the `STELE_REQUIRE_POSTGRES` policy;
 //! - [`server`]: an in-process server on `127.0.0.1:0`;
-//! - [`process`]: `stele` processes and throwaway PostgreSQL clusters;
-//! - [`checker`]: the invariant checker every suite runs after every step.
+//! - [`process`]: `stele` processes, deployments and throwaway PostgreSQL clusters;
+//! - [`faults`]: a storage wrapper that injects faults;
+//! - [`synthetic`]: real Merkle batches with signed checkpoints, for tests
+//!   that write storage directly.
 
 pub mod checker;
 pub mod faults;

@@ -1,0 +1,561 @@
+//! The invariant checker every suite runs after every step that writes
+//! (Sunlight's `CheckLog`).
+//!
+//! [`LogChecker`] looks at a log only through a [`LogView`] — the public
+//! HTTP API, an engine's read methods, or a storage backend — and the core
+//! verifier, the way an outside monitor would:
+//!
+//! - every checkpoint it sees (fetched, carried by a receipt, or stored)
+//!   must be signed by the log's key, and two checkpoints of the same size
+//!   must have the same root (anything else is a fork);
+//! - every checkpoint it has seen, and every stored one, must be consistent
+//!   with the newest one it has verified (the log is append-only);
+//! - every receipt handed to it must verify offline, no two receipts may
+//!   claim one index for different leaves, and each is re-proven through
+//!   the proof API;
+//! - [`LogChecker::audit`] rebuilds the whole tree from the entry bundles
+//!   with the same auditor as `stele monitor --audit`
+//!   ([`stele::cli::audit`]) and compares every hash tile and the root,
+//!   trusting nothing beyond the signed checkpoint;
+//! - every entry is read back and its inclusion proven through the proof API.
+//!
+//! [`LogChecker::check_all`] does all of it; the steps are public for
+//! suites that check a live log while it grows.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Mutex;
+
+use anyhow::{anyhow, bail, ensure, Context, Result};
+use async_trait::async_trait;
+use futures::stream::{self, StreamExt, TryStreamExt};
+use stele::cli::audit::{audit_with_progress, AuditState, TileSource};
+use stele_core::checkpoint::Checkpoint;
+use stele_core::merkle::{verify_consistency, verify_inclusion};
+use stele_core::note::{open_checkpoint, Verifier};
+use stele_core::receipt::Receipt;
+use stele_core::tile::{decode_bundle, TilePath, TILE_WIDTH};
+use stele_core::{leaf_hash, Hash};
+
+mod view;
+pub use view::{published_log, EngineView, HttpView, LogView, StorageView};
+
+#[cfg(test)]
+mod tests;
+
+/// How many reads the checker keeps in flight at once.
+const PARALLEL: usize = 16;
+
+/// The result of [`LogChecker::audit`].
+#[derive(Clone, Debug)]
+pub struct Audit {
+    /// The checkpoint the audit reproduced.
+    pub checkpoint: Checkpoint,
+    /// Every leaf of the tree, in index order.
+    pub leaves: Vec<Vec<u8>>,
+}
+
+/// What [`LogChecker::check_all`] verified.
+#[derive(Clone, Debug)]
+pub struct Report {
+    /// The newest checkpoint, which everything was checked against.
+    pub checkpoint: Checkpoint,
+    /// Every leaf of the tree, in index order.
+    pub leaves: Vec<Vec<u8>>,
+    /// Receipts re-proven (all the checker was given).
+    pub receipts: usize,
+    /// Stored checkpoints verified, when the view can see them.
+    pub stored: Option<usize>,
+    /// Entries read back and proven through the proof API.
+    pub entries: usize,
+}
+
+/// Keeps what a monitor of one log has verified so far. See the module docs.
+pub struct LogChecker<V: LogView = HttpView> {
+    view: V,
+    verifier: Verifier,
+    /// The newest checkpoint verified so far.
+    latest: Option<Checkpoint>,
+    /// Root of every signed tree size seen (fork detection).
+    roots: BTreeMap<u64, Hash>,
+    /// Sizes seen whose consistency with `latest` is not proven yet.
+    unproven: BTreeMap<u64, Hash>,
+    /// Leaf hash of every receipt seen, by index.
+    leaves: BTreeMap<u64, Hash>,
+    /// At most this many entries are read back by `check_all` (spread over
+    /// the log); None: all of them.
+    entry_limit: Option<usize>,
+}
+
+impl LogChecker<HttpView> {
+    /// A checker for log `log` served at `base_url` (`http://127.0.0.1:PORT`)
+    /// whose checkpoints are signed by `vkey`.
+    pub fn over_http(base_url: &str, log: &str, vkey: &str) -> Result<Self> {
+        Self::new(HttpView::new(base_url, log)?, vkey)
+    }
+
+    /// A checker that takes the log's vkey from `GET /logs` (trust on first use).
+    pub async fn discover(base_url: &str, log: &str) -> Result<Self> {
+        let info = published_log(base_url, log).await?;
+        Self::over_http(base_url, log, &info.vkey)
+    }
+
+    /// Points the checker at another process serving the same log (after a
+    /// restart, or to the other of two servers). Everything verified so far
+    /// is kept and must stay true there.
+    pub fn set_base_url(&mut self, base_url: &str) -> Result<()> {
+        self.view = self.view.at(base_url)?;
+        Ok(())
+    }
+}
+
+impl<V: LogView> LogChecker<V> {
+    /// A checker reading through `view`, for a log signed by `vkey`.
+    pub fn new(view: V, vkey: &str) -> Result<Self> {
+        let verifier = Verifier::from_vkey(vkey).map_err(|e| anyhow!("bad vkey {vkey:?}: {e}"))?;
+        Ok(LogChecker {
+            view,
+            verifier,
+            latest: None,
+            roots: BTreeMap::new(),
+            unproven: BTreeMap::new(),
+            leaves: BTreeMap::new(),
+            entry_limit: None,
+        })
+    }
+
+    pub fn view(&self) -> &V {
+        &self.view
+    }
+
+    /// Reads through another view of the same log (a restarted engine, a
+    /// reopened storage). Everything verified so far must stay true there.
+    pub fn set_view(&mut self, view: V) {
+        self.view = view;
+    }
+
+    /// Reads back at most `limit` entries (spread over the log, first and
+    /// last included) in [`LogChecker::check_all`]: for logs so large that
+    /// one request per entry is too slow. The audit still covers every
+    /// entry, and every receipt is still re-proven.
+    pub fn limit_entries(&mut self, limit: usize) {
+        self.entry_limit = Some(limit.max(2));
+    }
+
+    /// The newest checkpoint verified so far.
+    pub fn latest(&self) -> Option<&Checkpoint> {
+        self.latest.as_ref()
+    }
+
+    /// Leaf hashes of every receipt seen, by index.
+    pub fn receipt_leaves(&self) -> &BTreeMap<u64, Hash> {
+        &self.leaves
+    }
+
+    /// Every signed tree size seen so far and its root.
+    pub fn signed_roots(&self) -> &BTreeMap<u64, Hash> {
+        &self.roots
+    }
+
+    /// Verifies a receipt offline and remembers its leaf and its checkpoint.
+    /// Fails if it does not verify, or if another receipt claimed its index
+    /// for a different leaf.
+    pub fn add_receipt(&mut self, receipt: &Receipt) -> Result<u64> {
+        let verified = receipt
+            .verify(&self.verifier)
+            .map_err(|e| anyhow!("receipt for index {} does not verify: {e}", receipt.index))?;
+        ensure!(
+            verified.index == receipt.index,
+            "receipt index {} verified as {}",
+            receipt.index,
+            verified.index
+        );
+        if let Some(previous) = self.leaves.insert(verified.index, verified.leaf_hash) {
+            ensure!(
+                previous == verified.leaf_hash,
+                "two receipts claim index {}: leaf hashes {previous} and {}",
+                verified.index,
+                verified.leaf_hash
+            );
+        }
+        self.observe(&verified.checkpoint)?;
+        Ok(verified.index)
+    }
+
+    /// Verifies a checkpoint note's signature and remembers it (its
+    /// consistency with the newest checkpoint is proven at the next
+    /// [`LogChecker::check`]).
+    pub fn add_note(&mut self, note: &str) -> Result<Checkpoint> {
+        let checkpoint = open_checkpoint(note, &self.verifier)
+            .map_err(|e| anyhow!("checkpoint does not verify: {e}"))?;
+        self.observe(&checkpoint)?;
+        Ok(checkpoint)
+    }
+
+    fn observe(&mut self, checkpoint: &Checkpoint) -> Result<()> {
+        match self.roots.get(&checkpoint.size) {
+            Some(root) if *root != checkpoint.root => {
+                bail!(
+                    "fork: two signed checkpoints of size {} with roots {root} and {}",
+                    checkpoint.size,
+                    checkpoint.root
+                )
+            }
+            Some(_) => {}
+            None => {
+                self.roots.insert(checkpoint.size, checkpoint.root);
+                self.unproven.insert(checkpoint.size, checkpoint.root);
+            }
+        }
+        Ok(())
+    }
+
+    /// Everything, once, against the latest checkpoint: its signature,
+    /// every stored checkpoint (when the view sees them) and every one seen
+    /// consistent with it, the audit, every receipt and every entry proven.
+    /// Call it when the log is quiet: a checkpoint seen beyond the latest
+    /// (from a process that is ahead) is an error here.
+    pub async fn check_all(&mut self) -> Result<Report> {
+        let stored = self.check_stored().await?;
+        let checkpoint = match stored {
+            Some(_) => self.latest.clone().expect("check_stored checked"),
+            None => self.check().await?,
+        };
+        ensure!(
+            self.pending().is_empty(),
+            "{}: checkpoints of sizes {:?} were never proven consistent with the newest (size {})",
+            self.view.describe(),
+            self.pending(),
+            checkpoint.size
+        );
+        let audit = self.audit().await?;
+        let entries = self.check_entries(&audit).await?;
+        let receipts = self.leaves.len();
+        Ok(Report {
+            checkpoint,
+            leaves: audit.leaves,
+            receipts,
+            stored,
+            entries,
+        })
+    }
+
+    /// Fetches the latest checkpoint, verifies its signature, and proves
+    /// that every checkpoint seen so far that is not larger is consistent
+    /// with it. Larger ones (carried by receipts from a process that is
+    /// ahead of this one) stay pending until a later check reaches them; see
+    /// [`LogChecker::pending`]. Returns the fetched checkpoint, which
+    /// [`LogChecker::check_inclusion`] and [`LogChecker::audit`] then use.
+    pub async fn check(&mut self) -> Result<Checkpoint> {
+        let note = self
+            .view
+            .checkpoint()
+            .await
+            .with_context(|| format!("{}: the latest checkpoint", self.view.describe()))?;
+        let fetched = self.add_note(&note)?;
+        let older: Vec<(u64, Hash)> = self
+            .unproven
+            .range(..fetched.size)
+            .map(|(s, r)| (*s, *r))
+            .collect();
+        let this = &*self;
+        let reference = &fetched;
+        stream::iter(older.iter().map(|(size, root)| async move {
+            this.prove_consistency(*size, root, reference).await
+        }))
+        .buffer_unordered(PARALLEL)
+        .try_collect::<Vec<()>>()
+        .await?;
+        self.unproven = self.unproven.split_off(&fetched.size);
+        self.latest = Some(fetched.clone());
+        Ok(fetched)
+    }
+
+    /// Sizes of checkpoints seen but not yet proven consistent with a later
+    /// one, other than the newest fetched checkpoint itself. Empty once the
+    /// last [`LogChecker::check`] reached everything seen.
+    pub fn pending(&self) -> Vec<u64> {
+        let latest = self.latest.as_ref().map(|c| c.size);
+        self.unproven
+            .keys()
+            .copied()
+            .filter(|s| Some(*s) != latest)
+            .collect()
+    }
+
+    /// Every checkpoint the log stored (when the view sees them: `None`
+    /// otherwise, and nothing is checked): each must verify and say the
+    /// size it is stored under; every signed size seen must be stored; and
+    /// after a [`LogChecker::check`], all of them must be proven consistent
+    /// with the latest, which must be the newest stored. Returns how many
+    /// were stored.
+    pub async fn check_stored(&mut self) -> Result<Option<usize>> {
+        let Some(stored) = self
+            .view
+            .stored_checkpoints()
+            .await
+            .with_context(|| format!("{}: the stored checkpoints", self.view.describe()))?
+        else {
+            return Ok(None);
+        };
+        let sizes: BTreeSet<u64> = stored.iter().map(|(size, _)| *size).collect();
+        for (size, note) in &stored {
+            let checkpoint = self
+                .add_note(note)
+                .with_context(|| format!("stored checkpoint of size {size}"))?;
+            ensure!(
+                checkpoint.size == *size,
+                "checkpoint stored as size {size} says {}",
+                checkpoint.size
+            );
+        }
+        for size in self.roots.keys() {
+            ensure!(
+                *size == 0 || sizes.contains(size),
+                "a checkpoint of size {size} was signed but is not stored"
+            );
+        }
+        let newest = self.check().await?;
+        ensure!(
+            self.pending().is_empty() && sizes.last() == Some(&newest.size),
+            "stored checkpoints up to {:?}, latest {}; unproven {:?}",
+            sizes.last(),
+            newest.size,
+            self.pending()
+        );
+        Ok(Some(stored.len()))
+    }
+
+    async fn prove_consistency(
+        &self,
+        old_size: u64,
+        old_root: &Hash,
+        new: &Checkpoint,
+    ) -> Result<()> {
+        let proof = if old_size == 0 || old_size == new.size {
+            Vec::new()
+        } else {
+            let answer = self
+                .view
+                .consistency(old_size, new.size)
+                .await
+                .with_context(|| {
+                    format!(
+                        "{}: consistency {old_size} -> {}",
+                        self.view.describe(),
+                        new.size
+                    )
+                })?;
+            ensure!(
+                answer.from == old_size && answer.to == new.size,
+                "asked for consistency {old_size}->{}, got {}->{}",
+                new.size,
+                answer.from,
+                answer.to
+            );
+            answer.consistency_proof
+        };
+        verify_consistency(old_size, new.size, old_root, &new.root, &proof).map_err(|e| {
+            anyhow!(
+                "checkpoint of size {old_size} (root {old_root}) is not consistent with size {} (root {}): {e}",
+                new.size,
+                new.root
+            )
+        })
+    }
+
+    fn latest_or_err(&self) -> Result<Checkpoint> {
+        self.latest
+            .clone()
+            .ok_or_else(|| anyhow!("check() has not run yet"))
+    }
+
+    /// Re-proves, through the proof API, the inclusion of every receipt's
+    /// leaf in the newest verified checkpoint. Call [`LogChecker::check`] first.
+    pub async fn check_inclusion(&self) -> Result<usize> {
+        let latest = self.latest_or_err()?;
+        let leaves: Vec<(u64, Hash)> = self.leaves.iter().map(|(i, h)| (*i, *h)).collect();
+        if let Some((index, _)) = self.leaves.range(latest.size..).next() {
+            bail!(
+                "receipt index {index} is beyond the newest checkpoint (size {})",
+                latest.size
+            );
+        }
+        self.prove_all(&leaves, &latest, None).await?;
+        Ok(leaves.len())
+    }
+
+    /// Proves each `(index, leaf hash)` included in `latest` through the
+    /// proof API, in parallel; with `leaves`, also reads each entry back
+    /// and compares it with the leaf the audit rebuilt.
+    async fn prove_all(
+        &self,
+        items: &[(u64, Hash)],
+        latest: &Checkpoint,
+        leaves: Option<&[Vec<u8>]>,
+    ) -> Result<()> {
+        stream::iter(items.iter().map(|&(index, hash)| async move {
+            if let Some(leaves) = leaves {
+                let entry = self.view.entry(index).await?;
+                ensure!(
+                    entry.index == index
+                        && entry.leaf.as_bytes() == leaves[index as usize].as_slice()
+                        && entry.leaf_hash == leaf_hash(entry.leaf.as_bytes()),
+                    "entry {index} is served as index {} with leaf hash {} and a leaf the bundles do not hold",
+                    entry.index,
+                    entry.leaf_hash
+                );
+            }
+            self.prove_included(index, &hash, latest).await
+        }))
+        .buffer_unordered(PARALLEL)
+        .try_collect::<Vec<()>>()
+        .await?;
+        Ok(())
+    }
+
+    async fn prove_included(&self, index: u64, hash: &Hash, latest: &Checkpoint) -> Result<()> {
+        let answer = self
+            .view
+            .inclusion(index, latest.size)
+            .await
+            .with_context(|| {
+                format!(
+                    "{}: inclusion of {index} in {}",
+                    self.view.describe(),
+                    latest.size
+                )
+            })?;
+        ensure!(
+            answer.index == index && answer.tree_size == latest.size,
+            "asked for inclusion of {index} in {}, got {} in {}",
+            latest.size,
+            answer.index,
+            answer.tree_size
+        );
+        ensure!(
+            answer.leaf_hash == *hash,
+            "index {index}: the log now holds leaf {}, expected {hash}",
+            answer.leaf_hash
+        );
+        if let Some(note) = &answer.checkpoint {
+            let cp = open_checkpoint(note, &self.verifier).map_err(|e| {
+                anyhow!("inclusion of {index}: its checkpoint does not verify: {e}")
+            })?;
+            ensure!(
+                cp.size == latest.size && cp.root == latest.root,
+                "inclusion of {index}: the proof carries a checkpoint of size {} root {}, not the latest",
+                cp.size,
+                cp.root
+            );
+        }
+        verify_inclusion(
+            hash,
+            index,
+            latest.size,
+            &answer.inclusion_proof,
+            &latest.root,
+        )
+        .map_err(|e| anyhow!("inclusion of index {index} in size {}: {e}", latest.size))
+    }
+
+    /// Reads back every entry (or a spread of them, see
+    /// [`LogChecker::limit_entries`]) and proves it included, then every
+    /// receipt not among them. Returns how many entries were read back.
+    async fn check_entries(&self, audit: &Audit) -> Result<usize> {
+        let size = audit.checkpoint.size;
+        let indexes: BTreeSet<u64> = match self.entry_limit {
+            Some(limit) if size > limit as u64 => (0..limit as u64)
+                .map(|k| k * (size - 1) / (limit as u64 - 1))
+                .collect(),
+            _ => (0..size).collect(),
+        };
+        let items: Vec<(u64, Hash)> = indexes
+            .iter()
+            .map(|&i| (i, leaf_hash(&audit.leaves[i as usize])))
+            .collect();
+        self.prove_all(&items, &audit.checkpoint, Some(&audit.leaves))
+            .await?;
+        let receipts: Vec<(u64, Hash)> = self
+            .leaves
+            .iter()
+            .filter(|(i, _)| !indexes.contains(i))
+            .map(|(i, h)| (*i, *h))
+            .collect();
+        self.prove_all(&receipts, &audit.checkpoint, None).await?;
+        Ok(items.len())
+    }
+
+    /// Full audit from the tiles alone, with the auditor of `stele monitor
+    /// --audit`: rebuilds the tree of the newest verified checkpoint from
+    /// its entry bundles, compares every hash tile and the root, and checks
+    /// that every receipt's leaf sits at its index. Call
+    /// [`LogChecker::check`] first.
+    pub async fn audit(&self) -> Result<Audit> {
+        let checkpoint = self.latest_or_err()?;
+        let size = checkpoint.size;
+        let source = Recording {
+            view: &self.view,
+            bundles: Mutex::default(),
+        };
+        let mut nothing = |_: &AuditState| Ok(());
+        audit_with_progress(
+            &source,
+            &checkpoint,
+            &mut None,
+            PARALLEL,
+            &mut nothing,
+            false,
+        )
+        .await
+        .with_context(|| format!("{}: auditing", self.view.describe()))?
+        .map_err(|alarm| anyhow!("{}: {alarm}", self.view.describe()))?;
+
+        let bundles = source.bundles.into_inner().expect("bundles lock");
+        let mut leaves = Vec::with_capacity(size as usize);
+        for (index, data) in &bundles {
+            ensure!(
+                *index == leaves.len() as u64 / TILE_WIDTH,
+                "the audit read bundle {index} out of order"
+            );
+            let decoded = decode_bundle(data).map_err(|e| anyhow!("entry bundle {index}: {e}"))?;
+            leaves.extend(decoded.iter().map(|leaf| leaf.to_vec()));
+        }
+        ensure!(
+            leaves.len() as u64 == size,
+            "the audit read {} leaves of {size}",
+            leaves.len()
+        );
+        for (index, expected) in &self.leaves {
+            let Some(leaf) = leaves.get(*index as usize) else {
+                bail!("receipt index {index} is beyond the audited size {size}");
+            };
+            let hash = leaf_hash(leaf);
+            ensure!(
+                hash == *expected,
+                "index {index}: the entry bundle holds leaf {hash}, the receipt said {expected}"
+            );
+        }
+        Ok(Audit { checkpoint, leaves })
+    }
+}
+
+/// The checker's view as the auditor's tile source, keeping each entry
+/// bundle it serves: the leaves the audit verified, for the checks after it.
+struct Recording<'a, V: ?Sized> {
+    view: &'a V,
+    bundles: Mutex<BTreeMap<u64, Vec<u8>>>,
+}
+
+#[async_trait]
+impl<V: LogView + ?Sized> TileSource for Recording<'_, V> {
+    async fn tile(&self, path: TilePath) -> Result<Vec<u8>> {
+        let data = self.view.tile(path).await?;
+        if let TilePath::Entries(id) = path {
+            self.bundles
+                .lock()
+                .expect("bundles lock")
+                .insert(id.index, data.clone());
+        }
+        Ok(data)
+    }
+}
