@@ -3,7 +3,7 @@
 
 use std::net::SocketAddr;
 use std::str::FromStr;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context};
@@ -11,10 +11,14 @@ use sqlx::postgres::PgConnectOptions;
 use sqlx::ConnectOptions;
 use stele::storage::postgres::{PgOptions, PostgresStorage, FAST_FAIL};
 use stele::storage::{LogReader, LogWriter, Storage, StorageError, WriterLock};
+use stele_testkit::harness::{TestFn, TestResult};
 use tokio::net::{TcpSocket, TcpStream};
 use tokio::task::{JoinHandle, JoinSet};
 
-use super::{acquire_within, check_log, commit, Fixture, LOG, ORIGIN};
+use super::{acquire_within, Ctx, LOG, ORIGIN};
+
+pub const TESTS: &[(&str, TestFn<Ctx>)] =
+    stele_testkit::tests![Ctx: outage_answers_unavailable_then_recovers];
 
 /// A TCP proxy to the database that can be taken down (listener closed,
 /// every proxied connection cut) and brought back on the same port.
@@ -82,8 +86,8 @@ fn expect_unavailable<T: std::fmt::Debug>(
     }
 }
 
-pub async fn outage_answers_unavailable_then_recovers(f: Fixture) -> anyhow::Result<()> {
-    let url = &f.pg.as_ref().context("postgres fixture")?.url;
+async fn outage_answers_unavailable_then_recovers(mut ctx: Ctx) -> TestResult {
+    let url = ctx.store.database_url().context("postgres fixture")?;
     let direct = PgConnectOptions::from_str(url)?;
     ensure!(
         !direct.get_host().starts_with('/'),
@@ -104,10 +108,11 @@ pub async fn outage_answers_unavailable_then_recovers(f: Fixture) -> anyhow::Res
         lease_check_interval: Duration::from_millis(200),
         ..Default::default()
     };
-    let s = PostgresStorage::connect(via_proxy.as_str(), opts).await?;
+    let s = Arc::new(PostgresStorage::connect(via_proxy.as_str(), opts).await?);
     s.ensure_log(LOG, ORIGIN).await?;
     let lease = s.try_acquire_writer(LOG).await?.context("lease")?;
-    commit(&s, 0, 10).await?;
+    ctx.commit(&*s, 10).await?;
+    ctx.check(&(s.clone() as Arc<dyn Storage>)).await?;
 
     proxy.down().await;
     let t = Instant::now();
@@ -116,7 +121,7 @@ pub async fn outage_answers_unavailable_then_recovers(f: Fixture) -> anyhow::Res
     expect_unavailable("ping", s.ping().await, t, Duration::from_secs(5))?;
     let fast = FAST_FAIL + Duration::from_millis(500);
     let t = Instant::now();
-    let p = super::Parts::new(10, 5, "a");
+    let p = ctx.log.prepare(5, "a");
     expect_unavailable("commit_batch", s.commit_batch(&p.batch()).await, t, fast)?;
     let t = Instant::now();
     expect_unavailable("log_state", s.log_state(LOG).await, t, fast)?;
@@ -156,11 +161,12 @@ pub async fn outage_answers_unavailable_then_recovers(f: Fixture) -> anyhow::Res
         "a commit that never reached the server is visible: {size}"
     );
     drop(lease);
-    let lease = acquire_within(&s, Duration::from_secs(5)).await?;
+    let lease = acquire_within(&*s, Duration::from_secs(5)).await?;
     ensure!(lease.is_held(), "lease after recovery");
-    commit(&s, 10, 5).await?;
-    check_log(&s, 15).await?;
+    ctx.commit(&*s, 5).await?;
+    ensure!(ctx.log.size() == 15);
+    ctx.check(&(s.clone() as Arc<dyn Storage>)).await?;
     s.close().await;
     proxy.down().await;
-    f.finish().await
+    ctx.finish().await
 }

@@ -40,6 +40,16 @@ pub struct Faulty {
 }
 
 impl Faulty {
+    /// `inner` behind a fault injector, and the switches of its faults.
+    pub fn wrap(inner: Arc<dyn Storage>) -> (Arc<Faulty>, Arc<Faults>) {
+        let f = Arc::new(Faults::default());
+        let faulty = Arc::new(Faulty {
+            inner,
+            f: f.clone(),
+        });
+        (faulty, f)
+    }
+
     fn check(&self) -> Result<()> {
         if self.f.down.load(Ordering::SeqCst) {
             return Err(StorageError::Unavailable("injected: database down".into()));

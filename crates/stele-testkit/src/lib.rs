@@ -13,8 +13,12 @@
 //! - [`synthetic`]: real Merkle batches with signed checkpoints, for tests
 //!   that write storage directly.
 
+pub mod agency;
 pub mod checker;
 pub mod faults;
+pub mod harness;
 pub mod pg;
 pub mod process;
 pub mod server;
+pub mod store;
+pub mod synthetic;

@@ -22,24 +22,13 @@ use stele_core::note::Signer;
 use stele::api::{self, AppState, Limits};
 use stele::engine::{Engine, EngineConfig, LogConfig};
 use stele::metrics::Metrics;
-use stele::names::{AgencyName, LogName};
-use stele::storage::{AgencyRecord, Storage};
+use stele::names::LogName;
+use stele::storage::Storage;
 
-/// Which storage backend the server runs on.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Backend {
-    Sqlite,
-    Postgres,
-}
+use crate::agency::register_agency;
+use crate::store::TestStore;
 
-impl Backend {
-    pub fn name(&self) -> &'static str {
-        match self {
-            Backend::Sqlite => "sqlite",
-            Backend::Postgres => "postgres",
-        }
-    }
-}
+pub use crate::store::Backend;
 
 /// Knobs of a test server.
 #[derive(Clone, Debug)]
@@ -91,8 +80,7 @@ pub struct TestApp {
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
     server: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
     /// Keeps the SQLite directory (or the PostgreSQL database) alive.
-    _dir: tempfile::TempDir,
-    _db: Option<crate::pg::TestDb>,
+    _store: TestStore,
 }
 
 /// Starts a server with default options.
@@ -104,23 +92,8 @@ pub async fn spawn_app(backend: Backend) -> anyhow::Result<TestApp> {
 /// this server alone; if the server is unreachable the error is (or wraps)
 /// [`crate::pg::PgUnavailable`].
 pub async fn spawn_app_with(backend: Backend, opts: AppOptions) -> anyhow::Result<TestApp> {
-    let dir = tempfile::tempdir()?;
-    let (storage, db): (Arc<dyn Storage>, _) = match backend {
-        Backend::Sqlite => {
-            let s =
-                stele::storage::sqlite::SqliteStorage::open(&dir.path().join("stele.db")).await?;
-            (Arc::new(s), None)
-        }
-        Backend::Postgres => {
-            let db = crate::pg::fresh_database().await?;
-            let s = stele::storage::postgres::PostgresStorage::connect(
-                &db.url,
-                stele::storage::postgres::PgOptions::default(),
-            )
-            .await?;
-            (Arc::new(s), Some(db))
-        }
-    };
+    let store = TestStore::new(backend).await?;
+    let storage = store.open().await?.storage();
     let origin = format!("stele.test/{}", opts.log);
     let (signer, _skey) = Signer::generate(&origin).map_err(|e| anyhow::anyhow!("{e}"))?;
     let vkey = signer.vkey();
@@ -131,7 +104,8 @@ pub async fn spawn_app_with(backend: Backend, opts: AppOptions) -> anyhow::Resul
         signer: Arc::new(signer),
     }];
     let engine = Engine::start(storage.clone(), logs, opts.engine.clone(), metrics.clone()).await?;
-    let token = add_agency(storage.as_ref(), &opts.agency, opts.agency_types.clone()).await?;
+    let types: Vec<&str> = opts.agency_types.iter().map(String::as_str).collect();
+    let token = register_agency(storage.as_ref(), &opts.agency, &types).await?;
 
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
@@ -157,28 +131,8 @@ pub async fn spawn_app_with(backend: Backend, opts: AppOptions) -> anyhow::Resul
         metrics,
         shutdown: Some(tx),
         server: Some(server),
-        _dir: dir,
-        _db: db,
+        _store: store,
     })
-}
-
-/// Registers an agency directly in storage; returns its token.
-pub async fn add_agency(
-    storage: &dyn Storage,
-    name: &str,
-    types: Vec<String>,
-) -> anyhow::Result<String> {
-    let (token, token_hash) = stele::engine::agency::new_token(&AgencyName::parse(name)?);
-    storage
-        .add_agency(&AgencyRecord {
-            name: name.to_string(),
-            token_hash,
-            types,
-            revoked: false,
-            created_ms: chrono::Utc::now().timestamp_millis(),
-        })
-        .await?;
-    Ok(token)
 }
 
 impl TestApp {
@@ -194,12 +148,7 @@ impl TestApp {
 
     /// Registers another agency; returns its token.
     pub async fn add_agency(&self, name: &str, types: &[&str]) -> anyhow::Result<String> {
-        add_agency(
-            self.storage.as_ref(),
-            name,
-            types.iter().map(|s| s.to_string()).collect(),
-        )
-        .await
+        register_agency(self.storage.as_ref(), name, types).await
     }
 
     /// Stops accepting connections, waits for requests in flight, then shuts
