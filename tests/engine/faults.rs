@@ -1,0 +1,127 @@
+//! Storage faults: a commit that fails before writing, one that commits
+//! but reports failure (a lost acknowledgement), an outage, and corrupted
+//! tiles at recovery.
+
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use stele::engine::LogError;
+use stele_testkit::harness::{TestFn, TestResult};
+
+use super::{config, rec, retry_submit, Ctx, LOG};
+
+pub const TESTS: &[(&str, TestFn<Ctx>)] = stele_testkit::tests![Ctx:
+    failed_commit_loses_and_duplicates_nothing,
+    lost_acknowledgement_is_adopted,
+    database_outage_answers_503_and_recovers_without_restart,
+    recovery_refuses_writes_when_a_tile_is_corrupted,
+];
+
+async fn failed_commit_loses_and_duplicates_nothing(mut s: Ctx) -> TestResult {
+    let engine = s.engine(config()).await?;
+    let agency = s.signed_in(&engine, "land", &[]).await?;
+    let first = engine.submit(LOG, &agency, rec(0)).await.unwrap();
+    s.keep([&first]);
+    s.check(&engine).await?;
+    s.faults.fail_before.store(1, Ordering::SeqCst);
+    match engine.submit(LOG, &agency, rec(1)).await {
+        Err(LogError::Unavailable(_)) => {}
+        other => panic!("expected 503, got {other:?}"),
+    }
+    // The engine reloads and continues on its own.
+    let sub = retry_submit(&engine, &agency, rec(1)).await?;
+    assert!(sub.created);
+    assert_eq!(sub.receipt().index, 1);
+    assert_eq!(engine.logs().await[0].tree_size, 2);
+    s.keep([&sub]);
+    s.check(&engine).await?;
+    engine.shutdown().await;
+    Ok(())
+}
+
+async fn lost_acknowledgement_is_adopted(mut s: Ctx) -> TestResult {
+    let engine = s.engine(config()).await?;
+    let agency = s.signed_in(&engine, "land", &[]).await?;
+    let first = engine.submit(LOG, &agency, rec(0)).await.unwrap();
+    s.keep([&first]);
+    s.check(&engine).await?;
+    s.faults.fail_after.store(1, Ordering::SeqCst);
+    assert!(matches!(
+        engine.submit(LOG, &agency, rec(1)).await,
+        Err(LogError::Unavailable(_))
+    ));
+    // Committed in fact: the retry is a duplicate of index 1.
+    let again = retry_submit(&engine, &agency, rec(1)).await?;
+    assert!(!again.created);
+    assert_eq!(again.receipt().index, 1);
+    again.receipt().verify(&s.verifier()).unwrap();
+    let next = engine.submit(LOG, &agency, rec(2)).await.unwrap();
+    assert_eq!((next.receipt().index, next.created), (2, true));
+    s.keep([&again, &next]);
+    s.check(&engine).await?;
+    engine.shutdown().await;
+    Ok(())
+}
+
+async fn database_outage_answers_503_and_recovers_without_restart(mut s: Ctx) -> TestResult {
+    let engine = s.engine(config()).await?;
+    let agency = s.signed_in(&engine, "land", &[]).await?;
+    let first = engine.submit(LOG, &agency, rec(0)).await.unwrap();
+    s.keep([&first]);
+    s.check(&engine).await?;
+    s.faults.down.store(true, Ordering::SeqCst);
+    for i in 1..5 {
+        let started = std::time::Instant::now();
+        let r = engine.submit(LOG, &agency, rec(i)).await;
+        assert!(matches!(r, Err(LogError::Unavailable(_))), "{r:?}");
+        assert!(
+            started.elapsed() < Duration::from_secs(1),
+            "a 503 must not hang"
+        );
+    }
+    assert!(engine.ready().await.is_err());
+    s.faults.down.store(false, Ordering::SeqCst);
+    let sub = retry_submit(&engine, &agency, rec(1)).await?;
+    assert_eq!((sub.receipt().index, sub.created), (1, true));
+    assert_eq!(engine.ready().await, Ok(()));
+    s.keep([&sub]);
+    s.check(&engine).await?;
+    engine.shutdown().await;
+    Ok(())
+}
+
+async fn recovery_refuses_writes_when_a_tile_is_corrupted(mut s: Ctx) -> TestResult {
+    let engine = s.engine(config()).await?;
+    let agency = s.signed_in(&engine, "land", &[]).await?;
+    for i in 0..3 {
+        let sub = engine.submit(LOG, &agency, rec(i)).await.unwrap();
+        s.keep([&sub]);
+    }
+    s.check(&engine).await?;
+    let before = engine.checkpoint(LOG).await.unwrap();
+    engine.shutdown().await;
+
+    s.faults.corrupt_tiles.store(true, Ordering::SeqCst);
+    let engine = s.engine(config()).await?;
+    let why = engine.ready().await.unwrap_err();
+    assert!(why.contains("do not reproduce the root"), "{why}");
+    assert!(matches!(
+        engine.submit(LOG, &agency, rec(7)).await,
+        Err(LogError::Pushback { .. })
+    ));
+    // Reads keep working.
+    assert_eq!(engine.checkpoint(LOG).await.unwrap(), before);
+    assert_eq!(engine.entry(LOG, 2).await.unwrap().index, 2);
+    engine.shutdown().await;
+
+    // With intact tiles the log starts writable again.
+    s.faults.corrupt_tiles.store(false, Ordering::SeqCst);
+    let engine = s.engine(config()).await?;
+    assert_eq!(engine.ready().await, Ok(()));
+    let sub = engine.submit(LOG, &agency, rec(7)).await.unwrap();
+    assert_eq!(sub.receipt().index, 3);
+    s.keep([&sub]);
+    s.check(&engine).await?;
+    engine.shutdown().await;
+    Ok(())
+}
