@@ -23,7 +23,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::time::Duration;
 
-use libtest_mimic::{Arguments, Completion, Failed, Trial};
+use libtest_mimic::{Arguments, Completion, Conclusion, Failed, Trial};
 
 use crate::pg::{pg_policy, require_postgres, PgPolicy};
 use crate::process::pg_cluster_available;
@@ -183,6 +183,12 @@ impl Suite {
     /// Says which trials will not run (or will fail) for want of
     /// PostgreSQL, runs the trials and exits.
     pub fn run(self) -> ! {
+        self.conclude().exit()
+    }
+
+    /// [`Suite::run`] without the exit, for a suite that must clean up
+    /// after its trials (then `.exit()`).
+    pub fn conclude(self) -> Conclusion {
         let args = Arguments::from_args();
         if !self.pg_names.is_empty() {
             self.policy.announce(&self.pg_names);
@@ -197,7 +203,7 @@ impl Suite {
                 eprintln!("{reason}: {verdict} {}", self.cluster_names.join(", "));
             }
         }
-        libtest_mimic::run(&args, self.trials).exit()
+        libtest_mimic::run(&args, self.trials)
     }
 }
 

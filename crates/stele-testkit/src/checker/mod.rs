@@ -257,14 +257,16 @@ impl<V: LogView> LogChecker<V> {
             .range(..fetched.size)
             .map(|(s, r)| (*s, *r))
             .collect();
-        let this = &*self;
-        let reference = &fetched;
-        stream::iter(older.iter().map(|(size, root)| async move {
-            this.prove_consistency(*size, root, reference).await
-        }))
-        .buffer_unordered(PARALLEL)
-        .try_collect::<Vec<()>>()
-        .await?;
+        // The futures are collected first: a stream over a closure that
+        // borrows would not be `Send` for every lifetime.
+        let proofs: Vec<_> = older
+            .iter()
+            .map(|(size, root)| self.prove_consistency(*size, root, &fetched))
+            .collect();
+        stream::iter(proofs)
+            .buffer_unordered(PARALLEL)
+            .try_collect::<Vec<()>>()
+            .await?;
         self.unproven = self.unproven.split_off(&fetched.size);
         self.latest = Some(fetched.clone());
         Ok(fetched)
@@ -393,24 +395,36 @@ impl<V: LogView> LogChecker<V> {
         latest: &Checkpoint,
         leaves: Option<&[Vec<u8>]>,
     ) -> Result<()> {
-        stream::iter(items.iter().map(|&(index, hash)| async move {
-            if let Some(leaves) = leaves {
-                let entry = self.view.entry(index).await?;
-                ensure!(
-                    entry.index == index
-                        && entry.leaf.as_bytes() == leaves[index as usize].as_slice()
-                        && entry.leaf_hash == leaf_hash(entry.leaf.as_bytes()),
-                    "entry {index} is served as index {} with leaf hash {} and a leaf the bundles do not hold",
-                    entry.index,
-                    entry.leaf_hash
-                );
-            }
-            self.prove_included(index, &hash, latest).await
-        }))
-        .buffer_unordered(PARALLEL)
-        .try_collect::<Vec<()>>()
-        .await?;
+        let proofs: Vec<_> = items
+            .iter()
+            .map(|&(index, hash)| self.prove_entry(index, hash, latest, leaves))
+            .collect();
+        stream::iter(proofs)
+            .buffer_unordered(PARALLEL)
+            .try_collect::<Vec<()>>()
+            .await?;
         Ok(())
+    }
+
+    async fn prove_entry(
+        &self,
+        index: u64,
+        hash: Hash,
+        latest: &Checkpoint,
+        leaves: Option<&[Vec<u8>]>,
+    ) -> Result<()> {
+        if let Some(leaves) = leaves {
+            let entry = self.view.entry(index).await?;
+            ensure!(
+                entry.index == index
+                    && entry.leaf.as_bytes() == leaves[index as usize].as_slice()
+                    && entry.leaf_hash == leaf_hash(entry.leaf.as_bytes()),
+                "entry {index} is served as index {} with leaf hash {} and a leaf the bundles do not hold",
+                entry.index,
+                entry.leaf_hash
+            );
+        }
+        self.prove_included(index, &hash, latest).await
     }
 
     async fn prove_included(&self, index: u64, hash: &Hash, latest: &Checkpoint) -> Result<()> {
