@@ -134,17 +134,17 @@ struct Shared {
 }
 
 async fn current_tree_size(http: &reqwest::Client, url: &str, log: &str) -> anyhow::Result<u64> {
-    let logs: serde_json::Value = http
+    let logs: stele::wire::Logs = http
         .get(format!("{url}/logs"))
         .send()
         .await?
         .error_for_status()?
         .json()
         .await?;
-    logs["logs"]
-        .as_array()
-        .and_then(|a| a.iter().find(|l| l["name"] == log))
-        .and_then(|l| l["tree_size"].as_u64())
+    logs.logs
+        .iter()
+        .find(|l| l.name == log)
+        .map(|l| l.tree_size)
         .ok_or_else(|| anyhow::anyhow!("log {log} not found at {url}/logs"))
 }
 

@@ -1,5 +1,6 @@
 //! Times `Storage::commit_batch` on both backends: batches of ~300-byte
-//! leaves, with the batch's changed level-0/level-1 tiles and a checkpoint.
+//! leaves, with the hash tiles each batch changes and a signed checkpoint
+//! (real ones, from the test kit's synthetic log; only the commit is timed).
 //!
 //! `cargo run --example commit_throughput [-- BATCH_SIZE BATCHES]`
 //! PostgreSQL is skipped (with a message) when `STELE_TEST_DATABASE_URL`'s
@@ -7,63 +8,21 @@
 
 use std::time::{Duration, Instant};
 
-use sha2::{Digest, Sha256};
-use stele::storage::postgres::{PgOptions, PostgresStorage};
-use stele::storage::sqlite::SqliteStorage;
-use stele::storage::{Batch, NewEntry, Storage};
-use stele_core::tile::TileId;
-use stele_core::Hash;
-use stele_testkit::pg::fresh_database;
-
-fn sha(b: &[u8]) -> Hash {
-    Hash(Sha256::digest(b).into())
-}
+use stele::storage::Storage;
+use stele_testkit::store::{Backend, TestStore};
+use stele_testkit::synthetic::TestLog;
 
 async fn run(s: &dyn Storage, batch_size: u64, batches: u64) -> anyhow::Result<()> {
     s.ensure_log("bench", "bench.example/log").await?;
+    let mut log = TestLog::new("bench", "bench.example/log");
     let mut lat = Vec::new();
     let started = Instant::now();
-    for b in 0..batches {
-        let old = b * batch_size;
-        let new = old + batch_size;
-        let entries: Vec<NewEntry> = (old..new)
-            .map(|i| {
-                let leaf = format!(
-                    r#"{{"agency":"land","attributes":{{"pad":"{}"}},"subject":"parcel-{i}","ts":"2026-01-01T00:00:00.000Z","type":"land.transfer","v":1}}"#,
-                    "x".repeat(180)
-                )
-                .into_bytes();
-                NewEntry {
-                    index: i,
-                    leaf_hash: sha(&leaf),
-                    dedup_key: sha(&i.to_be_bytes()),
-                    leaf: leaf.into(),
-                    ts_ms: 1_700_000_000_000 + i as i64,
-                }
-            })
-            .collect();
-        let mut tiles = Vec::new();
-        for level in 0..2u8 {
-            let shift = 8 * u32::from(level);
-            let (lo, hi) = (old >> shift, new >> shift);
-            for n in lo / 256..=hi.saturating_sub(1) / 256 {
-                let w = (hi - n * 256).clamp(1, 256) as u16;
-                tiles.push((TileId::new(level, n, w), vec![level; 32 * usize::from(w)]));
-            }
-        }
-        let checkpoint = format!("bench.example/log\n{new}\n{}\n\n— sig\n", "A".repeat(44));
-        let batch = Batch {
-            log: "bench",
-            old_size: old,
-            new_size: new,
-            entries: &entries,
-            tiles: &tiles,
-            checkpoint: &checkpoint,
-            root: sha(checkpoint.as_bytes()),
-        };
+    for _ in 0..batches {
+        let parts = log.prepare(batch_size, "land");
         let t = Instant::now();
-        s.commit_batch(&batch).await?;
+        s.commit_batch(&parts.batch()).await?;
         lat.push(t.elapsed());
+        log.accept(parts);
     }
     let total = started.elapsed();
     let k = lat.len().min(10);
@@ -96,19 +55,18 @@ async fn main() -> anyhow::Result<()> {
     let batch_size = args.first().copied().unwrap_or(1000);
     let batches = args.get(1).copied().unwrap_or(20);
 
-    let dir = tempfile::tempdir()?;
-    let sqlite = SqliteStorage::open(&dir.path().join("bench.db")).await?;
-    run(&sqlite, batch_size, batches).await?;
-    sqlite.close().await;
-
-    match fresh_database().await {
-        Err(e) => println!("postgres: skipped, {e}"),
-        Ok(db) => {
-            let pg = PostgresStorage::connect(&db.url, PgOptions::default()).await?;
-            run(&pg, batch_size, batches).await?;
-            pg.close().await;
-            db.drop_db().await?;
-        }
+    for backend in Backend::ALL {
+        let store = match TestStore::new(*backend).await {
+            Ok(store) => store,
+            Err(e) => {
+                println!("{}: skipped, {e:#}", backend.name());
+                continue;
+            }
+        };
+        let opened = store.open().await?;
+        run(&*opened.storage(), batch_size, batches).await?;
+        opened.close().await;
+        store.finish().await?;
     }
     Ok(())
 }
