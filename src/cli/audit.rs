@@ -36,6 +36,12 @@ use super::client::LogClient;
 #[async_trait]
 pub trait TileSource: Send + Sync {
     async fn tile(&self, path: TilePath) -> anyhow::Result<Vec<u8>>;
+
+    /// Whether an audit of this source draws a progress bar (it does only
+    /// on a terminal).
+    fn show_progress(&self) -> bool {
+        true
+    }
 }
 
 #[async_trait]
@@ -195,21 +201,9 @@ pub async fn audit<S: TileSource + ?Sized>(
     concurrency: usize,
     save: &mut (dyn FnMut(&AuditState) -> anyhow::Result<()> + Send),
 ) -> anyhow::Result<Result<u64, Alarm>> {
-    audit_with_progress(source, cp, slot, concurrency, save, true).await
-}
-
-/// [`audit`], with a progress bar on a terminal only if `show_progress`.
-pub async fn audit_with_progress<S: TileSource + ?Sized>(
-    source: &S,
-    cp: &Checkpoint,
-    slot: &mut Option<AuditState>,
-    concurrency: usize,
-    save: &mut (dyn FnMut(&AuditState) -> anyhow::Result<()> + Send),
-    show_progress: bool,
-) -> anyhow::Result<Result<u64, Alarm>> {
     let (mut builder, mut edge) = resume(slot.as_ref(), cp)?;
     let start = builder.size();
-    let pb = progress(cp.size, start, show_progress);
+    let pb = progress(cp.size, start, source.show_progress());
     let first_bundle = start / TILE_WIDTH;
     let end_bundle = cp.size.div_ceil(TILE_WIDTH);
 

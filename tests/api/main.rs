@@ -50,19 +50,18 @@ macro_rules! ensure_eq {
 }
 pub(crate) use ensure_eq;
 
+async fn run(backend: Backend, test: TestFn<Ctx>) -> TestResult {
+    let ctx = Ctx::new(backend).await?;
+    let engine = ctx.app.engine.clone();
+    let result = test(ctx).await;
+    engine.shutdown().await;
+    result
+}
+
 fn main() {
     let mut suite = Suite::new();
-    let tables: [&[(&str, TestFn<Ctx>)]; 4] =
-        [records::TESTS, bad_input::TESTS, reads::TESTS, ops::TESTS];
-    for &(name, test) in tables.into_iter().flatten() {
-        suite.per_backend(name, Backend::ALL, move |backend| async move {
-            let ctx = Ctx::new(backend).await?;
-            let engine = ctx.app.engine.clone();
-            let result = test(ctx).await;
-            engine.shutdown().await;
-            result
-        });
-    }
+    let tables = [records::TESTS, bad_input::TESTS, reads::TESTS, ops::TESTS];
+    suite.per_backend_tables(Backend::ALL, &tables, run);
     suite.add_async(
         "process::serve_embedded_first_start_and_graceful_stop",
         Needs::Nothing,
@@ -197,6 +196,17 @@ impl Ctx {
     pub async fn submit_new(&self, body: &Value) -> anyhow::Result<Receipt> {
         let r = self.submit(body).await?;
         self.receipt(&r, StatusCode::CREATED).await
+    }
+
+    /// Submits `record(0..n)` one by one (the checker keeps every
+    /// receipt), then checks the log, which must have `n` entries.
+    pub async fn submit_records(&self, n: usize) -> anyhow::Result<Vec<Receipt>> {
+        let mut receipts = Vec::with_capacity(n);
+        for i in 0..n {
+            receipts.push(self.submit_new(&record(i)).await?);
+        }
+        ensure_eq!(self.check().await?, n as u64);
+        Ok(receipts)
     }
 
     /// The receipt `r` carries with status `status`; the checker verifies

@@ -29,9 +29,7 @@ async fn logs_and_checkpoint(ctx: Ctx) -> TestResult {
     ensure_eq!(logs["logs"][0]["origin"], ctx.app.origin);
     ensure_eq!(logs["logs"][0]["vkey"], ctx.app.vkey);
     ensure_eq!(logs["logs"][0]["tree_size"], 0);
-    for i in 0..3 {
-        ctx.submit_new(&record(i)).await?;
-    }
+    ctx.submit_records(3).await?;
     let r = ctx.get(&ctx.log("/checkpoint")).await?;
     ensure_eq!(r.status, StatusCode::OK);
     ensure_eq!(r.header(CONTENT_TYPE), "text/plain; charset=utf-8");
@@ -115,11 +113,7 @@ async fn tiles_full_and_partial(ctx: Ctx) -> TestResult {
 }
 
 async fn entries_by_index_and_hash(ctx: Ctx) -> TestResult {
-    let mut receipts = Vec::new();
-    for i in 0..3 {
-        receipts.push(ctx.submit_new(&record(i)).await?);
-    }
-    ensure_eq!(ctx.check().await?, 3);
+    let receipts = ctx.submit_records(3).await?;
     for r in &receipts {
         let e = ctx.get(&ctx.log(&format!("/entries/{}", r.index))).await?;
         ensure_eq!(e.status, StatusCode::OK, "{}", e.text());
@@ -137,11 +131,7 @@ async fn entries_by_index_and_hash(ctx: Ctx) -> TestResult {
 }
 
 async fn inclusion_and_consistency_proofs(ctx: Ctx) -> TestResult {
-    let mut receipts = Vec::new();
-    for i in 0..7 {
-        receipts.push(ctx.submit_new(&record(i)).await?);
-    }
-    ensure_eq!(ctx.check().await?, 7);
+    let receipts = ctx.submit_records(7).await?;
     let verifier = ctx.verifier();
     let open = |note: &str| open_checkpoint(note, &verifier).map_err(|e| anyhow::anyhow!("{e}"));
     let latest = open(&ctx.get(&ctx.log("/checkpoint")).await?.text())?;

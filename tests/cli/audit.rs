@@ -8,8 +8,7 @@ use stele_core::leaf_hash;
 use stele_core::tile::{TileId, TilePath};
 use stele_testkit::harness::TestResult;
 
-use super::fake::Tree;
-use super::monitor::fake_setup;
+use super::fake::{Tree, Watched};
 use super::{ensure, expect_alarm, expect_fine, monitor, Server, Test};
 
 pub const TESTS: &[(&str, Test)] = &[
@@ -61,14 +60,14 @@ fn audit_rebuilds_large_log() -> TestResult {
 /// Speed of `--audit` alone (client side), on a fake log of a million
 /// entries served from memory. Ignored by default: `-- --ignored audit_speed`.
 pub fn audit_speed_one_million() -> TestResult {
-    let (fake, signer, _d, state) = fake_setup("speed")?;
+    let w = Watched::new("speed")?;
     let tree = Tree::new(
         "entry-with-a-realistic-length-of-about-one-hundred-bytes-for-a-record-in-the-log",
         1_000_000,
     );
-    fake.serve(&signer, &tree, 1_000_000);
+    w.serve(&tree, 1_000_000);
     let started = Instant::now();
-    let out = monitor(&fake.url, &signer.vkey(), &state, &["--audit"]);
+    let out = w.monitor(None, &["--audit"]);
     let took = started.elapsed();
     expect_fine(&out)?;
     ensure(out.stdout.contains("audited: the 1000000 entries"), || {
@@ -81,10 +80,10 @@ pub fn audit_speed_one_million() -> TestResult {
 }
 
 fn audit_detects_tampered_entries() -> TestResult {
-    let (fake, signer, _d, state) = fake_setup("audit")?;
+    let w = Watched::new("audit")?;
     let tree = Tree::new("a", 700);
-    fake.serve(&signer, &tree, 700);
-    let out = monitor(&fake.url, &signer.vkey(), &state, &["--audit"]);
+    w.serve(&tree, 700);
+    let out = w.monitor(None, &["--audit"]);
     expect_fine(&out)?;
     ensure(out.stdout.contains("audited: the 700 entries"), || {
         out.show()
@@ -94,20 +93,20 @@ fn audit_detects_tampered_entries() -> TestResult {
     bad.leaves[300] = b"forged".to_vec();
     bad.hashes[300] = leaf_hash(b"forged");
     let files = bad.files(700);
-    fake.state.lock().unwrap().files.insert(
+    w.fake.state.lock().unwrap().files.insert(
         TilePath::Entries(TileId::new(0, 1, 256)).to_path(),
         files[&TilePath::Entries(TileId::new(0, 1, 256)).to_path()].clone(),
     );
-    let fresh = state.with_file_name("fresh.json");
+    let fresh = w.state.with_file_name("fresh.json");
     expect_alarm(
-        &monitor(&fake.url, &signer.vkey(), &fresh, &["--audit"]),
+        &w.monitor(Some(&fresh), &["--audit"]),
         "differs from the one rebuilt",
     )?;
     // Served hash tiles consistent with the forged entries: the root gives it away.
-    fake.state.lock().unwrap().files = files;
-    let fresh2 = state.with_file_name("fresh2.json");
+    w.fake.state.lock().unwrap().files = files;
+    let fresh2 = w.state.with_file_name("fresh2.json");
     expect_alarm(
-        &monitor(&fake.url, &signer.vkey(), &fresh2, &["--audit"]),
+        &w.monitor(Some(&fresh2), &["--audit"]),
         "audit: the entries rebuild",
     )
 }

@@ -3,6 +3,7 @@
 //! tiles), for the monitor and the auditor to catch.
 
 use std::collections::HashMap;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use stele::wire;
@@ -11,6 +12,9 @@ use stele_core::merkle::{prove_consistency, root_of};
 use stele_core::note::Signer;
 use stele_core::tile::{encode_bundle, TileId, TilePath, TreeBuilder};
 use stele_core::{leaf_hash, Hash};
+use stele_testkit::process::Output;
+
+use super::monitor;
 
 #[derive(Default)]
 pub struct FakeState {
@@ -135,5 +139,44 @@ impl Tree {
             );
         }
         files
+    }
+}
+
+/// A fake log, the key its checkpoints should be signed with, and a state
+/// file for `stele monitor` (removed on drop).
+pub struct Watched {
+    pub fake: FakeLog,
+    pub signer: Signer,
+    pub state: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Watched {
+    /// A fake log `fake.example/<tag>` with a fresh key.
+    pub fn new(tag: &str) -> anyhow::Result<Watched> {
+        let dir = tempfile::tempdir()?;
+        Ok(Watched {
+            fake: FakeLog::start(),
+            signer: Signer::generate(&format!("fake.example/{tag}"))?.0,
+            state: dir.path().join("state.json"),
+            _dir: dir,
+        })
+    }
+
+    /// Serves the first `size` leaves of `tree`, signed with the log's key.
+    pub fn serve(&self, tree: &Tree, size: u64) {
+        self.fake.serve(&self.signer, tree, size);
+    }
+
+    /// `stele monitor --once` with the log's key, keeping its state in
+    /// `state` (the default state file if None), with `extra` arguments.
+    pub fn monitor(&self, state: Option<&Path>, extra: &[&str]) -> Output {
+        let state = state.unwrap_or(&self.state);
+        monitor(&self.fake.url, &self.signer.vkey(), state, extra)
+    }
+
+    /// `stele monitor --once` with the default state file.
+    pub fn once(&self) -> Output {
+        self.monitor(None, &[])
     }
 }

@@ -2,13 +2,11 @@
 //! raises the alarm on fake logs that forge, roll back, rewrite or split
 //! their history.
 
-use std::path::PathBuf;
-
 use serde_json::Value;
 use stele_core::note::Signer;
 use stele_testkit::harness::TestResult;
 
-use super::fake::{FakeLog, Tree};
+use super::fake::{Tree, Watched};
 use super::{ensure, expect_alarm, expect_fine, monitor, Server, ServerTest, Test};
 
 pub const WITH_SERVER: &[(&str, ServerTest)] = &[(
@@ -64,67 +62,52 @@ fn monitor_follows_real_log_across_restarts(s: &Server) -> TestResult {
     ensure(out.code != 0, || out.show())
 }
 
-pub fn fake_setup(tag: &str) -> anyhow::Result<(FakeLog, Signer, tempfile::TempDir, PathBuf)> {
-    let fake = FakeLog::start();
-    let (signer, _) = Signer::generate(&format!("fake.example/{tag}"))?;
-    let dir = tempfile::tempdir()?;
-    let state = dir.path().join("state.json");
-    Ok((fake, signer, dir, state))
-}
-
 fn monitor_detects_forged_checkpoint() -> TestResult {
-    let (fake, signer, _d, state) = fake_setup("forged")?;
+    let w = Watched::new("forged")?;
     let tree = Tree::new("a", 20);
-    fake.serve(&signer, &tree, 5);
-    expect_fine(&monitor(&fake.url, &signer.vkey(), &state, &[]))?;
-    let (forger, _) = Signer::generate(signer.name())?;
-    fake.serve(&forger, &tree, 8);
-    expect_alarm(
-        &monitor(&fake.url, &signer.vkey(), &state, &[]),
-        "bad checkpoint signature",
-    )
+    w.serve(&tree, 5);
+    expect_fine(&w.once())?;
+    let (forger, _) = Signer::generate(w.signer.name())?;
+    w.fake.serve(&forger, &tree, 8);
+    expect_alarm(&w.once(), "bad checkpoint signature")
 }
 
 fn monitor_detects_rollback_across_restart() -> TestResult {
-    let (fake, signer, _d, state) = fake_setup("rollback")?;
+    let w = Watched::new("rollback")?;
     let tree = Tree::new("a", 20);
-    fake.serve(&signer, &tree, 6);
-    expect_fine(&monitor(&fake.url, &signer.vkey(), &state, &[]))?;
-    fake.serve(&signer, &tree, 12);
-    let out = monitor(&fake.url, &signer.vkey(), &state, &[]);
+    w.serve(&tree, 6);
+    expect_fine(&w.once())?;
+    w.serve(&tree, 12);
+    let out = w.once();
     expect_fine(&out)?;
     ensure(out.stdout.contains("consistent with size 6"), || out.show())?;
-    fake.serve(&signer, &tree, 9);
-    expect_alarm(
-        &monitor(&fake.url, &signer.vkey(), &state, &[]),
-        "the tree shrank",
-    )?;
+    w.serve(&tree, 9);
+    expect_alarm(&w.once(), "the tree shrank")?;
     // The alarm did not overwrite the verified state: it fires again.
-    expect_alarm(
-        &monitor(&fake.url, &signer.vkey(), &state, &[]),
-        "the tree shrank",
-    )
+    expect_alarm(&w.once(), "the tree shrank")
 }
 
 fn monitor_detects_inconsistent_root() -> TestResult {
-    let (fake, signer, _d, state) = fake_setup("inconsistent")?;
-    fake.serve(&signer, &Tree::new("a", 20), 7);
-    expect_fine(&monitor(&fake.url, &signer.vkey(), &state, &[]))?;
     // A different history, properly signed, with a proof from that history.
-    fake.serve(&signer, &Tree::new("b", 20), 13);
-    expect_alarm(
-        &monitor(&fake.url, &signer.vkey(), &state, &[]),
-        "inconsistent tree",
-    )
+    another_history("inconsistent", (20, 7), 13, "inconsistent tree")
 }
 
 fn monitor_detects_split_view() -> TestResult {
-    let (fake, signer, _d, state) = fake_setup("split")?;
-    fake.serve(&signer, &Tree::new("a", 10), 4);
-    expect_fine(&monitor(&fake.url, &signer.vkey(), &state, &[]))?;
-    fake.serve(&signer, &Tree::new("b", 10), 4);
-    expect_alarm(
-        &monitor(&fake.url, &signer.vkey(), &state, &[]),
-        "split view",
-    )
+    another_history("split", (10, 4), 4, "split view")
+}
+
+/// The monitor verifies the first `verified` of `leaves` leaves of one
+/// history, then sees a checkpoint of size `then` of another history,
+/// properly signed: it must raise `alarm`.
+fn another_history(
+    tag: &str,
+    (leaves, verified): (usize, u64),
+    then: u64,
+    alarm: &str,
+) -> TestResult {
+    let w = Watched::new(tag)?;
+    w.serve(&Tree::new("a", leaves), verified);
+    expect_fine(&w.once())?;
+    w.serve(&Tree::new("b", leaves), then);
+    expect_alarm(&w.once(), alarm)
 }

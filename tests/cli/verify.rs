@@ -2,13 +2,35 @@
 //! `.tlog-proof` files that verify step by step, every tampering caught at
 //! the step it breaks, online consistency, and problems shown on refusal.
 
+use std::path::Path;
+
 use anyhow::Context;
 use serde_json::{json, Value};
 use stele_core::note::Signer;
 use stele_testkit::harness::TestResult;
+use stele_testkit::process::Output;
 
 use super::fake::FakeLog;
 use super::{ensure, expect_failed_step, stele, Server, ServerTest};
+
+/// `stele verify FILE --vkey VKEY EXTRA...`
+fn verify(file: &Path, vkey: &str, extra: &[&str]) -> Output {
+    let mut args = vec!["verify", file.to_str().unwrap(), "--vkey", vkey];
+    args.extend_from_slice(extra);
+    stele(&args)
+}
+
+/// `stele submit --log URL --token TOKEN FILE` to the shared server.
+fn submit(s: &Server, token: &str, file: &Path) -> Output {
+    stele(&[
+        "submit",
+        "--log",
+        &s.url,
+        "--token",
+        token,
+        file.to_str().unwrap(),
+    ])
+}
 
 pub const TESTS: &[(&str, ServerTest)] = &[
     ("verify_accepts_real_receipts", verify_accepts_real_receipts),
@@ -24,7 +46,7 @@ fn verify_accepts_real_receipts(s: &Server) -> TestResult {
     let dir = tempfile::tempdir()?;
     s.submit(dir.path(), "first", "parcel-1")?;
     let receipt = s.submit(dir.path(), "deed", "parcel-2")?;
-    let out = stele(&["verify", receipt.to_str().unwrap(), "--vkey", &s.vkey]);
+    let out = verify(&receipt, &s.vkey, &[]);
     ensure(out.code == 0 && out.stdout.contains("VERIFIED"), || {
         format!("receipt did not verify\n{}", out.show())
     })?;
@@ -55,14 +77,7 @@ fn verify_accepts_real_receipts(s: &Server) -> TestResult {
     // With an explicit --leaf that is not the entry's leaf, inclusion fails.
     let wrong = dir.path().join("wrong.leaf");
     std::fs::write(&wrong, b"{\"not\":\"this\"}")?;
-    let out = stele(&[
-        "verify",
-        proof.to_str().unwrap(),
-        "--vkey",
-        &s.vkey,
-        "--leaf",
-        wrong.to_str().unwrap(),
-    ]);
+    let out = verify(&proof, &s.vkey, &["--leaf", wrong.to_str().unwrap()]);
     expect_failed_step(&out, "inclusion proof")
 }
 
@@ -154,24 +169,19 @@ fn verify_rejects_each_tampering(s: &Server) -> TestResult {
             .path()
             .join(format!("tampered-{}.json", what.replace(' ', "-")));
         std::fs::write(&p, serde_json::to_string_pretty(&r)?)?;
-        let out = stele(&["verify", p.to_str().unwrap(), "--vkey", &s.vkey]);
+        let out = verify(&p, &s.vkey, &[]);
         expect_failed_step(&out, step).with_context(|| format!("tampered {what}"))?;
     }
 
     // Wrong keys: another key under the log's name, and another log's key.
     let (other, _) = Signer::generate(&s.origin)?;
-    let out = stele(&["verify", path.to_str().unwrap(), "--vkey", &other.vkey()]);
+    let out = verify(&path, &other.vkey(), &[]);
     expect_failed_step(&out, "checkpoint signature")?;
     let (elsewhere, _) = Signer::generate("elsewhere.example/log")?;
-    let out = stele(&[
-        "verify",
-        path.to_str().unwrap(),
-        "--vkey",
-        &elsewhere.vkey(),
-    ]);
+    let out = verify(&path, &elsewhere.vkey(), &[]);
     expect_failed_step(&out, "checkpoint signature")?;
     // And the untouched receipt still verifies.
-    let out = stele(&["verify", path.to_str().unwrap(), "--vkey", &s.vkey]);
+    let out = verify(&path, &s.vkey, &[]);
     ensure(out.code == 0, || out.show())
 }
 
@@ -189,14 +199,7 @@ fn verify_online(s: &Server) -> TestResult {
     let dir = tempfile::tempdir()?;
     let receipt = s.submit(dir.path(), "early", "online-1")?;
     s.bulk("online", 300)?;
-    let out = stele(&[
-        "verify",
-        receipt.to_str().unwrap(),
-        "--vkey",
-        &s.vkey,
-        "--online",
-        &s.url,
-    ]);
+    let out = verify(&receipt, &s.vkey, &["--online", &s.url]);
     ensure(
         out.code == 0 && out.stdout.contains("✓ consistency with the live log"),
         || out.show(),
@@ -206,14 +209,7 @@ fn verify_online(s: &Server) -> TestResult {
     })?;
     // A live log that is not the receipt's log (another key) fails the online step.
     let fake = FakeLog::start();
-    let out = stele(&[
-        "verify",
-        receipt.to_str().unwrap(),
-        "--vkey",
-        &s.vkey,
-        "--online",
-        &fake.url,
-    ]);
+    let out = verify(&receipt, &s.vkey, &["--online", &fake.url]);
     ensure(
         out.code != 0 && out.stdout.contains("✗ consistency with the live log"),
         || out.show(),
@@ -224,27 +220,17 @@ fn submit_shows_problems(s: &Server) -> TestResult {
     let dir = tempfile::tempdir()?;
     let file = dir.path().join("bad.json");
     std::fs::write(&file, r#"{"type": "Not A Type!", "surprise": 1}"#)?;
-    let out = stele(&[
-        "submit",
-        "--log",
-        &s.url,
-        "--token",
-        &s.token,
-        file.to_str().unwrap(),
-    ]);
+    let out = submit(s, &s.token, &file);
     ensure(out.code != 0 && out.stderr.contains("HTTP 4"), || {
         format!("expected a 4xx problem\n{}", out.show())
     })?;
     let good = dir.path().join("good.json");
     std::fs::write(&good, r#"{"type": "test.record"}"#)?;
-    let out = stele(&[
-        "submit",
-        "--log",
-        &s.url,
-        "--token",
+    let out = submit(
+        s,
         "cli-test.AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA",
-        good.to_str().unwrap(),
-    ]);
+        &good,
+    );
     ensure(out.code != 0 && out.stderr.contains("401"), || {
         format!("expected 401\n{}", out.show())
     })?;

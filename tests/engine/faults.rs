@@ -18,11 +18,9 @@ pub const TESTS: &[(&str, TestFn<Ctx>)] = stele_testkit::tests![Ctx:
 ];
 
 async fn failed_commit_loses_and_duplicates_nothing(mut s: Ctx) -> TestResult {
-    let engine = s.engine(config()).await?;
-    let agency = s.signed_in(&engine, "land", &[]).await?;
+    let (engine, agency) = s.writer(config()).await?;
     let first = engine.submit(LOG, &agency, rec(0)).await.unwrap();
-    s.keep([&first]);
-    s.check(&engine).await?;
+    s.check_with(&engine, [&first]).await?;
     s.faults.fail_before.store(1, Ordering::SeqCst);
     match engine.submit(LOG, &agency, rec(1)).await {
         Err(LogError::Unavailable(_)) => {}
@@ -33,18 +31,13 @@ async fn failed_commit_loses_and_duplicates_nothing(mut s: Ctx) -> TestResult {
     assert!(sub.created);
     assert_eq!(sub.receipt().index, 1);
     assert_eq!(engine.logs().await[0].tree_size, 2);
-    s.keep([&sub]);
-    s.check(&engine).await?;
-    engine.shutdown().await;
-    Ok(())
+    s.done(&engine, [&sub]).await
 }
 
 async fn lost_acknowledgement_is_adopted(mut s: Ctx) -> TestResult {
-    let engine = s.engine(config()).await?;
-    let agency = s.signed_in(&engine, "land", &[]).await?;
+    let (engine, agency) = s.writer(config()).await?;
     let first = engine.submit(LOG, &agency, rec(0)).await.unwrap();
-    s.keep([&first]);
-    s.check(&engine).await?;
+    s.check_with(&engine, [&first]).await?;
     s.faults.fail_after.store(1, Ordering::SeqCst);
     assert!(matches!(
         engine.submit(LOG, &agency, rec(1)).await,
@@ -57,18 +50,13 @@ async fn lost_acknowledgement_is_adopted(mut s: Ctx) -> TestResult {
     again.receipt().verify(&s.verifier()).unwrap();
     let next = engine.submit(LOG, &agency, rec(2)).await.unwrap();
     assert_eq!((next.receipt().index, next.created), (2, true));
-    s.keep([&again, &next]);
-    s.check(&engine).await?;
-    engine.shutdown().await;
-    Ok(())
+    s.done(&engine, [&again, &next]).await
 }
 
 async fn database_outage_answers_503_and_recovers_without_restart(mut s: Ctx) -> TestResult {
-    let engine = s.engine(config()).await?;
-    let agency = s.signed_in(&engine, "land", &[]).await?;
+    let (engine, agency) = s.writer(config()).await?;
     let first = engine.submit(LOG, &agency, rec(0)).await.unwrap();
-    s.keep([&first]);
-    s.check(&engine).await?;
+    s.check_with(&engine, [&first]).await?;
     s.faults.down.store(true, Ordering::SeqCst);
     for i in 1..5 {
         let started = std::time::Instant::now();
@@ -84,15 +72,11 @@ async fn database_outage_answers_503_and_recovers_without_restart(mut s: Ctx) ->
     let sub = retry_submit(&engine, &agency, rec(1)).await?;
     assert_eq!((sub.receipt().index, sub.created), (1, true));
     assert_eq!(engine.ready().await, Ok(()));
-    s.keep([&sub]);
-    s.check(&engine).await?;
-    engine.shutdown().await;
-    Ok(())
+    s.done(&engine, [&sub]).await
 }
 
 async fn recovery_refuses_writes_when_a_tile_is_corrupted(mut s: Ctx) -> TestResult {
-    let engine = s.engine(config()).await?;
-    let agency = s.signed_in(&engine, "land", &[]).await?;
+    let (engine, agency) = s.writer(config()).await?;
     for i in 0..3 {
         let sub = engine.submit(LOG, &agency, rec(i)).await.unwrap();
         s.keep([&sub]);
@@ -120,8 +104,5 @@ async fn recovery_refuses_writes_when_a_tile_is_corrupted(mut s: Ctx) -> TestRes
     assert_eq!(engine.ready().await, Ok(()));
     let sub = engine.submit(LOG, &agency, rec(7)).await.unwrap();
     assert_eq!(sub.receipt().index, 3);
-    s.keep([&sub]);
-    s.check(&engine).await?;
-    engine.shutdown().await;
-    Ok(())
+    s.done(&engine, [&sub]).await
 }

@@ -102,6 +102,14 @@ impl Ctx {
             .await?)
     }
 
+    /// An engine with `config`, and the agency `land` (any record type)
+    /// signed in.
+    pub async fn writer(&self, config: EngineConfig) -> anyhow::Result<(Arc<Engine>, Agency)> {
+        let engine = self.engine(config).await?;
+        let agency = self.signed_in(&engine, "land", &[]).await?;
+        Ok((engine, agency))
+    }
+
     /// The log's verifier.
     pub fn verifier(&self) -> Verifier {
         Verifier::from_vkey(&Signer::from_skey(&self.skey).expect("own key").vkey())
@@ -112,6 +120,27 @@ impl Ctx {
     pub fn keep<'a>(&mut self, subs: impl IntoIterator<Item = &'a Integrated>) {
         self.receipts
             .extend(subs.into_iter().map(Integrated::receipt));
+    }
+
+    /// Hands `subs` to the checker and runs it over `engine`.
+    pub async fn check_with<'a>(
+        &mut self,
+        engine: &Arc<Engine>,
+        subs: impl IntoIterator<Item = &'a Integrated>,
+    ) -> TestResult {
+        self.keep(subs);
+        self.check(engine).await
+    }
+
+    /// The end of a test: [`Ctx::check_with`], then `engine` shuts down.
+    pub async fn done<'a>(
+        &mut self,
+        engine: &Arc<Engine>,
+        subs: impl IntoIterator<Item = &'a Integrated>,
+    ) -> TestResult {
+        self.check_with(engine, subs).await?;
+        engine.shutdown().await;
+        Ok(())
     }
 
     /// The invariant checker over `engine`'s reads, after the receipts kept
@@ -180,24 +209,20 @@ async fn retry_submit(engine: &Engine, agency: &Agency, r: Record) -> anyhow::Re
     anyhow::bail!("the engine did not become writable")
 }
 
+async fn run(backend: Backend, test: TestFn<Ctx>) -> TestResult {
+    test(Ctx::new(backend).await?).await
+}
+
 fn main() {
     let mut suite = Suite::new();
-    let tables: [&[(&str, TestFn<Ctx>)]; 4] =
-        [submit::TESTS, faults::TESTS, reads::TESTS, writers::TESTS];
-    for &(name, test) in tables.into_iter().flatten() {
-        suite.per_backend(name, Backend::ALL, move |b| async move {
-            test(Ctx::new(b).await?).await
-        });
-    }
-    for &(name, test) in writers::PG_TESTS {
-        suite.per_backend(name, &[Backend::Postgres], move |b| async move {
-            test(TestStore::new(b).await?).await
-        });
-    }
-    let (name, test) = writers::THROUGHPUT;
-    suite.per_backend(name, Backend::ALL, move |b| async move {
-        test(Ctx::new(b).await?).await
-    });
+    let tables = [submit::TESTS, faults::TESTS, reads::TESTS, writers::TESTS];
+    suite.per_backend_tables(Backend::ALL, &tables, run);
+    suite.per_backend_tables(
+        &[Backend::Postgres],
+        &[writers::PG_TESTS],
+        |b, test| async move { test(TestStore::new(b).await?).await },
+    );
+    suite.per_backend_tables(Backend::ALL, &[&[writers::THROUGHPUT]], run);
     suite.ignore_last(2);
     suite.run()
 }

@@ -21,15 +21,13 @@ pub const TESTS: &[(&str, TestFn<Ctx>)] = stele_testkit::tests![Ctx:
 ];
 
 async fn tiles_match_what_a_client_rebuilds_from_bundles(mut s: Ctx) -> TestResult {
-    let engine = s.engine(config()).await?;
-    let agency = s.signed_in(&engine, "land", &[]).await?;
+    let (engine, agency) = s.writer(config()).await?;
     let v = s.verifier();
     let mut sizes = Vec::new();
     for chunk in 0..3 {
         let batch: Vec<Record> = (0..150).map(|i| rec(chunk * 150 + i)).collect();
         let subs = engine.submit_bulk(LOG, &agency, batch).await.unwrap();
-        s.keep(&subs);
-        s.check(&engine).await?;
+        s.check_with(&engine, &subs).await?;
         sizes.push((chunk as u64 + 1) * 150);
     }
     let size = 450u64;
@@ -184,9 +182,7 @@ async fn tiles_match_what_a_client_rebuilds_from_bundles(mut s: Ctx) -> TestResu
         assert!(engine.tile(LOG, path).await.unwrap().immutable);
     }
     assert_eq!(reads(), before);
-    s.check(&engine).await?;
-    engine.shutdown().await;
-    Ok(())
+    s.done(&engine, []).await
 }
 
 /// With a memory tier too small to hold anything, full tiles live in the
@@ -258,7 +254,5 @@ async fn disk_tier_keeps_proofs_off_storage(mut s: Ctx) -> TestResult {
         "without the disk tier, every proof in a full tile reads it again"
     );
     // Checked last: the checker's reads would count above.
-    s.check(&engine).await?;
-    engine.shutdown().await;
-    Ok(())
+    s.done(&engine, []).await
 }

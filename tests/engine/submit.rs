@@ -71,10 +71,7 @@ async fn submit_gives_a_verifiable_receipt_and_dedups(mut s: Ctx) -> TestResult 
         engine.submit("nope", &agency, rec(9)).await,
         Err(LogError::NotFound(_))
     ));
-    s.keep([&first, &second, &again, &third]);
-    s.check(&engine).await?;
-    engine.shutdown().await;
-    Ok(())
+    s.done(&engine, [&first, &second, &again, &third]).await
 }
 
 async fn authentication_rejects_bad_tokens_alike(s: Ctx) -> TestResult {
@@ -153,8 +150,7 @@ async fn concurrent_submissions_get_consecutive_indexes(mut s: Ctx) -> TestResul
     // A repeat is a duplicate, whichever connection of the pool sees it.
     let again = engine.submit(LOG, &agency, rec(7)).await?;
     assert!(!again.created);
-    s.keep([&again]);
-    s.check(&engine).await?;
+    s.check_with(&engine, [&again]).await?;
     let latest = note::open_checkpoint(&engine.checkpoint(LOG).await.unwrap(), &v).unwrap();
     assert_eq!(latest.size, 500);
     // Timestamps never decrease along the log.
@@ -189,9 +185,7 @@ async fn bulk_submission_dedups_within_the_batch(mut s: Ctx) -> TestResult {
         .unwrap()
         .is_empty());
     assert_eq!(engine.logs().await[0].tree_size, 3);
-    s.check(&engine).await?;
-    engine.shutdown().await;
-    Ok(())
+    s.done(&engine, []).await
 }
 
 /// Stored duplicates are found by the optimistic commit failing with
@@ -206,8 +200,7 @@ async fn batch_mixing_stored_duplicates_and_new_records_leaves_no_hole(mut s: Ct
         .submit_bulk(LOG, &agency, vec![rec(1), rec(2), rec(3)])
         .await
         .unwrap();
-    s.keep(&first);
-    s.check(&engine).await?;
+    s.check_with(&engine, &first).await?;
     let subs = engine
         .submit_bulk(LOG, &agency, vec![rec(4), rec(2), rec(5), rec(3), rec(4)])
         .await
@@ -227,9 +220,7 @@ async fn batch_mixing_stored_duplicates_and_new_records_leaves_no_hole(mut s: Ct
     assert_eq!(got, vec![(4, false), (0, false)]);
     s.keep(&again);
     assert_eq!(engine.logs().await[0].tree_size, 5);
-    s.check(&engine).await?;
-    engine.shutdown().await;
-    Ok(())
+    s.done(&engine, []).await
 }
 
 async fn full_queue_pushes_back_at_once(mut s: Ctx) -> TestResult {
@@ -266,18 +257,13 @@ async fn full_queue_pushes_back_at_once(mut s: Ctx) -> TestResult {
     s.faults.commit_delay_ms.store(0, Ordering::SeqCst);
     let last = engine.submit(LOG, &agency, rec(9)).await.unwrap();
     assert_eq!(last.receipt().index, 2);
-    s.keep([&last]);
-    s.check(&engine).await?;
-    engine.shutdown().await;
-    Ok(())
+    s.done(&engine, [&last]).await
 }
 
 async fn shutdown_stops_taking_submissions(mut s: Ctx) -> TestResult {
-    let engine = s.engine(config()).await?;
-    let agency = s.signed_in(&engine, "land", &[]).await?;
+    let (engine, agency) = s.writer(config()).await?;
     let first = engine.submit(LOG, &agency, rec(0)).await.unwrap();
-    s.keep([&first]);
-    s.check(&engine).await?;
+    s.check_with(&engine, [&first]).await?;
     engine.shutdown().await;
     assert!(matches!(
         engine.submit(LOG, &agency, rec(1)).await,

@@ -30,8 +30,7 @@ async fn a_second_process_reads_only_until_it_gets_the_lease(mut s: Ctx) -> Test
     let first = s.engine(config()).await?;
     let agency = s.signed_in(&first, "land", &[]).await?;
     let sub = first.submit(LOG, &agency, rec(0)).await.unwrap();
-    s.keep([&sub]);
-    s.check(&first).await?;
+    s.check_with(&first, [&sub]).await?;
 
     let second = s.engine_on(s.another_process().await?, config()).await?;
     let why = second.ready().await.unwrap_err();
@@ -47,18 +46,14 @@ async fn a_second_process_reads_only_until_it_gets_the_lease(mut s: Ctx) -> Test
         first.checkpoint(LOG).await.unwrap()
     );
     let sub = first.submit(LOG, &agency, rec(1)).await.unwrap();
-    s.keep([&sub]);
-    s.check(&first).await?;
+    s.check_with(&first, [&sub]).await?;
     first.shutdown().await;
 
     // The second takes over, reloads the state the first left, and continues.
     let sub = retry_submit(&second, &agency, rec(2)).await?;
     assert_eq!((sub.receipt().index, sub.created), (2, true));
     assert_eq!(second.ready().await, Ok(()));
-    s.keep([&sub]);
-    s.check(&second).await?;
-    second.shutdown().await;
-    Ok(())
+    s.done(&second, [&sub]).await
 }
 
 /// Two engines on one database take submissions at once: only the lease
@@ -69,8 +64,7 @@ async fn two_engines_never_fork(mut s: Ctx) -> TestResult {
     let first = s.engine(config()).await?;
     let agency = s.signed_in(&first, "land", &[]).await?;
     let sub = first.submit(LOG, &agency, rec(0)).await?;
-    s.keep([&sub]);
-    s.check(&first).await?;
+    s.check_with(&first, [&sub]).await?;
     let second = s.engine_on(s.another_process().await?, config()).await?;
     let why = second.ready().await.err().unwrap_or_default();
     anyhow::ensure!(
@@ -103,8 +97,7 @@ async fn two_engines_never_fork(mut s: Ctx) -> TestResult {
         second_ok.len()
     );
     anyhow::ensure!(first.logs().await[0].tree_size == 51);
-    s.keep(&first_ok);
-    s.check(&first).await?;
+    s.check_with(&first, &first_ok).await?;
     first.shutdown().await;
 
     // The second takes the lease, reloads the first's state and continues.
@@ -115,10 +108,7 @@ async fn two_engines_never_fork(mut s: Ctx) -> TestResult {
         sub.receipt().index
     );
     anyhow::ensure!(second.ready().await.is_ok());
-    s.keep([&sub]);
-    s.check(&second).await?;
-    second.shutdown().await;
-    Ok(())
+    s.done(&second, [&sub]).await
 }
 
 /// A database created before migration 0003 (dedup keys stored bare, under a
@@ -216,7 +206,5 @@ async fn throughput(mut s: Ctx) -> TestResult {
         "one bulk of 1000: {:.1} ms",
         started.elapsed().as_secs_f64() * 1000.0
     );
-    s.check(&engine).await?;
-    engine.shutdown().await;
-    Ok(())
+    s.done(&engine, []).await
 }

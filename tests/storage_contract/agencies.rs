@@ -8,9 +8,8 @@ use super::Ctx;
 
 pub const TESTS: &[(&str, TestFn<Ctx>)] = stele_testkit::tests![Ctx: agencies_add_list_get_revoke];
 
-async fn agencies_add_list_get_revoke(ctx: Ctx) -> TestResult {
-    let o = ctx.open().await?;
-    let s = o.storage();
+async fn agencies_add_list_get_revoke(mut ctx: Ctx) -> TestResult {
+    let s = ctx.open().await?;
     let land = AgencyRecord {
         name: "land-registry".into(),
         token_hash: [1; 32],
@@ -59,6 +58,5 @@ async fn agencies_add_list_get_revoke(ctx: Ctx) -> TestResult {
         s.agency("health").await? == Some(health),
         "other agency untouched"
     );
-    o.close().await;
     ctx.finish().await
 }

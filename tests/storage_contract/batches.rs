@@ -25,8 +25,7 @@ pub const TESTS: &[(&str, TestFn<Ctx>)] = stele_testkit::tests![Ctx:
 ];
 
 async fn ensure_log_is_idempotent_and_keeps_its_origin(mut ctx: Ctx) -> TestResult {
-    let o = ctx.open().await?;
-    let s = o.storage();
+    let s = ctx.open().await?;
     ensure!(
         s.log_state(LOG).await?.is_none(),
         "log exists before ensure_log"
@@ -53,28 +52,21 @@ async fn ensure_log_is_idempotent_and_keeps_its_origin(mut ctx: Ctx) -> TestResu
         s.log_state(LOG).await? == Some(again),
         "origin mismatch changed the log"
     );
-    ctx.check(&s).await?;
-    o.close().await;
-    ctx.finish().await
+    ctx.done(&s).await
 }
 
 async fn commit_batch_is_visible_as_a_whole(mut ctx: Ctx) -> TestResult {
-    let o = ctx.open().await?;
-    let s = o.storage();
-    s.ensure_log(LOG, ORIGIN).await?;
+    let s = ctx.open_log().await?;
     for n in [300, 1, 1000] {
         ctx.commit(&*s, n).await?;
         ctx.check(&s).await?;
     }
     ensure!(ctx.log.size() == 1301);
-    o.close().await;
     ctx.finish().await
 }
 
 async fn cas_conflict_changes_nothing(mut ctx: Ctx) -> TestResult {
-    let o = ctx.open().await?;
-    let s = o.storage();
-    s.ensure_log(LOG, ORIGIN).await?;
+    let s = ctx.open_log().await?;
     ctx.commit(&*s, 10).await?;
     // Writers that still believe the log is at 0 or 5 (or one ahead at 11),
     // signing with the log's key, must not move it.
@@ -108,15 +100,11 @@ async fn cas_conflict_changes_nothing(mut ctx: Ctx) -> TestResult {
         ),
         "unknown log"
     );
-    ctx.check(&s).await?;
-    o.close().await;
-    ctx.finish().await
+    ctx.done(&s).await
 }
 
 async fn failed_batch_rolls_back_entirely(mut ctx: Ctx) -> TestResult {
-    let o = ctx.open().await?;
-    let s = o.storage();
-    s.ensure_log(LOG, ORIGIN).await?;
+    let s = ctx.open_log().await?;
     ctx.commit(&*s, 10).await?;
     // The last entry repeats a stored dedup key: the CAS and the other rows
     // were already written inside the transaction, and must all roll back.
@@ -136,15 +124,11 @@ async fn failed_batch_rolls_back_entirely(mut ctx: Ctx) -> TestResult {
         "tile of failed batch"
     );
     ctx.commit(&*s, 300).await?;
-    ctx.check(&s).await?;
-    o.close().await;
-    ctx.finish().await
+    ctx.done(&s).await
 }
 
 async fn malformed_batch_is_rejected(mut ctx: Ctx) -> TestResult {
-    let o = ctx.open().await?;
-    let s = o.storage();
-    s.ensure_log(LOG, ORIGIN).await?;
+    let s = ctx.open_log().await?;
     ctx.commit(&*s, 4).await?;
     let mut gap = ctx.log.prepare(3, "a");
     gap.entries[1].index = 9;
@@ -156,22 +140,19 @@ async fn malformed_batch_is_rejected(mut ctx: Ctx) -> TestResult {
             r => bail!("malformed batch: {r:?}"),
         }
     }
-    ctx.check(&s).await?;
-    o.close().await;
-    ctx.finish().await
+    ctx.done(&s).await
 }
 
 async fn racing_writers_from_one_size_one_wins(mut ctx: Ctx) -> TestResult {
-    let (a, b) = (ctx.open().await?, ctx.open().await?);
-    a.storage().ensure_log(LOG, ORIGIN).await?;
-    ctx.commit(&*a.storage(), 5).await?;
+    let (a, b) = (ctx.open_log().await?, ctx.open().await?);
+    ctx.commit(&*a, 5).await?;
     for round in 0..5 {
         let p = Arc::new(ctx.log.prepare(100, "a"));
         let race = |s: Arc<dyn stele::storage::Storage>| {
             let p = p.clone();
             tokio::spawn(async move { s.commit_batch(&p.batch()).await })
         };
-        let (ta, tb) = (race(a.storage()), race(b.storage()));
+        let (ta, tb) = (race(a.clone()), race(b.clone()));
         let results = [ta.await?, tb.await?];
         let wins = results.iter().filter(|r| r.is_ok()).count();
         ensure!(wins == 1, "round {round}: {wins} writers won: {results:?}");
@@ -180,17 +161,14 @@ async fn racing_writers_from_one_size_one_wins(mut ctx: Ctx) -> TestResult {
         }
         ctx.log
             .accept(Arc::try_unwrap(p).ok().context("batch still shared")?);
-        ctx.check(&a.storage()).await?;
+        ctx.check(&a).await?;
     }
     ensure!(ctx.log.size() == 505);
-    a.close().await;
-    b.close().await;
     ctx.finish().await
 }
 
 async fn lost_acknowledgement_is_seen_on_reload(mut ctx: Ctx) -> TestResult {
-    let o = ctx.open().await?;
-    let s = o.storage();
+    let s = ctx.open().await?;
     // Commits, then reports the database as unreachable: the
     // acknowledgement was lost after the transaction committed.
     let (faulty, faults) = Faulty::wrap(s.clone());
@@ -218,7 +196,5 @@ async fn lost_acknowledgement_is_seen_on_reload(mut ctx: Ctx) -> TestResult {
         "dedup keys of the batch"
     );
     ctx.commit(&*s, 5).await?;
-    ctx.check(&s).await?;
-    o.close().await;
-    ctx.finish().await
+    ctx.done(&s).await
 }

@@ -15,26 +15,20 @@ pub const TESTS: &[(&str, TestFn<Ctx>)] = stele_testkit::tests![Ctx:
     durable_across_reopen,
 ];
 
-async fn writer_lease_is_exclusive(ctx: Ctx) -> TestResult {
-    let (a, b) = (ctx.open().await?, ctx.open().await?);
-    a.storage().ensure_log(LOG, ORIGIN).await?;
-    let lease = a
-        .storage()
-        .try_acquire_writer(LOG)
-        .await?
-        .context("first lease")?;
+async fn writer_lease_is_exclusive(mut ctx: Ctx) -> TestResult {
+    let (a, b) = (ctx.open_log().await?, ctx.open().await?);
+    let lease = a.try_acquire_writer(LOG).await?.context("first lease")?;
     ensure!(lease.is_held(), "fresh lease not held");
     ensure!(
-        a.storage().try_acquire_writer(LOG).await?.is_none(),
+        a.try_acquire_writer(LOG).await?.is_none(),
         "same storage took it twice"
     );
     ensure!(
-        b.storage().try_acquire_writer(LOG).await?.is_none(),
+        b.try_acquire_writer(LOG).await?.is_none(),
         "second storage took it"
     );
     // Leases are per log.
     let other = b
-        .storage()
         .try_acquire_writer("other")
         .await?
         .context("lease on another log")?;
@@ -46,10 +40,10 @@ async fn writer_lease_is_exclusive(ctx: Ctx) -> TestResult {
     }
     drop(lease);
     // Release is asynchronous on PostgreSQL (the server ends the session).
-    let again = acquire_within(&*b.storage(), Duration::from_secs(5)).await?;
+    let again = acquire_within(&*b, Duration::from_secs(5)).await?;
     ensure!(again.is_held(), "re-acquired lease");
     ensure!(
-        a.storage().try_acquire_writer(LOG).await?.is_none(),
+        a.try_acquire_writer(LOG).await?.is_none(),
         "taken back while held"
     );
     if let Some(url) = ctx.store.database_url() {
@@ -77,18 +71,14 @@ async fn writer_lease_is_exclusive(ctx: Ctx) -> TestResult {
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        let taken = acquire_within(&*a.storage(), Duration::from_secs(5)).await?;
+        let taken = acquire_within(&*a, Duration::from_secs(5)).await?;
         ensure!(taken.is_held(), "lease after the holder's session died");
     }
-    a.close().await;
-    b.close().await;
     ctx.finish().await
 }
 
 async fn durable_across_reopen(mut ctx: Ctx) -> TestResult {
-    let o = ctx.open().await?;
-    let s = o.storage();
-    s.ensure_log(LOG, ORIGIN).await?;
+    let s = ctx.open_log().await?;
     ctx.commit(&*s, 700).await?;
     ctx.check(&s).await?;
     let agency = AgencyRecord {
@@ -100,10 +90,9 @@ async fn durable_across_reopen(mut ctx: Ctx) -> TestResult {
     };
     s.add_agency(&agency).await?;
     drop(s);
-    o.close().await;
+    ctx.close_all().await;
 
-    let o = ctx.open().await?;
-    let s = o.storage();
+    let s = ctx.open().await?;
     ensure!(
         s.ensure_log(LOG, ORIGIN).await?.tree_size == 700,
         "size after reopen"
@@ -118,7 +107,5 @@ async fn durable_across_reopen(mut ctx: Ctx) -> TestResult {
         "agency after reopen"
     );
     ctx.commit(&*s, 10).await?;
-    ctx.check(&s).await?;
-    o.close().await;
-    ctx.finish().await
+    ctx.done(&s).await
 }

@@ -16,7 +16,7 @@ use stele::storage::postgres::PgOptions;
 use stele::storage::{Storage, StoredEntry, WriterLease};
 use stele_core::tile::{changed_tiles, TilePath};
 use stele_testkit::checker::{LogChecker, StorageView};
-use stele_testkit::harness::{Suite, TestFn};
+use stele_testkit::harness::{Suite, TestFn, TestResult};
 use stele_testkit::store::{Backend, Opened, TestStore};
 use stele_testkit::synthetic::TestLog;
 
@@ -35,6 +35,8 @@ pub struct Ctx {
     pub store: TestStore,
     pub log: TestLog,
     checker: Option<LogChecker<StorageView>>,
+    /// Everything opened on the store, closed by [`Ctx::finish`].
+    opened: Vec<Opened>,
 }
 
 impl Ctx {
@@ -47,11 +49,30 @@ impl Ctx {
             store,
             log: TestLog::new(LOG, ORIGIN),
             checker: None,
+            opened: Vec::new(),
         })
     }
 
-    pub async fn open(&self) -> anyhow::Result<Opened> {
-        self.store.open().await
+    /// A new, independent storage on the test's database.
+    pub async fn open(&mut self) -> anyhow::Result<Arc<dyn Storage>> {
+        let opened = self.store.open().await?;
+        let storage = opened.storage();
+        self.opened.push(opened);
+        Ok(storage)
+    }
+
+    /// [`Ctx::open`], with the log `LOG` ensured.
+    pub async fn open_log(&mut self) -> anyhow::Result<Arc<dyn Storage>> {
+        let s = self.open().await?;
+        s.ensure_log(LOG, ORIGIN).await?;
+        Ok(s)
+    }
+
+    /// Closes every storage opened so far.
+    pub async fn close_all(&mut self) {
+        for o in self.opened.drain(..) {
+            o.close().await;
+        }
     }
 
     /// Commits the next `n` entries (tag "a") through `s`.
@@ -127,7 +148,15 @@ impl Ctx {
         Ok(())
     }
 
-    pub async fn finish(self) -> anyhow::Result<()> {
+    /// The end of a test: [`Ctx::check`] through `s`, then [`Ctx::finish`].
+    pub async fn done(mut self, s: &Arc<dyn Storage>) -> anyhow::Result<()> {
+        self.check(s).await?;
+        self.finish().await
+    }
+
+    /// Closes everything opened and drops the database.
+    pub async fn finish(mut self) -> anyhow::Result<()> {
+        self.close_all().await;
         self.store.finish().await
     }
 }
@@ -151,18 +180,14 @@ pub async fn acquire_within(
     }
 }
 
+async fn run(backend: Backend, test: TestFn<Ctx>) -> TestResult {
+    test(Ctx::new(backend).await?).await
+}
+
 fn main() {
     let mut suite = Suite::new().timeout(Duration::from_secs(120));
-    let both: [&[(&str, TestFn<Ctx>)]; 4] =
-        [batches::TESTS, reads::TESTS, lease::TESTS, agencies::TESTS];
-    let all = both.into_iter().flatten().map(|t| (t, Backend::ALL));
-    let pg_only = pg_outage::TESTS
-        .iter()
-        .map(|t| (t, &[Backend::Postgres][..]));
-    for (&(name, test), backends) in all.chain(pg_only) {
-        suite.per_backend(name, backends, move |b| async move {
-            test(Ctx::new(b).await?).await
-        });
-    }
+    let tables = [batches::TESTS, reads::TESTS, lease::TESTS, agencies::TESTS];
+    suite.per_backend_tables(Backend::ALL, &tables, run);
+    suite.per_backend_tables(&[Backend::Postgres], &[pg_outage::TESTS], run);
     suite.run()
 }

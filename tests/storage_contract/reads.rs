@@ -13,7 +13,7 @@ use stele_testkit::checker::{LogChecker, StorageView};
 use stele_testkit::harness::{TestFn, TestResult};
 use stele_testkit::synthetic::{entry, TestLog};
 
-use super::{Ctx, LOG, ORIGIN};
+use super::{Ctx, LOG};
 
 pub const TESTS: &[(&str, TestFn<Ctx>)] = stele_testkit::tests![Ctx:
     entries_by_range_and_by_leaf_hash,
@@ -24,9 +24,7 @@ pub const TESTS: &[(&str, TestFn<Ctx>)] = stele_testkit::tests![Ctx:
 ];
 
 async fn entries_by_range_and_by_leaf_hash(mut ctx: Ctx) -> TestResult {
-    let o = ctx.open().await?;
-    let s = o.storage();
-    s.ensure_log(LOG, ORIGIN).await?;
+    let s = ctx.open_log().await?;
     s.ensure_log("other", "records.example.gov/other").await?;
     ctx.commit(&*s, 50).await?;
     ctx.check(&s).await?;
@@ -95,14 +93,11 @@ async fn entries_by_range_and_by_leaf_hash(mut ctx: Ctx) -> TestResult {
         "lowest index expected, got {}",
         found.index
     );
-    o.close().await;
     ctx.finish().await
 }
 
 async fn dedup_lookup(mut ctx: Ctx) -> TestResult {
-    let o = ctx.open().await?;
-    let s = o.storage();
-    s.ensure_log(LOG, ORIGIN).await?;
+    let s = ctx.open_log().await?;
     s.ensure_log("other", "records.example.gov/other").await?;
     ctx.commit(&*s, 1200).await?;
     ctx.check(&s).await?;
@@ -138,15 +133,11 @@ async fn dedup_lookup(mut ctx: Ctx) -> TestResult {
         .check_all()
         .await
         .context("the other log")?;
-    ctx.check(&s).await?;
-    o.close().await;
-    ctx.finish().await
+    ctx.done(&s).await
 }
 
 async fn tiles_never_narrow(mut ctx: Ctx) -> TestResult {
-    let o = ctx.open().await?;
-    let s = o.storage();
-    s.ensure_log(LOG, ORIGIN).await?;
+    let s = ctx.open_log().await?;
     let stored = |tiles: &'static [(u8, u64)]| {
         let s = s.clone();
         async move { s.read_tiles(LOG, tiles).await }
@@ -202,14 +193,11 @@ async fn tiles_never_narrow(mut ctx: Ctx) -> TestResult {
         s.read_tiles("other", &[(0, 0)]).await? == vec![None],
         "unknown log"
     );
-    o.close().await;
     ctx.finish().await
 }
 
 async fn checkpoints_are_stored_and_listed(mut ctx: Ctx) -> TestResult {
-    let o = ctx.open().await?;
-    let s = o.storage();
-    s.ensure_log(LOG, ORIGIN).await?;
+    let s = ctx.open_log().await?;
     // An empty log's first checkpoint (size 0) is a batch with no entries.
     for n in [0, 1, 7, 300] {
         ctx.commit(&*s, n).await?;
@@ -231,16 +219,13 @@ async fn checkpoints_are_stored_and_listed(mut ctx: Ctx) -> TestResult {
     );
     ensure!(s.checkpoint_at(LOG, u64::MAX).await?.is_none(), "huge size");
     ensure!(s.checkpoints("other").await?.is_empty(), "unknown log");
-    o.close().await;
     ctx.finish().await
 }
 
 async fn readers_never_see_a_partial_batch(mut ctx: Ctx) -> TestResult {
     const BATCH: u64 = 40;
     const BATCHES: u64 = 30;
-    let o = ctx.open().await?;
-    let s = o.storage();
-    s.ensure_log(LOG, ORIGIN).await?;
+    let s = ctx.open_log().await?;
     let done = Arc::new(AtomicBool::new(false));
     let mut readers = Vec::new();
     for _ in 0..3 {
@@ -262,9 +247,7 @@ async fn readers_never_see_a_partial_batch(mut ctx: Ctx) -> TestResult {
         let looks = r.await??;
         ensure!(looks > 0, "a reader never looked");
     }
-    ctx.check(&s).await?;
-    o.close().await;
-    ctx.finish().await
+    ctx.done(&s).await
 }
 
 /// One reader's look at a log that grows by batches of 40: it must see

@@ -10,11 +10,12 @@
 //!
 //! ```ignore
 //! const TESTS: &[(&str, TestFn<Ctx>)] = stele_testkit::tests![Ctx: submit_works, reads_work];
+//! async fn run(backend: Backend, test: TestFn<Ctx>) -> TestResult {
+//!     test(Ctx::new(backend).await?).await
+//! }
 //! fn main() {
 //!     let mut suite = Suite::new();
-//!     for &(name, test) in TESTS {
-//!         suite.per_backend(name, Backend::ALL, move |b| async move { test(Ctx::new(b).await?).await });
-//!     }
+//!     suite.per_backend_tables(Backend::ALL, &[TESTS], run);
 //!     suite.run();
 //! }
 //! ```
@@ -121,6 +122,22 @@ impl Suite {
             self.add_async(format!("{}::{name}", backend.name()), needs, move || {
                 test(backend)
             });
+        }
+    }
+
+    /// Every test of `tables` once per backend in `backends`; `run(backend,
+    /// test)` gives the test its context, runs it and cleans up.
+    pub fn per_backend_tables<C, Fut>(
+        &mut self,
+        backends: &[Backend],
+        tables: &[&[(&str, TestFn<C>)]],
+        run: fn(Backend, TestFn<C>) -> Fut,
+    ) where
+        C: 'static,
+        Fut: Future<Output = TestResult> + 'static,
+    {
+        for &(name, test) in tables.iter().copied().flatten() {
+            self.per_backend(name, backends, move |backend| run(backend, test));
         }
     }
 

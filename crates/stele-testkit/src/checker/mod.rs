@@ -124,6 +124,11 @@ impl<V: LogView> LogChecker<V> {
         &self.view
     }
 
+    /// `what`, and where the view reads: for error messages.
+    fn at(&self, what: impl std::fmt::Display) -> String {
+        format!("{}: {what}", self.view.describe())
+    }
+
     /// Reads through another view of the same log (a restarted engine, a
     /// reopened storage). Everything verified so far must stay true there.
     pub fn set_view(&mut self, view: V) {
@@ -247,7 +252,7 @@ impl<V: LogView> LogChecker<V> {
             .view
             .checkpoint()
             .await
-            .with_context(|| format!("{}: the latest checkpoint", self.view.describe()))?;
+            .with_context(|| self.at("the latest checkpoint"))?;
         let fetched = self.add_note(&note)?;
         let older: Vec<(u64, Hash)> = self
             .unproven
@@ -292,7 +297,7 @@ impl<V: LogView> LogChecker<V> {
             .view
             .stored_checkpoints()
             .await
-            .with_context(|| format!("{}: the stored checkpoints", self.view.describe()))?
+            .with_context(|| self.at("the stored checkpoints"))?
         else {
             return Ok(None);
         };
@@ -337,13 +342,7 @@ impl<V: LogView> LogChecker<V> {
                 .view
                 .consistency(old_size, new.size)
                 .await
-                .with_context(|| {
-                    format!(
-                        "{}: consistency {old_size} -> {}",
-                        self.view.describe(),
-                        new.size
-                    )
-                })?;
+                .with_context(|| self.at(format!("consistency {old_size} -> {}", new.size)))?;
             ensure!(
                 answer.from == old_size && answer.to == new.size,
                 "asked for consistency {old_size}->{}, got {}->{}",

@@ -9,7 +9,7 @@ use std::sync::Mutex;
 use anyhow::{anyhow, bail, ensure, Context, Result};
 use async_trait::async_trait;
 use futures::stream::{self, StreamExt, TryStreamExt};
-use stele::cli::audit::{audit_with_progress, AuditState, TileSource};
+use stele::cli::audit::{audit, AuditState, TileSource};
 use stele_core::checkpoint::Checkpoint;
 use stele_core::merkle::verify_inclusion;
 use stele_core::note::open_checkpoint;
@@ -86,13 +86,7 @@ impl<V: LogView> LogChecker<V> {
             .view
             .inclusion(index, latest.size)
             .await
-            .with_context(|| {
-                format!(
-                    "{}: inclusion of {index} in {}",
-                    self.view.describe(),
-                    latest.size
-                )
-            })?;
+            .with_context(|| self.at(format!("inclusion of {index} in {}", latest.size)))?;
         ensure!(
             answer.index == index && answer.tree_size == latest.size,
             "asked for inclusion of {index} in {}, got {} in {}",
@@ -166,17 +160,10 @@ impl<V: LogView> LogChecker<V> {
             bundles: Mutex::default(),
         };
         let mut nothing = |_: &AuditState| Ok(());
-        audit_with_progress(
-            &source,
-            &checkpoint,
-            &mut None,
-            PARALLEL,
-            &mut nothing,
-            false,
-        )
-        .await
-        .with_context(|| format!("{}: auditing", self.view.describe()))?
-        .map_err(|alarm| anyhow!("{}: {alarm}", self.view.describe()))?;
+        audit(&source, &checkpoint, &mut None, PARALLEL, &mut nothing)
+            .await
+            .with_context(|| self.at("auditing"))?
+            .map_err(|alarm| anyhow!(self.at(alarm)))?;
 
         let bundles = source.bundles.into_inner().expect("bundles lock");
         let mut leaves = Vec::with_capacity(size as usize);
@@ -225,5 +212,9 @@ impl<V: LogView + ?Sized> TileSource for Recording<'_, V> {
                 .insert(id.index, data.clone());
         }
         Ok(data)
+    }
+
+    fn show_progress(&self) -> bool {
+        false
     }
 }

@@ -200,10 +200,20 @@ impl StorageView {
         }
     }
 
-    /// Proves with the core over the stored hash tiles of a tree of `size`:
-    /// a first pass learns which tiles the proof needs (each proof reads
-    /// once), then they are read from storage and the proof is made again.
+    /// Proves with the core over the stored hash tiles of a tree of `size`
+    /// (a first pass learns which tiles the proof needs — each proof reads
+    /// once — then they are read from storage and the proof is made
+    /// again); with the checkpoint stored for `size`, if any.
     async fn prove<T>(
+        &self,
+        size: u64,
+        prove: impl Fn(&TileHashReader<'_, dyn TileReader<Data = Vec<u8>>>) -> Result<T, CoreError>,
+    ) -> Result<(T, Option<String>)> {
+        let checkpoint = self.storage.checkpoint_at(&self.log, size).await?;
+        Ok((self.prove_only(size, prove).await?, checkpoint))
+    }
+
+    async fn prove_only<T>(
         &self,
         size: u64,
         prove: impl Fn(&TileHashReader<'_, dyn TileReader<Data = Vec<u8>>>) -> Result<T, CoreError>,
@@ -310,29 +320,29 @@ impl LogView for StorageView {
         }
     }
     async fn consistency(&self, from: u64, to: u64) -> Result<wire::Consistency> {
-        let proof = self
+        let (consistency_proof, checkpoint) = self
             .prove(to, |r| prove_consistency(from, to, r))
             .await
             .with_context(|| format!("consistency {from} -> {to}"))?;
         Ok(wire::Consistency {
             from,
             to,
-            consistency_proof: proof,
-            checkpoint: self.storage.checkpoint_at(&self.log, to).await?,
+            consistency_proof,
+            checkpoint,
         })
     }
     async fn inclusion(&self, index: u64, tree_size: u64) -> Result<wire::Inclusion> {
-        let entry = self.entry(index).await?;
-        let proof = self
+        let leaf_hash = self.entry(index).await?.leaf_hash;
+        let (inclusion_proof, checkpoint) = self
             .prove(tree_size, |r| prove_inclusion(index, tree_size, r))
             .await
             .with_context(|| format!("inclusion of {index} in {tree_size}"))?;
         Ok(wire::Inclusion {
             index,
             tree_size,
-            leaf_hash: entry.leaf_hash,
-            inclusion_proof: proof,
-            checkpoint: self.storage.checkpoint_at(&self.log, tree_size).await?,
+            leaf_hash,
+            inclusion_proof,
+            checkpoint,
         })
     }
     async fn entry(&self, index: u64) -> Result<wire::Entry> {
