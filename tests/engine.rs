@@ -451,6 +451,11 @@ async fn full_queue_pushes_back_at_once() {
     let engine = s
         .engine(EngineConfig {
             queue_capacity: 2,
+            // The whole queue may be one agency's (the test is the queue).
+            quotas: stele::engine::QuotaConfig {
+                max_queue_share: 1.0,
+                ..Default::default()
+            },
             max_batch: 1,
             ..config()
         })

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use stele_core::note::Signer;
 
+use super::quota::QuotaConfig;
 use crate::names::LogName;
 
 /// One log's static configuration.
@@ -39,6 +40,8 @@ pub struct EngineConfig {
     pub token_cache_ttl: Duration,
     /// Retry-After sent with 503s.
     pub retry_after: Duration,
+    /// Per-agency quotas and queue shares.
+    pub quotas: QuotaConfig,
 }
 
 impl Default for EngineConfig {
@@ -51,6 +54,7 @@ impl Default for EngineConfig {
             disk_cache: None,
             token_cache_ttl: Duration::from_secs(5),
             retry_after: Duration::from_secs(1),
+            quotas: QuotaConfig::default(),
         }
     }
 }

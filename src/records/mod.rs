@@ -59,6 +59,17 @@ pub struct Record {
     pub attributes: Option<String>,
 }
 
+impl Record {
+    /// The bytes of what the agency sent, as quotas count them: type,
+    /// subject, content hash and canonical attributes.
+    pub fn size(&self) -> usize {
+        self.r#type.len()
+            + self.subject.as_ref().map_or(0, String::len)
+            + self.content_hash.as_ref().map_or(0, String::len)
+            + self.attributes.as_ref().map_or(0, String::len)
+    }
+}
+
 /// Parses and validates a request body. Not UTF-8, not JSON or not an
 /// object → `Malformed`; unknown fields, wrong types, bad values (a number
 /// that RFC 8785 would store differently, a Unicode format control) →
