@@ -10,6 +10,7 @@ pub mod audit;
 pub mod client;
 pub mod keygen;
 pub mod monitor;
+pub mod receipt_print;
 pub mod serve;
 pub mod submit;
 pub mod verify;
