@@ -35,8 +35,9 @@ pub struct EngineConfig {
     /// tiles with their interiors in an unlinked scratch file); `None`: no
     /// disk tier.
     pub disk_cache: Option<(PathBuf, u64)>,
-    /// How long a verified token is trusted before it is checked again
-    /// (revocations take at most this long to bite). Zero disables the cache.
+    /// How long the registered agencies are held before they are read
+    /// again (revocations take at most this long to bite). Zero: read them
+    /// for every token check.
     pub token_cache_ttl: Duration,
     /// Retry-After sent with 503s.
     pub retry_after: Duration,
