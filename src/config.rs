@@ -20,14 +20,14 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use anyhow::{bail, Context};
+use anyhow::bail;
 use figment::providers::{Env, Format, Serialized, Toml};
 use figment::Figment;
 use serde::{Deserialize, Serialize};
 
-use crate::api::Limits;
-use crate::engine::EngineConfig;
-use crate::names::LogName;
+use crate::api::{ConnectionLimits, Limits, TlsFiles};
+use crate::engine::{EngineConfig, QuotaConfig, Rate};
+use crate::names::{AgencyName, LogName};
 use crate::records::MAX_BULK_RECORDS;
 use crate::storage::postgres::PgOptions;
 use crate::storage::{redact_url, Location};
@@ -46,6 +46,11 @@ pub struct Config {
     /// PostgreSQL URL (`postgres://user:password@host/db`). Unset → embedded
     /// SQLite at `<data_dir>/stele.db`. Also read from plain `DATABASE_URL`.
     pub database_url: Option<String>,
+    /// Set `true` to run a configured deployment (key files of its own) on
+    /// the embedded SQLite database. Without it, configured key files and
+    /// no `database_url` is a start-up error: a production configuration
+    /// that lost its `DATABASE_URL` must not quietly become a demo.
+    pub embedded: bool,
     /// The logs this deployment serves. Default: one log `default` with origin
     /// `stele.localhost/default`.
     pub logs: Vec<LogSettings>,
@@ -64,12 +69,126 @@ pub struct Config {
     /// database on trees too big for `cache_bytes` (64 bytes per entry:
     /// 1 GiB covers ~16M entries). Default 1 GiB; 0 disables it.
     pub disk_cache_bytes: u64,
-    /// How long a verified agency token is trusted before storage is asked
-    /// again, in milliseconds (a revocation bites within this time). 0
-    /// disables the cache. Default 5000.
+    /// How long the registered agencies (token hashes) are held in memory
+    /// before they are read again, in milliseconds: a revocation bites, and
+    /// a new agency is known, within this time (an unknown name triggers a
+    /// re-read at most once a second). Token checks never query the
+    /// database per request. 0 reads them for every check. Default 5000.
     pub token_cache_ttl_ms: u64,
     /// PostgreSQL connection pool.
     pub db: DbSettings,
+    /// Connections: TLS, timeouts, how many.
+    pub http: HttpSettings,
+    /// Per-agency quotas.
+    pub quotas: QuotaSettings,
+    /// The configuration file this was read from (not a setting).
+    #[serde(skip)]
+    pub source_file: Option<PathBuf>,
+}
+
+/// Connections (`[http]`).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpSettings {
+    /// PEM certificate chain; with `tls_key_file`, the service speaks HTTPS
+    /// only (both are re-read on `SIGHUP`). Bearer tokens must only cross a
+    /// network over TLS: without it, listen on loopback or behind a
+    /// TLS-terminating proxy.
+    pub tls_cert_file: Option<PathBuf>,
+    /// PEM private key of `tls_cert_file`.
+    pub tls_key_file: Option<PathBuf>,
+    /// Longest a client may take to send a request's headers, and longest
+    /// a kept-alive connection may sit idle, in milliseconds. Default 10000.
+    pub header_read_timeout_ms: u64,
+    /// Most connections open at once; one beyond is closed at once.
+    /// Default 4096 (keep it below the process's file descriptor limit).
+    pub max_connections: usize,
+    /// Serve `/metrics` on this address alone (e.g. `127.0.0.1:9090`),
+    /// not on `listen`. Default: on `listen`.
+    pub metrics_listen: Option<SocketAddr>,
+}
+
+/// Per-agency quotas (`[quotas]`): token buckets, refilled continuously.
+/// 0 means no limit. Overrides per agency under `[quotas.agencies.NAME]`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct QuotaSettings {
+    /// Records per second an agency may submit. Default 0 (no limit).
+    pub records_per_s: u32,
+    /// Record bytes (type, subject, content hash, canonical attributes)
+    /// per second. Default 0 (no limit).
+    pub bytes_per_s: u32,
+    /// Seconds of its rate an idle agency may spend at once. Default 1.
+    pub burst_s: u32,
+    /// Largest share of a log's queue one agency may hold (0 to 1], so that
+    /// one agency's flood never fills the queue for the others. Default 0.5.
+    pub max_queue_share: f64,
+    /// Overrides by agency name.
+    pub agencies: std::collections::BTreeMap<AgencyName, AgencyQuota>,
+}
+
+/// One agency's quota (`[quotas.agencies.NAME]`); unset fields take the
+/// `[quotas]` value.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AgencyQuota {
+    pub records_per_s: Option<u32>,
+    pub bytes_per_s: Option<u32>,
+    pub burst_s: Option<u32>,
+}
+
+impl Default for HttpSettings {
+    fn default() -> Self {
+        let c = ConnectionLimits::default();
+        HttpSettings {
+            tls_cert_file: None,
+            tls_key_file: None,
+            header_read_timeout_ms: c.header_read_timeout.as_millis() as u64,
+            max_connections: c.max_connections,
+            metrics_listen: None,
+        }
+    }
+}
+
+impl Default for QuotaSettings {
+    fn default() -> Self {
+        let q = QuotaConfig::default();
+        QuotaSettings {
+            records_per_s: q.default.records_per_s,
+            bytes_per_s: q.default.bytes_per_s,
+            burst_s: q.default.burst_s.max(1),
+            max_queue_share: q.max_queue_share,
+            agencies: Default::default(),
+        }
+    }
+}
+
+impl QuotaSettings {
+    fn quota_config(&self) -> QuotaConfig {
+        let rate = Rate {
+            records_per_s: self.records_per_s,
+            bytes_per_s: self.bytes_per_s,
+            burst_s: self.burst_s,
+        };
+        QuotaConfig {
+            default: rate,
+            agencies: self
+                .agencies
+                .iter()
+                .map(|(name, a)| {
+                    (
+                        name.clone(),
+                        Rate {
+                            records_per_s: a.records_per_s.unwrap_or(rate.records_per_s),
+                            bytes_per_s: a.bytes_per_s.unwrap_or(rate.bytes_per_s),
+                            burst_s: a.burst_s.unwrap_or(rate.burst_s),
+                        },
+                    )
+                })
+                .collect(),
+            max_queue_share: self.max_queue_share,
+        }
+    }
 }
 
 /// One log.
@@ -107,8 +226,14 @@ pub struct SequencerSettings {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DbSettings {
-    /// Pool size. Default 10.
+    /// Connections for public reads. Default 10.
     pub max_connections: u32,
+    /// Connections for token checks (separate, so that floods of reads or
+    /// of bogus tokens never starve agencies' writes). Default 2.
+    pub auth_connections: u32,
+    /// Connections of the writer side (commits, dedup look-ups, recovery,
+    /// readiness). Default 3.
+    pub write_connections: u32,
     /// How long a query waits for a connection before the request gets
     /// `503`, in milliseconds. Default 2000.
     pub acquire_timeout_ms: u64,
@@ -121,6 +246,9 @@ pub struct Settings {
     pub listen: SocketAddr,
     pub engine: EngineConfig,
     pub limits: Limits,
+    pub connections: ConnectionLimits,
+    pub tls: Option<TlsFiles>,
+    pub metrics_listen: Option<SocketAddr>,
     pub storage: Location,
 }
 
@@ -131,6 +259,7 @@ impl Default for Config {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             data_dir: PathBuf::from("stele-data"),
             database_url: None,
+            embedded: false,
             logs: vec![LogSettings {
                 name: LogName::parse("default").expect("a valid name"),
                 origin: "stele.localhost/default".into(),
@@ -142,6 +271,9 @@ impl Default for Config {
             disk_cache_bytes: 1 << 30,
             token_cache_ttl_ms: engine.token_cache_ttl.as_millis() as u64,
             db: DbSettings::default(),
+            http: HttpSettings::default(),
+            quotas: QuotaSettings::default(),
+            source_file: None,
         }
     }
 }
@@ -163,6 +295,8 @@ impl Default for DbSettings {
         let pg = PgOptions::default();
         DbSettings {
             max_connections: pg.max_connections,
+            auth_connections: pg.auth_connections,
+            write_connections: pg.write_connections,
             acquire_timeout_ms: pg.acquire_timeout.as_millis() as u64,
         }
     }
@@ -190,6 +324,9 @@ const ENV_KEYS: &[&str] = &[
     "disk_cache_bytes",
     "token_cache_ttl_ms",
     "db",
+    "embedded",
+    "http",
+    "quotas",
 ];
 
 impl Config {
@@ -223,12 +360,13 @@ impl Config {
         if let Some(v) = &overrides.database_url {
             fig = fig.merge(Serialized::default("database_url", v));
         }
-        let config: Config = fig.extract().map_err(|e| {
+        let mut config: Config = fig.extract().map_err(|e| {
             // figment errors name the key and the layer it came from; they
             // never include the value of a secret except for type mismatches
             // on it, which cannot happen for the string-typed URL.
             anyhow::anyhow!("invalid configuration: {e}")
         })?;
+        config.source_file = file;
         config.validate()?;
         Ok(config)
     }
@@ -299,15 +437,52 @@ impl Config {
                 );
             }
         }
-        if self.db.max_connections == 0 {
-            bail!("invalid configuration: db.max_connections must be at least 1");
+        if self.db.max_connections == 0
+            || self.db.auth_connections == 0
+            || self.db.write_connections < 2
+        {
+            bail!("invalid configuration: db.max_connections and db.auth_connections must be at least 1, db.write_connections at least 2 (the kept commit connection and one more)");
+        }
+        let h = &self.http;
+        if h.tls_cert_file.is_some() != h.tls_key_file.is_some() {
+            bail!("invalid configuration: http.tls_cert_file and http.tls_key_file go together");
+        }
+        if h.max_connections == 0 || h.header_read_timeout_ms == 0 {
+            bail!("invalid configuration: http.max_connections and http.header_read_timeout_ms must be at least 1");
+        }
+        if l.body_timeout_ms == 0 || l.max_in_flight_writes == 0 || l.max_in_flight_reads == 0 {
+            bail!("invalid configuration: limits.body_timeout_ms, limits.max_in_flight_writes and limits.max_in_flight_reads must be at least 1");
+        }
+        let q = &self.quotas;
+        if !(q.max_queue_share > 0.0 && q.max_queue_share <= 1.0) {
+            bail!("invalid configuration: quotas.max_queue_share must be above 0 and at most 1");
+        }
+        if q.burst_s == 0 {
+            bail!("invalid configuration: quotas.burst_s must be at least 1");
+        }
+        if self.database_url.is_none()
+            && !self.embedded
+            && self.logs.iter().any(|l| l.key_file.is_some())
+        {
+            bail!(
+                "invalid configuration: the logs name key files but there is no database_url (is DATABASE_URL missing from the service's environment?); \
+                 set `embedded = true` to run this configuration on the embedded SQLite database on purpose"
+            );
         }
         Ok(())
     }
 
     /// True when no `database_url` is set (SQLite under `data_dir`).
-    pub fn embedded(&self) -> bool {
+    pub fn uses_sqlite(&self) -> bool {
         self.database_url.is_none()
+    }
+
+    /// The no-configuration quick start: no configuration file, no database
+    /// URL, no key files named. Only then is agency `demo` created.
+    pub fn quick_start(&self) -> bool {
+        self.source_file.is_none()
+            && self.database_url.is_none()
+            && self.logs.iter().all(|l| l.key_file.is_none())
     }
 
     /// Path of the embedded SQLite database.
@@ -324,10 +499,23 @@ impl Config {
 
     /// The runtime settings of `stele serve`.
     pub fn settings(&self) -> Settings {
+        let h = &self.http;
         Settings {
             listen: self.listen,
             engine: self.engine_config(),
             limits: self.limits.clone(),
+            connections: ConnectionLimits {
+                max_connections: h.max_connections,
+                header_read_timeout: Duration::from_millis(h.header_read_timeout_ms),
+            },
+            tls: match (&h.tls_cert_file, &h.tls_key_file) {
+                (Some(cert), Some(key)) => Some(TlsFiles {
+                    cert: cert.clone(),
+                    key: key.clone(),
+                }),
+                _ => None,
+            },
+            metrics_listen: h.metrics_listen,
             storage: self.storage_location(),
         }
     }
@@ -340,6 +528,8 @@ impl Config {
                 url: url.clone(),
                 options: PgOptions {
                     max_connections: self.db.max_connections,
+                    auth_connections: self.db.auth_connections,
+                    write_connections: self.db.write_connections,
                     acquire_timeout: Duration::from_millis(self.db.acquire_timeout_ms),
                     ..PgOptions::default()
                 },
@@ -361,6 +551,7 @@ impl Config {
                 .then(|| (self.data_dir.clone(), self.disk_cache_bytes)),
             token_cache_ttl: Duration::from_millis(self.token_cache_ttl_ms),
             retry_after: Duration::from_secs(self.sequencer.retry_after_s),
+            quotas: self.quotas.quota_config(),
         }
     }
 
@@ -395,28 +586,12 @@ pub fn default_key_file(data_dir: &Path, log: &str) -> PathBuf {
     data_dir.join("keys").join(format!("{log}.skey"))
 }
 
-/// Reads a log's signing key file, with an error that says what to do.
-pub fn read_key_file(path: &Path) -> anyhow::Result<String> {
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("reading key file {}", path.display()))?;
-    Ok(text.trim().to_string())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn redacts_passwords() {
-        assert_eq!(
-            redact_url("postgres://u:secret@h:5432/db"),
-            "postgres://u:***@h:5432/db"
-        );
-        assert_eq!(redact_url("postgres://u@h/db"), "postgres://u@h/db");
-        assert_eq!(
-            redact_url("postgres://h/db?user=u&password=secret"),
-            "postgres://h/db?user=u&password=***"
-        );
         let c = Config {
             database_url: Some("postgres://u:hunter2@h/db".into()),
             ..Config::default()
@@ -512,7 +687,7 @@ mod tests {
                 ..Overrides::default()
             })
             .map_err(|e| e.to_string())?;
-            assert!(!c.embedded());
+            assert!(!c.uses_sqlite());
             assert_eq!(c.logs.len(), 2);
             assert_eq!(
                 c.key_file(&c.logs[0]),
@@ -526,7 +701,8 @@ mod tests {
     fn defaults_are_valid_and_embedded() {
         let c = Config::default();
         c.validate().unwrap();
-        assert!(c.embedded());
+        assert!(c.uses_sqlite());
+        assert!(c.quick_start());
         assert_eq!(
             c.key_file(&c.logs[0]),
             PathBuf::from("stele-data/keys/default.skey")

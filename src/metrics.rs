@@ -15,13 +15,16 @@ pub struct LogLabel {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct SubmissionLabels {
     pub log: String,
-    /// `created`, `duplicate`, `rejected`, `pushback`, `failed`
+    /// `created`, `duplicate`, `rejected`, `rate-limited`, `pushback`, `failed`
     pub outcome: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct HttpLabels {
     pub method: String,
+    /// The matched route template (`/logs/{log}/records`), or `unmatched`:
+    /// a bounded set, whatever paths clients send.
+    pub route: String,
     pub status: u16,
 }
 
@@ -35,6 +38,8 @@ pub struct Metrics {
     pub queue_depth: Family<LogLabel, Gauge>,
     pub tree_size: Family<LogLabel, Gauge>,
     pub http_requests: Family<HttpLabels, Counter>,
+    pub connections_open: Gauge,
+    pub connections_refused: Counter,
 }
 
 impl Metrics {
@@ -85,11 +90,25 @@ impl Metrics {
         let http_requests = Family::<HttpLabels, Counter>::default();
         registry.register(
             "http_requests",
-            "HTTP requests by method and status",
+            "HTTP requests by method, route and status",
             http_requests.clone(),
+        );
+        let connections_open = Gauge::default();
+        registry.register(
+            "connections_open",
+            "HTTP connections open now",
+            connections_open.clone(),
+        );
+        let connections_refused = Counter::default();
+        registry.register(
+            "connections_refused",
+            "Connections closed at once because max_connections were open",
+            connections_refused.clone(),
         );
         Metrics {
             registry,
+            connections_open,
+            connections_refused,
             submissions,
             batch_size,
             time_to_receipt,
@@ -101,7 +120,7 @@ impl Metrics {
     }
 
     /// Counts `n` submissions to `log` with `outcome` (`created`,
-    /// `duplicate`, `rejected`, `pushback`, `failed`).
+    /// `duplicate`, `rejected`, `rate-limited`, `pushback`, `failed`).
     pub fn submitted(&self, log: &str, outcome: &str, n: u64) {
         self.submissions
             .get_or_create(&SubmissionLabels {

@@ -1,86 +1,38 @@
-// The page: logs and their checkpoints, entry look-up with its inclusion
-// proof, and the receipt verifier. All checking is done here, in the
-// browser, by verify.js; the server is only asked for data.
+// The main page: verify a receipt (pasted, dropped, chosen as a file, opened
+// from a link, or scanned from a QR code with the camera or from a picture),
+// look an entry up with its inclusion proof, and the logs with their
+// checkpoints. All checking is done here, in the browser, by verify.js; the
+// server is only asked for data.
 
 import * as v from './verify.js';
-
-const $ = (id) => document.getElementById(id);
-const PIN_STORE = 'stele.pinned-vkeys';
+import { parseFragment, parseScanned, jsonLink } from './links.js';
+import { setAttrMsg, setMsg } from './i18n.js';
+import {
+  $,
+  data,
+  el,
+  fetchFailedSteps,
+  fetchJson,
+  fetchText,
+  initPage,
+  keyFor,
+  loadLogs,
+  msgEl,
+  pin,
+  pinned,
+  renderSteps,
+  resolveReceipt,
+  setResult,
+  STEP_NAMES,
+  unpin,
+  verifyResolved,
+} from './common.js';
+import { Camera, cameraAvailable, decodeFile } from './scan.js';
 
 let logs = [];
+let camera = null;
 
-// ---------- small DOM helpers (text only: nothing from the network is parsed as HTML)
-
-function el(tag, attrs = {}, ...children) {
-  const e = document.createElement(tag);
-  for (const [k, val] of Object.entries(attrs)) {
-    if (k === 'class') e.className = val;
-    else if (k.startsWith('data-') || k.startsWith('aria-') || k === 'role' || k === 'id' || k === 'for') e.setAttribute(k, val);
-    else e[k] = val;
-  }
-  for (const c of children) if (c != null) e.append(c instanceof Node ? c : String(c));
-  return e;
-}
-
-function setResult(node, ok, text) {
-  node.className = 'result ' + (ok === true ? 'ok' : ok === false ? 'bad' : '');
-  node.textContent = text;
-}
-
-function renderSteps(list, steps) {
-  list.replaceChildren(
-    ...steps.map((s) => {
-      const mark = s.ok === true ? '✓' : s.ok === false ? '✗' : '·';
-      const state = s.ok === true ? 'ok' : s.ok === false ? 'bad' : 'unchecked';
-      const status = s.ok === true ? 'passed' : s.ok === false ? 'FAILED' : 'not checked';
-      return el(
-        'li',
-        { class: state, 'data-step': s.step, 'data-ok': String(s.ok) },
-        el('span', { class: 'mark', 'aria-hidden': 'true' }, mark),
-        el('span', { class: 'name' }, `${s.step}: `),
-        el('span', { class: 'status' }, status),
-        s.ok === null ? null : el('span', { class: 'detail' }, s.detail),
-      );
-    }),
-  );
-}
-
-async function fetchJson(url) {
-  const r = await fetch(url, { headers: { accept: 'application/json' } });
-  const text = await r.text();
-  let body = null;
-  try {
-    body = JSON.parse(text);
-  } catch {
-    body = null;
-  }
-  if (!r.ok) {
-    const msg = body && (body.title || body.detail) ? [body.title, body.detail].filter(Boolean).join(': ') : text.slice(0, 200);
-    throw new Error(`${r.status} ${msg}`);
-  }
-  if (body === null) throw new Error(`${url}: not JSON`);
-  return body;
-}
-
-async function fetchText(url) {
-  const r = await fetch(url);
-  if (!r.ok) throw new Error(`${url}: HTTP ${r.status}`);
-  return r.text();
-}
-
-// ---------- pinned keys
-
-function pinned() {
-  try {
-    return JSON.parse(localStorage.getItem(PIN_STORE) || '{}') || {};
-  } catch {
-    return {};
-  }
-}
-
-function savePinned(p) {
-  localStorage.setItem(PIN_STORE, JSON.stringify(p));
-}
+// ---------- the verifier key
 
 function currentKey() {
   const text = $('vkey').value.trim();
@@ -94,22 +46,22 @@ function updateKeyInfo() {
   try {
     key = currentKey();
   } catch (e) {
-    info.textContent = `Not a usable key: ${e.message}`;
+    setMsg(info, 'key.unusable', { reason: v.messageOf(e) });
     return;
   }
   if (!key) {
-    info.textContent = 'No key yet: paste the log’s verifier key, or use a pinned one.';
+    setMsg(info, 'key.none');
     return;
   }
-  const pin = pinned()[key.name];
-  const pinNote = pin === key.vkey ? 'pinned in this browser' : pin ? 'DIFFERS from the key pinned for this log' : 'not pinned';
-  info.textContent = `Key for ${key.name}, key ID ${key.keyId} (${pinNote}).`;
+  const p = pinned()[key.name];
+  const state = p === key.vkey ? 'key.statePinned' : p ? 'key.stateDiffers' : 'key.stateNotPinned';
+  setMsg(info, 'key.info', { name: key.name, keyId: key.keyId, state: { key: state } });
 }
 
 function useKeyFor(origin) {
-  const pin = pinned()[origin];
-  if (pin) {
-    $('vkey').value = pin;
+  const p = pinned()[origin];
+  if (p) {
+    $('vkey').value = p;
     updateKeyInfo();
     return true;
   }
@@ -122,84 +74,171 @@ function receiptText() {
   return $('receipt').value.trim();
 }
 
-function verifyNow() {
+function failParse(m) {
+  const steps = [{ step: v.STEP_PARSE, ok: false, msg: m }];
+  for (const s of v.RECEIPT_STEPS.slice(1)) steps.push({ step: s, ok: null, msg: v.msg('v.notChecked') });
+  renderSteps($('verify-steps'), steps);
+  setResult($('verify-result'), false, 'verify.failed', { step: { key: 'step.parse' }, detail: m });
+}
+
+async function verifyNow() {
   const result = $('verify-result');
   const list = $('verify-steps');
   const text = receiptText();
   if (!text) {
-    setResult(result, null, 'Paste or drop a receipt first.');
+    setResult(result, null, 'verify.empty');
     list.replaceChildren();
     return;
   }
-  let receipt;
+  let found;
   try {
-    receipt = JSON.parse(text);
+    found = parseScanned(text);
   } catch (e) {
-    receipt = undefined;
-    const r = { steps: [{ step: v.STEP_PARSE, ok: false, detail: `not JSON: ${e.message}` }] };
-    for (const s of v.RECEIPT_STEPS.slice(1)) r.steps.push({ step: s, ok: null, detail: 'not checked' });
-    renderSteps(list, r.steps);
-    setResult(result, false, `✗ Verification failed at step “${v.STEP_PARSE}”: the receipt is not JSON.`);
+    failParse(v.messageOf(e));
     return;
   }
+  let resolved;
+  if (found.form === 'short') {
+    setResult(result, null, 'verify.fetching');
+    try {
+      if (!logs.length) await refreshLogs();
+      resolved = await resolveReceipt(found, logs);
+    } catch (e) {
+      renderSteps(list, fetchFailedSteps(e));
+      setResult(result, false, 'verify.failed', { step: { key: 'step.fetch' }, detail: v.messageOf(e) });
+      return;
+    }
+  } else {
+    resolved = { receipt: found.receipt, form: found.form, fetched: null };
+  }
+  const receipt = resolved.receipt;
   if (!$('vkey').value.trim() && receipt && typeof receipt.log === 'string') useKeyFor(receipt.log);
   let key;
   try {
     key = currentKey();
   } catch (e) {
-    setResult(result, false, `✗ The verifier key is not usable: ${e.message}`);
+    setResult(result, false, 'verify.keyUnusable', { reason: v.messageOf(e) });
     list.replaceChildren();
     return;
   }
   if (!key) {
-    setResult(result, false, '✗ No verifier key: paste the log’s key (or pin it) to check the signature.');
+    setResult(result, false, 'verify.noKey');
     list.replaceChildren();
     return;
   }
-  const r = v.verifyReceipt(receipt, key);
+  const r = verifyResolved(resolved, key);
   renderSteps(list, r.steps);
   if (r.ok) {
-    setResult(
-      result,
-      true,
-      `✓ Receipt verified: entry ${receipt.index} is in log ${receipt.log} (tree size ${r.checkpoint.size}), signed by key ${key.keyId}.`,
-    );
+    setResult(result, true, 'verify.ok', { index: receipt.index, log: receipt.log, size: r.checkpoint.size, keyId: key.keyId });
   } else {
-    setResult(result, false, `✗ Verification failed at step “${r.failed.step}”: ${r.failed.detail}`);
+    setResult(result, false, 'verify.failed', { step: { key: stepKey(r.failed.step) }, detail: r.failed.msg });
   }
+  showPrintLink(r.ok ? resolved : null);
+}
+
+function stepKey(step) {
+  return STEP_NAMES[step] || step;
+}
+
+/** After a receipt verifies: a link to its printable page. */
+function showPrintLink(resolved) {
+  const a = $('print-link');
+  if (!resolved) {
+    a.hidden = true;
+    return;
+  }
+  a.href = jsonLink(`${location.origin}/receipt`, resolved.receipt);
+  a.hidden = false;
 }
 
 function loadReceiptFromHash() {
-  const m = /(?:^#|&)receipt=([A-Za-z0-9_-]+)/.exec(location.hash);
-  if (!m) return false;
+  let found;
   try {
-    $('receipt').value = new TextDecoder().decode(v.fromBase64Url(m[1]));
+    found = parseFragment(location.hash);
   } catch (e) {
-    setResult($('verify-result'), false, `✗ The link’s receipt could not be read: ${e.message}`);
+    setResult($('verify-result'), false, 'verify.linkUnreadable', { reason: v.messageOf(e) });
     return false;
   }
+  if (!found) return false;
+  $('receipt').value = found.form === 'json' ? JSON.stringify(found.receipt, null, 2) : location.href;
   verifyNow();
   return true;
 }
 
+/** A dropped or chosen file: a receipt (JSON) or a picture of a QR code. */
 async function loadFile(file) {
+  if (file.type.startsWith('image/')) {
+    await scanFile(file);
+    return;
+  }
   $('receipt').value = await file.text();
   verifyNow();
+}
+
+async function scanFile(file) {
+  setMsg($('scan-status'), 'scan.reading');
+  let text = null;
+  try {
+    text = await decodeFile(file);
+  } catch {
+    text = null;
+  }
+  if (!text) {
+    setMsg($('scan-status'), 'scan.noCode');
+    return;
+  }
+  scanned(text);
+}
+
+function scanned(text) {
+  setMsg($('scan-status'), 'scan.found');
+  $('receipt').value = text;
+  verifyNow();
+}
+
+async function startCamera() {
+  if (!cameraAvailable()) {
+    setMsg($('scan-status'), 'scan.noCamera');
+    return;
+  }
+  camera = camera || new Camera($('camera'));
+  $('camera-box').hidden = false;
+  $('camera-stop').hidden = false;
+  setMsg($('scan-status'), 'scan.looking');
+  try {
+    await camera.start((text) => {
+      $('camera-box').hidden = true;
+      $('camera-stop').hidden = true;
+      scanned(text);
+    });
+  } catch (e) {
+    $('camera-box').hidden = true;
+    $('camera-stop').hidden = true;
+    setMsg($('scan-status'), 'scan.cameraError', { reason: String(e && e.name ? e.name : e) });
+  }
+}
+
+function stopCamera() {
+  if (camera) camera.stop();
+  $('camera-box').hidden = true;
+  $('camera-stop').hidden = true;
+  setMsg($('scan-status'), 'scan.stopped');
 }
 
 function shareLink() {
   const text = receiptText();
   if (!text) return;
-  let compact = text;
+  let receipt;
   try {
-    compact = JSON.stringify(JSON.parse(text));
+    receipt = JSON.parse(text);
   } catch {
-    // share as typed
+    setResult($('verify-result'), false, 'share.notJson');
+    return;
   }
-  const url = `${location.origin}${location.pathname}#receipt=${v.toBase64Url(new TextEncoder().encode(compact))}`;
+  const url = jsonLink(`${location.origin}${location.pathname}`, receipt);
   history.replaceState(null, '', url);
   if (navigator.clipboard) navigator.clipboard.writeText(url).catch(() => {});
-  setResult($('verify-result'), null, 'The address bar now holds a link to this receipt (copied if the browser allowed it).');
+  setResult($('verify-result'), null, 'share.done');
 }
 
 // ---------- logs
@@ -212,69 +251,75 @@ function logKey(log) {
   }
 }
 
-async function loadLogs() {
+async function refreshLogs() {
+  logs = await loadLogs();
+  return logs;
+}
+
+async function showLogs() {
   const box = $('logs-list');
   try {
-    logs = (await fetchJson('/logs')).logs || [];
+    await refreshLogs();
   } catch (e) {
-    box.textContent = `Could not load the logs: ${e.message}`;
+    setMsg(box, 'logs.error', { reason: v.messageOf(e) });
     return;
   }
   const select = $('lookup-log');
-  select.replaceChildren(...logs.map((l) => el('option', { value: l.name }, `${l.name} (${l.origin})`)));
+  select.replaceChildren(...logs.map((l) => el('option', { value: l.name, translate: 'no' }, `${l.name} (${l.origin})`)));
   box.replaceChildren(...logs.map(renderLog));
 }
 
 function renderLog(log) {
   const key = logKey(log);
-  const cpPre = el('pre', { 'aria-label': `Latest checkpoint of ${log.name}` }, 'Loading…');
+  const headingId = `log-h-${log.name}`;
+  const cpPre = el('pre', { 'aria-labelledby': `${headingId} ${headingId}-cp`, translate: 'no' });
+  setMsg(cpPre, 'common.loading');
   const sig = el('dd', {}, '…');
-  const pinBtn = el('button', { type: 'button' }, 'Pin this log’s key');
+  const pinBtn = msgEl('button', 'logs.pin', {}, { type: 'button' });
   pinBtn.addEventListener('click', () => {
-    const p = pinned();
-    p[log.origin] = log.vkey;
-    savePinned(p);
+    pin(log.origin, log.vkey);
     $('vkey').value = log.vkey;
     updateKeyInfo();
-    pinBtn.textContent = 'Pinned';
+    setMsg(pinBtn, 'logs.pinned');
   });
-  const pin = pinned()[log.origin];
-  const pinState = pin === log.vkey ? 'pinned in this browser' : pin ? 'DIFFERENT from the key pinned in this browser!' : 'not pinned';
+  const p = pinned()[log.origin];
+  const pinState = p === log.vkey ? 'key.statePinned' : p ? 'logs.stateDiffers' : 'key.stateNotPinned';
   const box = el(
     'article',
-    { class: 'log', 'data-log': log.name },
-    el('h3', {}, log.name),
+    { class: 'log', 'data-log': log.name, 'aria-labelledby': headingId },
+    data('h3', log.name, { id: headingId }),
     el(
       'dl',
       {},
-      el('dt', {}, 'Origin'),
-      el('dd', {}, log.origin),
-      el('dt', {}, 'Tree size'),
-      el('dd', {}, String(log.tree_size)),
-      el('dt', {}, 'Verifier key'),
-      el('dd', {}, el('code', {}, log.vkey)),
-      el('dt', {}, 'Key ID'),
-      el('dd', {}, key ? `${key.keyId} (${pinState})` : 'unreadable key'),
-      el('dt', {}, 'Signature'),
+      msgEl('dt', 'logs.origin'),
+      data('dd', log.origin),
+      msgEl('dt', 'logs.treeSize'),
+      data('dd', String(log.tree_size)),
+      msgEl('dt', 'logs.vkey'),
+      el('dd', {}, data('code', log.vkey)),
+      msgEl('dt', 'logs.keyId'),
+      key ? msgEl('dd', 'logs.keyIdState', { keyId: key.keyId, state: { key: pinState } }) : msgEl('dd', 'logs.keyUnreadable'),
+      msgEl('dt', 'logs.signature'),
       sig,
     ),
+    msgEl('p', 'logs.checkpoint', {}, { class: 'hint', id: `${headingId}-cp` }),
     cpPre,
     el('div', { class: 'buttons' }, pinBtn),
   );
   fetchText(`/logs/${encodeURIComponent(log.name)}/checkpoint`)
     .then((note) => {
+      cpPre.removeAttribute('data-i18n-dyn');
+      cpPre._msg = null;
       cpPre.textContent = note;
       if (!key) return;
       try {
         const cp = v.openCheckpoint(note, key);
-        sig.textContent = `✓ valid, by the published key; tree size ${cp.size}`;
+        setMsg(sig, 'logs.sigValid', { size: cp.size });
       } catch (e) {
-        sig.textContent = `✗ ${e.message}`;
+        setMsg(sig, 'logs.sigInvalid', { reason: v.messageOf(e) });
       }
     })
-    .catch((e) => {
-      cpPre.textContent = `Could not load: ${e.message}`;
-    });
+    .catch((e) => setMsg(cpPre, 'logs.error', { reason: v.messageOf(e) }));
   return box;
 }
 
@@ -289,7 +334,7 @@ async function lookup(ev) {
   const log = logs.find((l) => l.name === name);
   detail.replaceChildren();
   if (!log) {
-    setResult(result, false, 'Choose a log.');
+    setResult(result, false, 'lookup.chooseLog');
     return;
   }
   const base = `/logs/${encodeURIComponent(name)}`;
@@ -297,63 +342,62 @@ async function lookup(ev) {
   if (/^(0|[1-9][0-9]*)$/.test(q)) entryUrl = `${base}/entries/${q}`;
   else if (/^[0-9a-fA-F]{64}$/.test(q)) entryUrl = `${base}/entries?leaf_hash=${q.toLowerCase()}`;
   else {
-    setResult(result, false, 'Enter an entry index (a number) or a leaf hash (64 hex digits).');
+    setResult(result, false, 'lookup.badQuery');
     return;
   }
-  setResult(result, null, 'Looking up…');
+  setResult(result, null, 'lookup.busy');
   let entry, proof;
   try {
     entry = await fetchJson(entryUrl);
     proof = await fetchJson(`${base}/proofs/inclusion?index=${entry.index}`);
   } catch (e) {
-    setResult(result, false, `✗ ${e.message}`);
+    setResult(result, false, 'lookup.error', { reason: v.messageOf(e) });
     return;
   }
 
   // Check what the server sent, here.
   let key = null;
-  let keySource = '';
+  let keySource = 'lookup.keyAbove';
   try {
     const k = currentKey();
-    if (k && k.name === log.origin) {
-      key = k;
-      keySource = 'the key above';
-    }
+    if (k && k.name === log.origin) key = k;
   } catch {
     key = null;
   }
   if (!key) {
-    key = logKey(log);
-    keySource = 'the key this server publishes (pin a key to check against your own)';
+    const k = keyFor(log.origin, logs);
+    key = k.key;
+    keySource = k.source === 'pinned' ? 'lookup.keyPinned' : 'lookup.keyServer';
   }
   const steps = [];
   let failed = null;
-  const add = (step, ok, d) => {
-    steps.push({ step, ok, detail: d });
-    if (ok === false && !failed) failed = { step, detail: d };
+  const add = (step, ok, m) => {
+    steps.push({ step, ok, msg: m });
+    if (ok === false && !failed) failed = { step, msg: m };
   };
   const lh = v.leafHash(new TextEncoder().encode(entry.leaf));
-  if (v.toHex(lh) === String(entry.leaf_hash).toLowerCase()) add(v.STEP_LEAF_HASH, true, `SHA-256(0x00 || leaf) = ${v.toHex(lh)}`);
-  else add(v.STEP_LEAF_HASH, false, `SHA-256(0x00 || leaf) is ${v.toHex(lh)}, the server says ${entry.leaf_hash}`);
+  if (v.toHex(lh) === String(entry.leaf_hash).toLowerCase()) add(v.STEP_LEAF_HASH, true, v.msg('v.leafOk', { hash: v.toHex(lh) }));
+  else add(v.STEP_LEAF_HASH, false, v.msg('lookup.leafMismatch', { got: v.toHex(lh), claimed: entry.leaf_hash }));
   let cp = null;
-  if (!proof.checkpoint) add(v.STEP_SIGNATURE, false, 'the server sent no checkpoint for this proof');
+  if (!proof.checkpoint) add(v.STEP_SIGNATURE, false, v.msg('lookup.noCheckpoint'));
+  else if (!key) add(v.STEP_SIGNATURE, false, v.msg('verify.noKeyShort'));
   else {
     try {
       cp = v.openCheckpoint(proof.checkpoint, key);
-      add(v.STEP_SIGNATURE, true, `signed by ${key.name} (key ID ${key.keyId}), checked with ${keySource}; tree size ${cp.size}`);
+      add(v.STEP_SIGNATURE, true, v.msg('lookup.sigOk', { name: key.name, keyId: key.keyId, source: { key: keySource }, size: cp.size }));
     } catch (e) {
-      add(v.STEP_SIGNATURE, false, e.message);
+      add(v.STEP_SIGNATURE, false, v.messageOf(e));
     }
   }
   if (cp) {
     try {
       const hashes = proof.inclusion_proof.map((h) => v.hashFromHex(h));
       v.verifyInclusion(lh, BigInt(entry.index), cp.size, hashes, cp.root);
-      add(v.STEP_INCLUSION, true, `${hashes.length} hashes lead from entry ${entry.index} to the root of the tree of ${cp.size}`);
+      add(v.STEP_INCLUSION, true, v.msg('v.inclusionOk', { n: hashes.length, index: entry.index, size: cp.size }));
     } catch (e) {
-      add(v.STEP_INCLUSION, false, e.message);
+      add(v.STEP_INCLUSION, false, v.messageOf(e));
     }
-  } else add(v.STEP_INCLUSION, null, 'not checked');
+  } else add(v.STEP_INCLUSION, null, v.msg('v.notChecked'));
 
   let pretty = entry.leaf;
   try {
@@ -361,48 +405,50 @@ async function lookup(ev) {
   } catch {
     // not JSON: show as is
   }
-  const stepsList = el('ol', { class: 'steps', 'aria-label': 'Checks of this entry' });
+  const stepsList = el('ol', { class: 'steps', 'aria-labelledby': 'lookup-checks-h' });
   renderSteps(stepsList, steps);
+  const printable = el('a', { class: 'button-link', href: `/receipt#log=${encodeURIComponent(name)}&index=${entry.index}&leaf_hash=${entry.leaf_hash}` });
+  setMsg(printable, 'lookup.printable');
   detail.replaceChildren(
     el(
       'dl',
       { id: 'entry-detail' },
-      el('dt', {}, 'Index'),
-      el('dd', {}, String(entry.index)),
-      el('dt', {}, 'Leaf hash'),
-      el('dd', {}, el('code', {}, entry.leaf_hash)),
-      el('dt', {}, 'Tree size'),
-      el('dd', {}, String(proof.tree_size)),
+      msgEl('dt', 'lookup.index'),
+      data('dd', String(entry.index)),
+      msgEl('dt', 'lookup.leafHash'),
+      el('dd', {}, data('code', entry.leaf_hash)),
+      msgEl('dt', 'lookup.treeSize'),
+      data('dd', String(proof.tree_size)),
     ),
-    el('h3', {}, 'Entry'),
-    el('pre', { 'aria-label': 'Entry leaf' }, pretty),
-    el('h3', {}, `Inclusion proof (${proof.inclusion_proof.length} hashes)`),
-    el('ol', { id: 'proof-hashes', class: 'hashes' }, ...proof.inclusion_proof.map((h) => el('li', {}, el('code', {}, h)))),
-    el('h3', {}, 'Checkpoint'),
-    el('pre', { 'aria-label': 'Checkpoint' }, proof.checkpoint || '(none)'),
-    el('h3', {}, 'Checks done in this browser'),
+    msgEl('h3', 'lookup.entry', {}, { id: 'lookup-entry-h' }),
+    data('pre', pretty, { 'aria-labelledby': 'lookup-entry-h' }),
+    msgEl('h3', 'lookup.proof', { n: proof.inclusion_proof.length }, { id: 'lookup-proof-h' }),
+    el('ol', { id: 'proof-hashes', class: 'hashes', 'aria-labelledby': 'lookup-proof-h' }, ...proof.inclusion_proof.map((h) => el('li', {}, data('code', h)))),
+    msgEl('h3', 'lookup.checkpoint', {}, { id: 'lookup-cp-h' }),
+    data('pre', proof.checkpoint || '—', { 'aria-labelledby': 'lookup-cp-h' }),
+    msgEl('h3', 'lookup.checks', {}, { id: 'lookup-checks-h' }),
     stepsList,
+    el('p', {}, printable),
   );
-  if (failed) setResult(result, false, `✗ Entry ${entry.index}: check failed at step “${failed.step}”: ${failed.detail}`);
-  else setResult(result, true, `✓ Entry ${entry.index} found; its inclusion proof verifies against the signed checkpoint of size ${cp.size}.`);
+  if (failed) setResult(result, false, 'lookup.failed', { index: entry.index, step: { key: stepKey(failed.step) }, detail: failed.msg });
+  else setResult(result, true, 'lookup.ok', { index: entry.index, size: cp.size });
 }
 
 // ---------- wiring
 
 function init() {
+  initPage();
   $('vkey').addEventListener('input', updateKeyInfo);
   $('pin-key').addEventListener('click', () => {
     let key;
     try {
       key = currentKey();
     } catch (e) {
-      setResult($('verify-result'), false, `✗ Cannot pin: ${e.message}`);
+      setResult($('verify-result'), false, 'key.cannotPin', { reason: v.messageOf(e) });
       return;
     }
     if (!key) return;
-    const p = pinned();
-    p[key.name] = key.vkey;
-    savePinned(p);
+    pin(key.name, key.vkey);
     updateKeyInfo();
   });
   $('unpin-key').addEventListener('click', () => {
@@ -413,13 +459,11 @@ function init() {
       key = null;
     }
     if (!key) return;
-    const p = pinned();
-    delete p[key.name];
-    savePinned(p);
+    unpin(key.name);
     updateKeyInfo();
   });
   $('server-key').addEventListener('click', async () => {
-    if (!logs.length) await loadLogs();
+    if (!logs.length) await refreshLogs().catch(() => []);
     let origin = null;
     try {
       origin = JSON.parse(receiptText()).log;
@@ -438,6 +482,12 @@ function init() {
     const f = e.target.files && e.target.files[0];
     if (f) loadFile(f);
   });
+  $('scan-file').addEventListener('change', (e) => {
+    const f = e.target.files && e.target.files[0];
+    if (f) scanFile(f);
+  });
+  $('camera-btn').addEventListener('click', startCamera);
+  $('camera-stop').addEventListener('click', stopCamera);
   const zone = $('verify');
   zone.addEventListener('dragover', (e) => {
     e.preventDefault();
@@ -452,8 +502,9 @@ function init() {
   });
   $('lookup-form').addEventListener('submit', lookup);
   window.addEventListener('hashchange', loadReceiptFromHash);
+  setAttrMsg($('receipt'), 'placeholder', 'verify.receiptPlaceholder');
   updateKeyInfo();
-  loadLogs();
+  showLogs();
   loadReceiptFromHash();
 }
 

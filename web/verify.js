@@ -6,10 +6,52 @@
 // (vendored; pure JS, so this works in any browser and on plain http, where
 // WebCrypto is not available).
 
+//
+// Every failure is a VerifyError carrying a catalogue key and its
+// parameters, so the page can say it in the reader's language; its message
+// (and each step's `detail`) is the English text, for Node and for logs.
+
 import { sha256, sha512 } from './vendor/noble-hashes/sha2.js';
 import * as ed from './vendor/noble-ed25519/index.js';
+import en from './i18n/en.js';
 
 ed.hashes.sha512 = sha512;
+
+/**
+ * Fills `{name}` placeholders of `template` from `params`. A parameter may
+ * itself be a message `{ key, params }`, rendered with `lookup`.
+ */
+export function format(template, params = {}, lookup = (k) => en[k]) {
+  return template.replace(/\{(\w+)\}/g, (m, name) => {
+    if (!(name in params)) return m;
+    const p = params[name];
+    if (p && typeof p === 'object' && typeof p.key === 'string') return format(lookup(p.key) ?? p.key, p.params, lookup);
+    return String(p);
+  });
+}
+
+/** A message: a catalogue key and its parameters. */
+export function msg(key, params = {}) {
+  return { key, params };
+}
+
+/** A failed check, with the message that says why. */
+export class VerifyError extends Error {
+  constructor(key, params = {}) {
+    super(format(en[key] ?? key, params));
+    this.name = 'VerifyError';
+    this.msg = msg(key, params);
+  }
+}
+
+/** The message of any error: a VerifyError's own, else its text as is. */
+export function messageOf(e) {
+  return e instanceof VerifyError ? e.msg : msg('v.other', { reason: String((e && e.message) || e) });
+}
+
+function fail(key, params) {
+  throw new VerifyError(key, params);
+}
 
 const enc = new TextEncoder();
 
@@ -21,6 +63,9 @@ export const STEP_TLOG_PROOF = 'tlog-proof';
 export const RECEIPT_STEPS = [STEP_PARSE, STEP_LEAF_HASH, STEP_SIGNATURE, STEP_INCLUSION, STEP_TLOG_PROOF];
 
 const MAX_TREE_SIZE = 1n << 63n;
+
+/** The first line of every C2SP tlog-proof@v1. */
+export const TLOG_PROOF_HEADER = 'c2sp.org/tlog-proof@v1';
 
 export function concat(...parts) {
   const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
@@ -44,7 +89,7 @@ export function toHex(b) {
 }
 
 export function fromHex(s) {
-  if (typeof s !== 'string' || !/^([0-9a-fA-F]{2})*$/.test(s)) throw new Error(`not hex: ${String(s).slice(0, 80)}`);
+  if (typeof s !== 'string' || !/^([0-9a-fA-F]{2})*$/.test(s)) fail('v.notHex', { value: String(s).slice(0, 80) });
   const out = new Uint8Array(s.length / 2);
   for (let i = 0; i < out.length; i++) out[i] = parseInt(s.slice(2 * i, 2 * i + 2), 16);
   return out;
@@ -59,15 +104,16 @@ export function toBase64(b) {
 /** Standard padded base64, strictly (no whitespace, canonical padding). */
 export function fromBase64(s) {
   if (typeof s !== 'string' || s.length % 4 !== 0 || !/^[A-Za-z0-9+/]*={0,2}$/.test(s)) {
-    throw new Error(`not base64: ${String(s).slice(0, 80)}`);
+    fail('v.notBase64', { value: String(s).slice(0, 80) });
   }
   const bin = atob(s);
   const out = Uint8Array.from(bin, (c) => c.charCodeAt(0));
-  if (toBase64(out) !== s) throw new Error('non-canonical base64');
+  if (toBase64(out) !== s) fail('v.nonCanonicalBase64');
   return out;
 }
 
 export function fromBase64Url(s) {
+  if (typeof s !== 'string' || !/^[A-Za-z0-9_-]*$/.test(s)) fail('v.notBase64', { value: String(s).slice(0, 80) });
   let t = s.replace(/-/g, '+').replace(/_/g, '/');
   while (t.length % 4) t += '=';
   return fromBase64(t);
@@ -78,7 +124,7 @@ export function toBase64Url(b) {
 }
 
 function hash32(b, what) {
-  if (b.length !== 32) throw new Error(`${what} is ${b.length} bytes, not 32`);
+  if (b.length !== 32) fail('v.hashLength', { what, n: b.length });
   return b;
 }
 
@@ -100,15 +146,15 @@ export function nodeHash(left, right) {
 export function rootFromInclusionProof(leaf, index, size, proof) {
   index = BigInt(index);
   size = BigInt(size);
-  if (size >= MAX_TREE_SIZE || index < 0n) throw new Error('index or size out of range');
-  if (index >= size) throw new Error(`index ${index} is not below the tree size ${size}`);
-  hash32(leaf, 'leaf hash');
+  if (size >= MAX_TREE_SIZE || index < 0n) fail('v.outOfRange');
+  if (index >= size) fail('v.indexNotBelowSize', { index, size });
+  hash32(leaf, 'leaf_hash');
   let fn = index;
   let sn = size - 1n;
   let r = leaf;
   for (const p of proof) {
-    hash32(p, 'proof hash');
-    if (sn === 0n) throw new Error(`proof has too many hashes (${proof.length})`);
+    hash32(p, 'inclusion_proof');
+    if (sn === 0n) fail('v.proofTooLong', { n: proof.length });
     if ((fn & 1n) === 1n || fn === sn) {
       r = nodeHash(p, r);
       if ((fn & 1n) === 0n) {
@@ -123,14 +169,14 @@ export function rootFromInclusionProof(leaf, index, size, proof) {
     fn >>= 1n;
     sn >>= 1n;
   }
-  if (sn !== 0n) throw new Error(`proof has too few hashes (${proof.length})`);
+  if (sn !== 0n) fail('v.proofTooShort', { n: proof.length });
   return r;
 }
 
 export function verifyInclusion(leaf, index, size, proof, root) {
   const got = rootFromInclusionProof(leaf, index, size, proof);
   if (!bytesEqual(got, hash32(root, 'root'))) {
-    throw new Error(`the proof leads to root ${toBase64(got)}, not the checkpoint's ${toBase64(root)}`);
+    fail('v.rootMismatch', { got: toBase64(got), want: toBase64(root) });
   }
 }
 
@@ -140,15 +186,15 @@ export function parseVkey(vkey) {
   // name+keyid+base64, where the base64 itself may contain '+'.
   const i = s.indexOf('+');
   const j = i < 0 ? -1 : s.indexOf('+', i + 1);
-  if (j < 0) throw new Error('a verifier key has the form name+keyid+base64');
+  if (j < 0) fail('v.vkeyForm');
   const [name, idHex, b64] = [s.slice(0, i), s.slice(i + 1, j), s.slice(j + 1)];
-  if (!name || /[\s+]/.test(name)) throw new Error('bad key name');
-  if (!/^[0-9a-f]{8}$/.test(idHex)) throw new Error('key id must be 8 lowercase hex digits');
+  if (!name || /[\s+]/.test(name)) fail('v.vkeyName');
+  if (!/^[0-9a-f]{8}$/.test(idHex)) fail('v.vkeyId');
   const raw = fromBase64(b64);
-  if (raw.length !== 33 || raw[0] !== 1) throw new Error('not an Ed25519 key (expected 0x01 followed by 32 bytes)');
+  if (raw.length !== 33 || raw[0] !== 1) fail('v.vkeyNotEd25519');
   const pub = raw.slice(1);
   const id = keyId(name, pub);
-  if (id !== idHex) throw new Error(`key id ${idHex} does not match the key (it is ${id})`);
+  if (id !== idHex) fail('v.vkeyIdMismatch', { claimed: idHex, actual: id });
   return { name, keyId: id, pub, vkey: s };
 }
 
@@ -159,33 +205,35 @@ export function keyId(name, pub) {
 
 /** Splits a signed note into its text and signature lines. */
 export function parseNote(note) {
-  if (typeof note !== 'string' || !note.endsWith('\n')) throw new Error('a note ends with a newline');
+  if (typeof note !== 'string' || !note.endsWith('\n')) fail('v.noteNewline');
   const split = note.lastIndexOf('\n\n');
-  if (split < 0) throw new Error('a note has a blank line before its signatures');
+  if (split < 0) fail('v.noteBlank');
   const text = note.slice(0, split + 1);
   const sigs = [];
   for (const line of note.slice(split + 2, -1).split('\n')) {
     const m = /^\u2014 (\S+) ([A-Za-z0-9+/=]+)$/.exec(line);
-    if (!m) throw new Error(`malformed signature line: ${line.slice(0, 80)}`);
+    if (!m) fail('v.noteSigLine', { line: line.slice(0, 80) });
     const raw = fromBase64(m[2]);
-    if (raw.length < 5) throw new Error('signature too short');
-    sigs.push({ name: m[1], keyId: toHex(raw.slice(0, 4)), sig: raw.slice(4) });
+    if (raw.length < 5) fail('v.noteSigShort');
+    sigs.push({ name: m[1], keyId: toHex(raw.slice(0, 4)), sig: raw.slice(4), raw });
   }
-  if (sigs.length === 0) throw new Error('the note has no signatures');
+  if (sigs.length === 0) fail('v.noteNoSigs');
   return { text, sigs };
 }
 
 /** Parses a tlog-checkpoint body. */
 export function parseCheckpoint(text) {
   const lines = text.split('\n');
-  if (lines.length < 4 || lines[lines.length - 1] !== '') throw new Error('a checkpoint has at least three lines');
+  if (lines.length < 4 || lines[lines.length - 1] !== '') fail('v.cpLines');
   const [origin, sizeStr, rootStr] = lines;
-  if (!origin) throw new Error('empty origin');
-  if (!/^(0|[1-9][0-9]*)$/.test(sizeStr)) throw new Error(`bad tree size ${sizeStr}`);
+  if (!origin) fail('v.cpOrigin');
+  if (!/^(0|[1-9][0-9]*)$/.test(sizeStr)) fail('v.cpSize', { size: sizeStr.slice(0, 40) });
   const size = BigInt(sizeStr);
-  if (size >= MAX_TREE_SIZE) throw new Error('tree size too large');
+  if (size >= MAX_TREE_SIZE) fail('v.cpSizeLarge');
   const root = hash32(fromBase64(rootStr), 'root');
-  return { origin, size, root, extensions: lines.slice(3, -1) };
+  const extensions = lines.slice(3, -1);
+  if (extensions.includes('')) fail('v.cpExtension');
+  return { origin, size, root, extensions };
 }
 
 /**
@@ -198,7 +246,7 @@ export function openCheckpoint(note, key) {
   const mine = sigs.filter((s) => s.name === key.name && s.keyId === key.keyId);
   if (mine.length === 0) {
     const others = sigs.map((s) => `${s.name}+${s.keyId}`).join(', ');
-    throw new Error(`no signature by the trusted key ${key.name}+${key.keyId} (signed by ${others})`);
+    fail('v.noTrustedSig', { key: `${key.name}+${key.keyId}`, others });
   }
   const msg = enc.encode(text);
   for (const s of mine) {
@@ -208,19 +256,19 @@ export function openCheckpoint(note, key) {
     } catch {
       ok = false;
     }
-    if (!ok) throw new Error(`the signature by ${key.name}+${key.keyId} does not verify`);
+    if (!ok) fail('v.badSig', { key: `${key.name}+${key.keyId}` });
   }
   const cp = parseCheckpoint(text);
-  if (cp.origin !== key.name) throw new Error(`checkpoint origin ${cp.origin} is not the key's name ${key.name}`);
+  if (cp.origin !== key.name) fail('v.cpOriginKey', { origin: cp.origin, name: key.name });
   return cp;
 }
 
 /** Parses C2SP tlog-proof@v1 text. */
 export function parseTlogProof(text) {
   const split = text.indexOf('\n\n');
-  if (split < 0) throw new Error('no blank line before the checkpoint');
+  if (split < 0) fail('v.tpBlank');
   const lines = text.slice(0, split).split('\n');
-  if (lines[0] !== 'c2sp.org/tlog-proof@v1') throw new Error('not a c2sp.org/tlog-proof@v1');
+  if (lines[0] !== TLOG_PROOF_HEADER) fail('v.tpHeader');
   let i = 1;
   let extra = null;
   if (lines[i] && lines[i].startsWith('extra ')) {
@@ -228,79 +276,93 @@ export function parseTlogProof(text) {
     i++;
   }
   const m = /^index (0|[1-9][0-9]*)$/.exec(lines[i] || '');
-  if (!m) throw new Error('missing index line');
+  if (!m) fail('v.tpIndex');
   i++;
-  const proof = lines.slice(i).map((l) => hash32(fromBase64(l), 'proof hash'));
+  const proof = lines.slice(i).map((l) => hash32(fromBase64(l), 'inclusion_proof'));
   return { extra, index: BigInt(m[1]), proof, checkpoint: text.slice(split + 2) };
+}
+
+/** Builds C2SP tlog-proof@v1 text (no `extra` line): the one writer of the format in this page. */
+export function tlogProofText(index, proof, checkpoint) {
+  return [TLOG_PROOF_HEADER, `index ${index}`, ...proof.map(toBase64), '', ''].join('\n') + checkpoint;
 }
 
 /**
  * Verifies a receipt object step by step. Returns
- * `{ ok, steps: [{ step, ok, detail }], failed, checkpoint }`; checking
+ * `{ ok, steps: [{ step, ok, detail, msg }], failed, checkpoint }`; checking
  * stops at the first failed step, the rest are reported as not checked.
+ * `detail` is English; `msg` is the same as a catalogue key and parameters.
+ *
+ * A receipt rebuilt from a QR code or a short link (links.js) lists in its
+ * non-enumerable `derived` property the fields it did not carry but were
+ * computed from the others (`leaf_hash`, `tlog_proof`); their steps then
+ * say so instead of claiming an agreement that cannot fail.
  */
 export function verifyReceipt(receipt, key) {
   const steps = [];
   const result = { ok: false, steps, failed: null, checkpoint: null };
-  const pass = (step, detail) => steps.push({ step, ok: true, detail });
-  const fail = (step, detail) => {
-    steps.push({ step, ok: false, detail });
-    result.failed = { step, detail };
-    for (const s of RECEIPT_STEPS.slice(RECEIPT_STEPS.indexOf(step) + 1)) steps.push({ step: s, ok: null, detail: 'not checked' });
+  const derived = (receipt && Array.isArray(receipt.derived) && receipt.derived) || [];
+  const add = (step, ok, m) => {
+    const s = { step, ok, detail: format(en[m.key] ?? m.key, m.params), msg: m };
+    steps.push(s);
+    return s;
+  };
+  const pass = (step, m) => add(step, true, m);
+  const failStep = (step, m) => {
+    result.failed = add(step, false, m);
+    for (const s of RECEIPT_STEPS.slice(RECEIPT_STEPS.indexOf(step) + 1)) add(s, null, msg('v.notChecked'));
     return result;
   };
 
   let leaf, claimed, proof, index;
   try {
-    if (typeof receipt !== 'object' || receipt === null) throw new Error('not a JSON object');
+    if (typeof receipt !== 'object' || receipt === null || Array.isArray(receipt)) fail('v.notObject');
     for (const f of ['log', 'leaf', 'leaf_hash', 'checkpoint', 'tlog_proof']) {
-      if (typeof receipt[f] !== 'string') throw new Error(`field ${f} is missing or not a string`);
+      if (typeof receipt[f] !== 'string') fail('v.fieldString', { field: f });
     }
-    if (!Number.isSafeInteger(receipt.index) || receipt.index < 0) throw new Error('field index is not a non-negative integer');
-    if (!Array.isArray(receipt.inclusion_proof)) throw new Error('field inclusion_proof is not an array');
+    if (!Number.isSafeInteger(receipt.index) || receipt.index < 0) fail('v.fieldIndex');
+    if (!Array.isArray(receipt.inclusion_proof)) fail('v.fieldProof');
     index = BigInt(receipt.index);
     leaf = enc.encode(receipt.leaf);
     claimed = hashFromHex(receipt.leaf_hash, 'leaf_hash');
     proof = receipt.inclusion_proof.map((h, i) => hashFromHex(h, `inclusion_proof[${i}]`));
   } catch (e) {
-    return fail(STEP_PARSE, e.message);
+    return failStep(STEP_PARSE, messageOf(e));
   }
-  pass(STEP_PARSE, `receipt for entry ${index} of ${receipt.log}, ${proof.length} proof hashes`);
+  pass(STEP_PARSE, msg('v.parsed', { index, log: receipt.log, n: proof.length }));
 
   const lh = leafHash(leaf);
   if (!bytesEqual(lh, claimed)) {
-    return fail(STEP_LEAF_HASH, `SHA-256(0x00 || leaf) is ${toHex(lh)}, but the receipt says ${toHex(claimed)}`);
+    return failStep(STEP_LEAF_HASH, msg('v.leafMismatch', { got: toHex(lh), claimed: toHex(claimed) }));
   }
-  pass(STEP_LEAF_HASH, `SHA-256(0x00 || leaf) = ${toHex(lh)}`);
+  pass(STEP_LEAF_HASH, msg(derived.includes('leaf_hash') ? 'v.leafDerived' : 'v.leafOk', { hash: toHex(lh) }));
 
   let cp;
   try {
     cp = openCheckpoint(receipt.checkpoint, key);
-    if (cp.origin !== receipt.log) throw new Error(`checkpoint origin ${cp.origin} but the receipt names log ${receipt.log}`);
+    if (cp.origin !== receipt.log) fail('v.receiptOrigin', { origin: cp.origin, log: receipt.log });
   } catch (e) {
-    return fail(STEP_SIGNATURE, e.message);
+    return failStep(STEP_SIGNATURE, messageOf(e));
   }
   result.checkpoint = cp;
-  pass(STEP_SIGNATURE, `signed by ${key.name} (key ID ${key.keyId}); tree size ${cp.size}, root ${toBase64(cp.root)}`);
+  pass(STEP_SIGNATURE, msg('v.sigOk', { name: key.name, keyId: key.keyId, size: cp.size, root: toBase64(cp.root) }));
 
   try {
     verifyInclusion(lh, index, cp.size, proof, cp.root);
   } catch (e) {
-    return fail(STEP_INCLUSION, `entry ${index} in a tree of ${cp.size}: ${e.message}`);
+    return failStep(STEP_INCLUSION, msg('v.inclusionFailed', { index, size: cp.size, reason: messageOf(e) }));
   }
-  pass(STEP_INCLUSION, `${proof.length} hashes lead from entry ${index} to the root of the tree of ${cp.size}`);
+  pass(STEP_INCLUSION, msg('v.inclusionOk', { n: proof.length, index, size: cp.size }));
 
   try {
     const t = parseTlogProof(receipt.tlog_proof);
-    if (t.index !== index) throw new Error(`it says index ${t.index}, the receipt says ${index}`);
-    if (t.proof.length !== proof.length || !t.proof.every((h, i) => bytesEqual(h, proof[i]))) {
-      throw new Error('its proof hashes differ from inclusion_proof');
-    }
-    if (t.checkpoint !== receipt.checkpoint) throw new Error("its checkpoint differs from the receipt's");
+    if (t.index !== index) fail('v.tpIndexDiffers', { a: t.index, b: index });
+    if (t.proof.length !== proof.length || !t.proof.every((h, i) => bytesEqual(h, proof[i]))) fail('v.tpProofDiffers');
+    if (t.checkpoint !== receipt.checkpoint) fail('v.tpCheckpointDiffers');
   } catch (e) {
-    return fail(STEP_TLOG_PROOF, e.message);
+    return failStep(STEP_TLOG_PROOF, messageOf(e));
   }
-  pass(STEP_TLOG_PROOF, 'says the same as the JSON fields');
+  pass(STEP_TLOG_PROOF, msg(derived.includes('tlog_proof') ? 'v.tpDerived' : 'v.tpOk'));
   result.ok = true;
   return result;
 }

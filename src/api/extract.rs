@@ -4,6 +4,8 @@
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
 use axum::http::{header, StatusCode};
+use std::time::Duration;
+
 use bytes::Bytes;
 use serde::de::DeserializeOwned;
 
@@ -61,13 +63,15 @@ impl FromRequestParts<AppState> for Bearer {
 
 /// A JSON request body: `Content-Type: application/json` (parameters such as
 /// `charset=utf-8` allowed) or `415`; at most the route's body limit (set
-/// with `DefaultBodyLimit`) or `413`. The bytes are handed on unparsed.
+/// with `DefaultBodyLimit`) or `413`; all of it within `body_timeout_ms` or
+/// `408` (a client trickling its body holds nothing longer). The bytes are
+/// handed on unparsed.
 pub struct JsonBytes(pub Bytes);
 
-impl<S: Send + Sync> FromRequest<S> for JsonBytes {
+impl FromRequest<AppState> for JsonBytes {
     type Rejection = Problem;
 
-    async fn from_request(req: Request, state: &S) -> Result<Self, Problem> {
+    async fn from_request(req: Request, state: &AppState) -> Result<Self, Problem> {
         let ct = req
             .headers()
             .get(header::CONTENT_TYPE)
@@ -83,7 +87,13 @@ impl<S: Send + Sync> FromRequest<S> for JsonBytes {
                 None => "Content-Type must be application/json".to_string(),
             }));
         }
-        match Bytes::from_request(req, state).await {
+        let deadline = Duration::from_millis(state.limits.body_timeout_ms);
+        let Ok(read) = tokio::time::timeout(deadline, Bytes::from_request(req, state)).await else {
+            return Err(Problem::request_timeout(format!(
+                "the request body did not arrive within {deadline:?}"
+            )));
+        };
+        match read {
             Ok(b) => Ok(JsonBytes(b)),
             Err(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
                 Err(Problem::too_large("request body is larger than the limit"))

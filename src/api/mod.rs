@@ -10,12 +10,11 @@
 //! [`serve`] (tests bind `127.0.0.1:0`).
 
 use std::future::Future;
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
-use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::http::{HeaderValue, Method};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -33,12 +32,16 @@ use crate::engine::Engine;
 use crate::metrics::{HttpLabels, Metrics};
 
 pub mod extract;
+pub mod limits;
 pub mod ops;
 pub mod problem;
 pub mod read;
 mod receipt_json;
 pub mod records;
+pub mod serve;
 pub mod web;
+
+pub use serve::{ConnectionLimits, ServeOptions, Tls, TlsFiles};
 
 use problem::Problem;
 
@@ -53,6 +56,20 @@ pub struct Limits {
     pub max_bulk_records: usize,
     /// Largest body of a bulk request, in bytes.
     pub max_bulk_body_bytes: usize,
+    /// Longest a client may take to send a request body, in milliseconds
+    /// (`408` after). Default 10000.
+    pub body_timeout_ms: u64,
+    /// Writes (`POST .../records`) in flight at once; beyond, `503` at
+    /// once. Default 4096.
+    pub max_in_flight_writes: usize,
+    /// Public reads in flight at once; beyond, `503` at once. Reads and
+    /// writes have separate capacity, so a flood of one never starves the
+    /// other. Default 4096.
+    pub max_in_flight_reads: usize,
+    /// Public reads per second per client address (IPv6: per /64); beyond,
+    /// `429`. 0 (the default) turns it off: behind a proxy or CDN every
+    /// client shares its address.
+    pub reads_per_address_per_s: u32,
 }
 
 impl Default for Limits {
@@ -61,6 +78,10 @@ impl Default for Limits {
             max_body_bytes: 65_536,
             max_bulk_records: crate::records::MAX_BULK_RECORDS,
             max_bulk_body_bytes: 16 << 20,
+            body_timeout_ms: 10_000,
+            max_in_flight_writes: 4096,
+            max_in_flight_reads: 4096,
+            reads_per_address_per_s: 0,
         }
     }
 }
@@ -71,6 +92,9 @@ pub struct AppState {
     pub engine: Arc<Engine>,
     pub metrics: Arc<Metrics>,
     pub limits: Limits,
+    /// Whether `/metrics` is served here (false when it has a listener of
+    /// its own, `metrics_listen`).
+    pub metrics_here: bool,
 }
 
 /// The OpenAPI document, generated from the handlers' annotations.
@@ -124,14 +148,8 @@ impl Modify for BearerAuth {
 /// Builds the application.
 pub fn router(state: AppState) -> Router {
     let limits = state.limits.clone();
-    let api = Router::new()
-        .route("/logs", get(read::logs))
-        .route("/logs/{log}/checkpoint", get(read::checkpoint))
-        .route("/logs/{log}/tile/{*path}", get(read::tile))
-        .route("/logs/{log}/entries", get(read::entry_by_hash))
-        .route("/logs/{log}/entries/{index}", get(read::entry))
-        .route("/logs/{log}/proofs/inclusion", get(read::inclusion))
-        .route("/logs/{log}/proofs/consistency", get(read::consistency))
+    let retry_after = state.engine.retry_after();
+    let writes = Router::new()
         .route(
             "/logs/{log}/records",
             post(records::submit).layer(DefaultBodyLimit::max(limits.max_body_bytes)),
@@ -140,25 +158,84 @@ pub fn router(state: AppState) -> Router {
             "/logs/{log}/records/bulk",
             post(records::submit_bulk).layer(DefaultBodyLimit::max(limits.max_bulk_body_bytes)),
         )
+        .route_layer(middleware::from_fn_with_state(
+            limits::InFlight::new("write", limits.max_in_flight_writes, retry_after),
+            limits::shed,
+        ));
+    let reads = Router::new()
+        .route("/logs", get(read::logs))
+        .route("/logs/{log}/checkpoint", get(read::checkpoint))
+        .route("/logs/{log}/tile/{*path}", get(read::tile))
+        .route("/logs/{log}/entries", get(read::entry_by_hash))
+        .route("/logs/{log}/entries/{index}", get(read::entry))
+        .route("/logs/{log}/proofs/inclusion", get(read::inclusion))
+        .route("/logs/{log}/proofs/consistency", get(read::consistency))
+        .route_layer(middleware::from_fn_with_state(
+            limits::PerAddress::new(limits.reads_per_address_per_s),
+            limits::per_address,
+        ))
+        .route_layer(middleware::from_fn_with_state(
+            limits::InFlight::new("read", limits.max_in_flight_reads, retry_after),
+            limits::shed,
+        ));
+    let api = Router::new()
+        .merge(writes)
+        .merge(reads)
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
-        .route("/metrics", get(ops::metrics))
         .route("/openapi.json", get(ops::openapi_json))
         .route("/docs", get(ops::docs))
         .route("/docs/swagger-ui.css", get(ops::docs_css))
         .route("/docs/swagger-ui-bundle.js", get(ops::docs_js))
         .route("/docs/init.js", get(ops::docs_init_js))
         .route("/docs/LICENSE", get(ops::docs_license))
-        .merge(web::routes::<AppState>())
+        .merge(web::routes::<AppState>());
+    let api = if state.metrics_here {
+        api.route("/metrics", get(ops::metrics))
+    } else {
+        api
+    };
+    let api = api
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state.clone());
-    // Outermost last: assign a request id, copy it to the response, then
-    // observe (span, metrics), then turn panics into problems.
+    // Outermost last: drop a client's unusable request id, assign one,
+    // copy it to the response, add the security headers, then observe
+    // (span, metrics), then turn panics into problems.
     api.layer(CatchPanicLayer::custom(panic_to_problem))
         .layer(middleware::from_fn_with_state(state, observe))
+        .layer(middleware::from_fn(limits::security_headers))
         .layer(PropagateRequestIdLayer::x_request_id())
         .layer(SetRequestIdLayer::x_request_id(RequestIds::default()))
+        .layer(middleware::from_fn(drop_unusable_request_id))
+}
+
+/// The router of `/metrics` alone, for `metrics_listen`.
+pub fn metrics_router(metrics: Arc<Metrics>) -> Router {
+    Router::new()
+        .route("/metrics", get(ops::metrics_of))
+        .with_state(metrics)
+        .layer(middleware::from_fn(limits::security_headers))
+}
+
+/// Longest client-chosen request id kept (and logged).
+const MAX_REQUEST_ID: usize = 64;
+
+/// A client's `x-request-id` is kept (in logs and the answer) only if it is
+/// short and plain (`[A-Za-z0-9._:-]`, at most 64 characters); otherwise the
+/// server assigns one.
+async fn drop_unusable_request_id(mut req: Request, next: Next) -> Response {
+    let usable = req.headers().get("x-request-id").map(|v| {
+        let b = v.as_bytes();
+        !b.is_empty()
+            && b.len() <= MAX_REQUEST_ID
+            && b.iter()
+                .all(|c| c.is_ascii_alphanumeric() || b"._:-".contains(c))
+    });
+    if usable == Some(false) {
+        req.headers_mut().remove("x-request-id");
+    }
+    next.run(req).await
 }
 
 /// Request ids `<process start, hex ms>-<counter>`, unless the client sent
@@ -190,20 +267,14 @@ impl MakeRequestId for RequestIds {
     }
 }
 
-/// Serves `router` on `listener` until `shutdown` completes, then stops
-/// accepting connections and waits for requests in flight to finish. The
-/// caller shuts the engine down afterwards.
+/// Serves `router` on `listener` with the default [`ServeOptions`] (plain
+/// HTTP) until `shutdown` completes; see [`serve::serve`].
 pub async fn serve(
     listener: tokio::net::TcpListener,
     router: Router,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(
-        listener,
-        router.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown)
-    .await
+    serve::serve(listener, router, ServeOptions::default(), shutdown).await
 }
 
 async fn not_found() -> Problem {
@@ -230,10 +301,21 @@ fn panic_to_problem(err: Box<dyn std::any::Any + Send + 'static>) -> Response {
 async fn observe(State(state): State<AppState>, req: Request, next: Next) -> Response {
     let start = Instant::now();
     let method = req.method().clone();
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or("unmatched", |p| p.as_str())
+        .to_string();
+    let path = req.uri().path();
+    // Bounded in the log: a path is at most 200 characters there.
+    let path = match path.char_indices().nth(200) {
+        Some((cut, _)) => format!("{}…", &path[..cut]),
+        None => path.to_string(),
+    };
     let span = tracing::info_span!(
         "request",
         method = %method,
-        path = %req.uri().path(),
+        path = %path,
         request_id = %req.headers().get("x-request-id").and_then(|v| v.to_str().ok()).unwrap_or("-"),
         status = tracing::field::Empty,
         latency_ms = tracing::field::Empty,
@@ -254,6 +336,7 @@ async fn observe(State(state): State<AppState>, req: Request, next: Next) -> Res
         .http_requests
         .get_or_create(&HttpLabels {
             method: method_label,
+            route,
             status: status.as_u16(),
         })
         .inc();

@@ -1,7 +1,7 @@
 //! Operations endpoints: liveness, readiness, metrics, the OpenAPI document
 //! and its interactive docs page (Swagger UI, vendored under `assets/`).
 
-use std::sync::LazyLock;
+use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 use axum::extract::State;
@@ -12,6 +12,7 @@ use utoipa::OpenApi;
 
 use super::problem::Problem;
 use super::AppState;
+use crate::metrics::Metrics;
 use crate::wire;
 
 /// Liveness: the process is up and answering.
@@ -52,12 +53,17 @@ pub async fn readyz(State(state): State<AppState>) -> Result<Json<wire::Status>,
     responses((status = 200, description = "Prometheus text exposition", body = String, content_type = "text/plain; version=0.0.4"))
 )]
 pub async fn metrics(State(state): State<AppState>) -> Response {
+    metrics_of(State(state.metrics)).await
+}
+
+/// `/metrics` on a listener of its own.
+pub async fn metrics_of(State(metrics): State<Arc<Metrics>>) -> Response {
     (
         [(
             header::CONTENT_TYPE,
             HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
         )],
-        state.metrics.render(),
+        metrics.render(),
     )
         .into_response()
 }
@@ -99,6 +105,12 @@ const SWAGGER_UI_LICENSE: &str = include_str!("assets/swagger-ui/LICENSE");
 /// Cache policy of the vendored assets: they change only with the binary.
 const ASSET_CACHE: &str = "public, max-age=3600";
 
+/// The docs page runs Swagger UI from this origin only; it sets inline
+/// styles and draws icons from `data:` URLs, nothing more.
+const DOCS_CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self' 'unsafe-inline'; \
+                        img-src 'self' data:; font-src 'self' data:; connect-src 'self'; \
+                        base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
+
 pub async fn docs() -> Response {
     (
         [
@@ -107,6 +119,10 @@ pub async fn docs() -> Response {
                 HeaderValue::from_static("text/html; charset=utf-8"),
             ),
             (header::CACHE_CONTROL, HeaderValue::from_static("no-cache")),
+            (
+                header::CONTENT_SECURITY_POLICY,
+                HeaderValue::from_static(DOCS_CSP),
+            ),
         ],
         DOCS_HTML,
     )

@@ -82,6 +82,18 @@ impl Problem {
         p
     }
 
+    /// 408: the client did not finish its request in time.
+    pub fn request_timeout(detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::REQUEST_TIMEOUT, "request-timeout", detail)
+    }
+
+    /// 429 + `Retry-After`: over a quota or a rate limit.
+    pub fn rate_limited(detail: impl Into<String>, retry_after: Duration) -> Self {
+        let mut p = Self::new(StatusCode::TOO_MANY_REQUESTS, "rate-limited", detail);
+        p.retry_after = Some(retry_after);
+        p
+    }
+
     /// 503 + `Retry-After`.
     pub fn unavailable(detail: impl Into<String>, retry_after: Duration) -> Self {
         let mut p = Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", detail);
@@ -151,6 +163,10 @@ impl From<LogError> for Problem {
                 detail,
                 retry_after,
             } => Problem::unavailable(detail, retry_after),
+            LogError::RateLimited {
+                detail,
+                retry_after,
+            } => Problem::rate_limited(detail, retry_after),
             LogError::Unavailable(d) => {
                 tracing::warn!(detail = %d, "answering 503: storage unavailable");
                 Problem::unavailable(d, UNAVAILABLE_RETRY_AFTER)

@@ -9,12 +9,11 @@
 use axum::extract::State;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use serde_json::Value;
 
 use super::extract::{Bearer, JsonBytes, PathParams};
 use super::problem::Problem;
 use super::{receipt_json, AppState};
-use crate::records::{parse_record, parse_strict_json, record_from_value};
+use crate::records::{parse_bulk, parse_record};
 use crate::wire;
 
 /// Submit a record.
@@ -90,14 +89,8 @@ pub async fn submit_bulk(
     Bearer(agency): Bearer,
     JsonBytes(body): JsonBytes,
 ) -> Result<Response, Problem> {
-    let items = parse_bulk(&body, state.limits.max_bulk_records)?;
-    let mut records = Vec::with_capacity(items.len());
-    for (i, item) in items.into_iter().enumerate() {
-        records.push(
-            record_from_value(item)
-                .map_err(|e| Problem::from(e).within(&format!("records[{i}]")))?,
-        );
-    }
+    let limits = &state.limits;
+    let records = parse_bulk(&body, limits.max_bulk_records, limits.max_body_bytes)?;
     let submitted = state.engine.submit_bulk(&log, &agency, records).await?;
     let status = if submitted.iter().any(|s| s.created) {
         StatusCode::CREATED
@@ -119,89 +112,4 @@ fn json_response(status: StatusCode, body: Vec<u8>) -> Response {
         body,
     )
         .into_response()
-}
-
-/// Splits a bulk body into its records (still unvalidated JSON values).
-fn parse_bulk(body: &[u8], max: usize) -> Result<Vec<Value>, Problem> {
-    let text = std::str::from_utf8(body).map_err(|_| Problem::malformed("body is not UTF-8"))?;
-    // The strict parser rejects duplicate keys at any depth, as for a single
-    // record; the records are then validated from these values directly.
-    let value = parse_strict_json(text)?;
-    let Value::Object(mut obj) = value else {
-        return Err(Problem::malformed("body must be a JSON object"));
-    };
-    if let Some(k) = obj.keys().find(|k| k.as_str() != "records") {
-        return Err(Problem::invalid(
-            k.clone(),
-            "unknown field (expected only `records`)",
-        ));
-    }
-    let Some(Value::Array(items)) = obj.remove("records") else {
-        return Err(Problem::invalid(
-            "records",
-            "`records` must be an array of records",
-        ));
-    };
-    if items.is_empty() {
-        return Err(Problem::invalid("records", "`records` must not be empty"));
-    }
-    if items.len() > max {
-        return Err(Problem::too_large(format!(
-            "at most {max} records per request, got {}",
-            items.len()
-        )));
-    }
-    Ok(items)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn bulk_rejects_duplicate_keys_inside_records() {
-        let body = br#"{"records":[{"type":"a.b","type":"c.d"}]}"#;
-        assert_eq!(
-            parse_bulk(body, 10).unwrap_err().status(),
-            StatusCode::BAD_REQUEST
-        );
-        let body = br#"{"records":[{"type":"a.b","attributes":{"k":1,"k":2}}]}"#;
-        assert_eq!(
-            parse_bulk(body, 10).unwrap_err().status(),
-            StatusCode::BAD_REQUEST
-        );
-    }
-
-    #[test]
-    fn bulk_shape() {
-        assert_eq!(
-            parse_bulk(b"[]", 10).unwrap_err().status(),
-            StatusCode::BAD_REQUEST
-        );
-        assert_eq!(
-            parse_bulk(b"{\"records\":[1]", 10).unwrap_err().status(),
-            StatusCode::BAD_REQUEST
-        );
-        assert_eq!(
-            parse_bulk(b"\xff", 10).unwrap_err().status(),
-            StatusCode::BAD_REQUEST
-        );
-        let p = parse_bulk(b"{\"records\":[],\"x\":1}", 10).unwrap_err();
-        assert_eq!(p.body().field.as_deref(), Some("x"));
-        assert_eq!(
-            parse_bulk(b"{\"records\":{}}", 10).unwrap_err().status(),
-            StatusCode::UNPROCESSABLE_ENTITY
-        );
-        assert_eq!(
-            parse_bulk(b"{\"records\":[]}", 10).unwrap_err().status(),
-            StatusCode::UNPROCESSABLE_ENTITY
-        );
-        assert_eq!(
-            parse_bulk(b"{\"records\":[{},{},{}]}", 2)
-                .unwrap_err()
-                .status(),
-            StatusCode::PAYLOAD_TOO_LARGE
-        );
-        assert_eq!(parse_bulk(b"{\"records\":[{},{}]}", 2).unwrap().len(), 2);
-    }
 }

@@ -1,6 +1,8 @@
-//! The web page at `/` and its assets, compiled into the binary (no CDN, no
-//! files on disk). The page asks the server only for data (`/logs`,
-//! checkpoints, entries, proofs); every check runs in the browser.
+//! The web pages (`/`, `/receipt`, `/explorer`) and their assets, compiled
+//! into the binary (no CDN, no files on disk). The pages ask the server only
+//! for data (`/logs`, checkpoints, tiles, entries, proofs); every check runs
+//! in the browser, and a receipt in a link travels in the URL fragment, which
+//! never reaches the server.
 
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -14,32 +16,58 @@ const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; conn
 /// An asset: URL path, content type, contents.
 type Asset = (&'static str, &'static str, &'static str);
 
+const HTML: &str = "text/html; charset=utf-8";
+const CSS: &str = "text/css; charset=utf-8";
 const JS: &str = "text/javascript; charset=utf-8";
 const TEXT: &str = "text/plain; charset=utf-8";
 
-/// Everything the page needs.
+/// Everything the pages need: the verify page at `/`, the printable receipt
+/// at `/receipt`, the explorer at `/explorer`, their scripts, catalogues and
+/// vendored libraries.
 pub const ASSETS: &[Asset] = &[
-    (
-        "/",
-        "text/html; charset=utf-8",
-        include_str!("../../web/index.html"),
-    ),
+    ("/", HTML, include_str!("../../web/index.html")),
+    ("/receipt", HTML, include_str!("../../web/receipt.html")),
+    ("/explorer", HTML, include_str!("../../web/explorer.html")),
     (
         "/assets/style.css",
-        "text/css; charset=utf-8",
+        CSS,
         include_str!("../../web/style.css"),
     ),
     ("/assets/app.js", JS, include_str!("../../web/app.js")),
+    (
+        "/assets/receipt.js",
+        JS,
+        include_str!("../../web/receipt.js"),
+    ),
+    (
+        "/assets/explorer.js",
+        JS,
+        include_str!("../../web/explorer.js"),
+    ),
+    ("/assets/common.js", JS, include_str!("../../web/common.js")),
+    ("/assets/i18n.js", JS, include_str!("../../web/i18n.js")),
+    (
+        "/assets/i18n/en.js",
+        JS,
+        include_str!("../../web/i18n/en.js"),
+    ),
+    (
+        "/assets/i18n/zh-CN.js",
+        JS,
+        include_str!("../../web/i18n/zh-CN.js"),
+    ),
+    ("/assets/links.js", JS, include_str!("../../web/links.js")),
+    (
+        "/assets/records.js",
+        JS,
+        include_str!("../../web/records.js"),
+    ),
+    ("/assets/scan.js", JS, include_str!("../../web/scan.js")),
     ("/assets/verify.js", JS, include_str!("../../web/verify.js")),
     (
         "/assets/vendor/noble-ed25519/index.js",
         JS,
         include_str!("../../web/vendor/noble-ed25519/index.js"),
-    ),
-    (
-        "/assets/vendor/noble-ed25519/LICENSE",
-        TEXT,
-        include_str!("../../web/vendor/noble-ed25519/LICENSE"),
     ),
     (
         "/assets/vendor/noble-hashes/sha2.js",
@@ -62,9 +90,34 @@ pub const ASSETS: &[Asset] = &[
         include_str!("../../web/vendor/noble-hashes/utils.js"),
     ),
     (
+        "/assets/vendor/qr/index.js",
+        JS,
+        include_str!("../../web/vendor/qr/index.js"),
+    ),
+    (
+        "/assets/vendor/qr/decode.js",
+        JS,
+        include_str!("../../web/vendor/qr/decode.js"),
+    ),
+    (
+        "/assets/vendor/noble-ed25519/LICENSE",
+        TEXT,
+        include_str!("../../web/vendor/noble-ed25519/LICENSE"),
+    ),
+    (
         "/assets/vendor/noble-hashes/LICENSE",
         TEXT,
         include_str!("../../web/vendor/noble-hashes/LICENSE"),
+    ),
+    (
+        "/assets/vendor/qr/LICENSE",
+        TEXT,
+        include_str!("../../web/vendor/qr/LICENSE"),
+    ),
+    (
+        "/assets/vendor/qr/LICENSE-MIT",
+        TEXT,
+        include_str!("../../web/vendor/qr/LICENSE-MIT"),
     ),
 ];
 
@@ -125,10 +178,12 @@ mod tests {
         let served: Vec<&str> = ASSETS.iter().map(|a| a.0).collect();
         for &(path, _, body) in ASSETS.iter().filter(|a| a.1 == JS) {
             let dir = &path[..path.rfind('/').unwrap()];
-            for line in body
-                .lines()
-                .filter(|l| l.trim_start().starts_with("import "))
-            {
+            // `import ... from '...'` on one line, or the `} from '...'` line
+            // that ends an import over several lines.
+            for line in body.lines().filter(|l| {
+                let l = l.trim_start();
+                l.starts_with("import ") || l.starts_with("} from ")
+            }) {
                 let Some(spec) = line
                     .split(['"', '\''])
                     .nth(1)

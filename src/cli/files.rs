@@ -55,9 +55,47 @@ pub fn write_secret_file(path: &Path, contents: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Reads a secret file (a signing key), trimmed. With `private_only`, a
+/// file that its group or others may read is refused: a production key
+/// another account can read is not a secret any more.
+pub fn read_secret_file(path: &Path, private_only: bool) -> anyhow::Result<String> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading key file {}", path.display()))?;
+    #[cfg(unix)]
+    if private_only {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(path)?.permissions().mode();
+        if mode & 0o077 != 0 {
+            anyhow::bail!(
+                "key file {} may be read by other accounts (mode {:o}); `chmod 600 {}` and try again",
+                path.display(),
+                mode & 0o777,
+                path.display()
+            );
+        }
+    }
+    Ok(text.trim().to_string())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn shared_secret_files_are_refused_when_it_matters() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("k");
+        write_secret_file(&p, "SECRET\n").unwrap();
+        assert_eq!(read_secret_file(&p, true).unwrap(), "SECRET");
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o640)).unwrap();
+            let e = read_secret_file(&p, true).unwrap_err().to_string();
+            assert!(e.contains("chmod 600"), "{e}");
+            assert_eq!(read_secret_file(&p, false).unwrap(), "SECRET");
+        }
+    }
 
     #[test]
     fn atomic_write_replaces_whole_file() {

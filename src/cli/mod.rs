@@ -11,6 +11,7 @@ pub mod client;
 pub mod files;
 pub mod keygen;
 pub mod monitor;
+pub mod receipt_print;
 pub mod serve;
 pub mod submit;
 pub mod verify;

@@ -78,30 +78,61 @@ pub async fn serve(config: Config, addr_file: Option<PathBuf>) -> anyhow::Result
     let settings = config.settings();
     let storage = crate::storage::open(&settings.storage).await?;
     let metrics = Arc::new(Metrics::new());
+    // TLS files are checked before anything starts.
+    let tls = settings.tls.clone().map(api::Tls::new).transpose()?;
     let engine = Engine::start(storage.clone(), logs, settings.engine, metrics.clone()).await?;
-    if config.embedded() {
+    if config.quick_start() {
         ensure_demo_agency(storage.as_ref()).await?;
     }
 
-    let listener = tokio::net::TcpListener::bind(settings.listen)
-        .await
-        .with_context(|| format!("binding {}", settings.listen))?;
+    let listener = api::serve::bind(settings.listen).await?;
     let addr = listener.local_addr()?;
+    if let Some(t) = &tls {
+        t.reload_on_sighup();
+    } else if !addr.ip().is_loopback() {
+        tracing::warn!(
+            "listening on {addr} without TLS: bearer tokens cross the network in clear text; \
+             set http.tls_cert_file and http.tls_key_file, or put a TLS proxy in front"
+        );
+    }
+    if let Some(m) = settings.metrics_listen {
+        let l = api::serve::bind(m).await?;
+        tracing::info!("metrics on http://{}/metrics", l.local_addr()?);
+        let router = api::metrics_router(metrics.clone());
+        tokio::spawn(api::serve::serve(
+            l,
+            router,
+            api::ServeOptions::default(),
+            std::future::pending(),
+        ));
+    }
     if let Some(path) = &addr_file {
         write_addr_file(path, addr)?;
     }
-    tracing::info!("listening on http://{addr}");
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    tracing::info!("listening on {scheme}://{addr}");
 
     let state = AppState {
         engine: engine.clone(),
-        metrics,
+        metrics: metrics.clone(),
         limits: settings.limits,
+        metrics_here: settings.metrics_listen.is_none(),
+    };
+    let options = api::ServeOptions {
+        limits: settings.connections,
+        tls,
+        metrics: Some(metrics),
     };
     let (drained_tx, drained_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(api::serve(listener, api::router(state), async move {
-        shutdown_signal().await;
-        let _ = drained_tx.send(());
-    }));
+    let server = tokio::spawn(api::serve::serve(
+        listener,
+        api::router(state),
+        options,
+        async move {
+            shutdown_signal().await;
+            let _ = drained_tx.send(());
+        },
+    ));
     // Once the signal has come, give requests in flight DRAIN_TIMEOUT to finish.
     let result = tokio::select! {
         r = server => Some(r),
@@ -130,11 +161,12 @@ pub fn load_logs(config: &Config) -> anyhow::Result<Vec<LogConfig>> {
     for log in &config.logs {
         let path = config.key_file(log);
         let signer = if path.exists() {
-            let skey = crate::config::read_key_file(&path)?;
+            // In production a key others can read is refused.
+            let skey = super::files::read_secret_file(&path, !config.uses_sqlite())?;
             Signer::from_skey(&skey).map_err(|e| {
                 anyhow::anyhow!("key file {} is not a signing key: {e}", path.display())
             })?
-        } else if config.embedded() {
+        } else if config.uses_sqlite() && log.key_file.is_none() {
             let (signer, skey) = Signer::generate(&log.origin).map_err(|e| {
                 anyhow::anyhow!("cannot make a key for origin {:?}: {e}", log.origin)
             })?;

@@ -4,6 +4,8 @@
 //! (the receipt as returned), `<stem>.tlog-proof` (the C2SP offline proof)
 //! and `<stem>.leaf` (the exact leaf bytes the proof covers), each written
 //! to a temporary file and renamed, so a crash never leaves half a receipt.
+//! With `--print png|pdf` it also writes a printable form with a QR code
+//! (`receipt_print`).
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -41,6 +43,14 @@ pub struct Args {
     /// How many times to retry when the log pushes back (429/503).
     #[arg(long, default_value_t = 3)]
     pub retries: u32,
+    /// Also write a printable form with a QR code: `png` (the code) or
+    /// `pdf` (an A4 page with the record and the code); `png,pdf` for both.
+    #[arg(long, value_enum, value_delimiter = ',', value_name = "FORMAT")]
+    pub print: Vec<super::receipt_print::PrintFormat>,
+    /// The receipt page the QR code links to (default: `/receipt` on the
+    /// log's server).
+    #[arg(long, value_name = "URL")]
+    pub receipt_page: Option<String>,
 }
 
 /// Runs the command; the exit code is the process's.
@@ -63,6 +73,10 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     };
 
     let client = LogClient::new(&args.log)?;
+    if !args.print.is_empty() {
+        // The QR code needs the log's name: refuse before submitting, not after.
+        super::receipt_print::receipt_page_for(&args.log)?;
+    }
     let url = client.url("records");
     let token = args.token.trim().to_string();
     let retries = args.retries;
@@ -136,6 +150,14 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     write_atomic(&json_path, pretty.as_bytes())?;
     write_atomic(&proof_path, receipt.tlog_proof.as_bytes())?;
     write_atomic(&leaf_path, receipt.leaf.as_bytes())?;
+    let printed = super::receipt_print::write(
+        &receipt,
+        &args.print,
+        &dir,
+        &stem,
+        &args.log,
+        args.receipt_page.as_deref(),
+    )?;
 
     print!("{pretty}");
     let what = if status == reqwest::StatusCode::OK {
@@ -156,6 +178,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         proof_path.display(),
         leaf_path.display()
     );
+    for p in printed {
+        eprintln!("saved {}", p.display());
+    }
     Ok(ExitCode::SUCCESS)
 }
 

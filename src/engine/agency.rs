@@ -5,6 +5,7 @@
 //! Verification compares hashes in constant time and gives the same answer
 //! for an unknown agency, a wrong secret and a revoked agency.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -16,7 +17,7 @@ use subtle::ConstantTimeEq;
 
 use super::LogError;
 use crate::names::AgencyName;
-use crate::storage::Agencies;
+use crate::storage::{Agencies, AgencyRecord};
 
 const BAD_TOKEN: &str = "unknown, revoked or malformed token";
 
@@ -67,12 +68,28 @@ pub fn valid_type_pattern(p: &str) -> bool {
             }))
 }
 
-/// Verifies tokens against storage, remembering good answers for a while.
+/// How soon an unknown agency name may make the authenticator look at
+/// storage again (a new agency is found within this time; a flood of
+/// made-up names costs storage one look per this time, not one per request).
+const MISS_REFRESH: Duration = Duration::from_secs(1);
+
+/// Every registered agency, as read at `at`.
+struct Known {
+    at: Instant,
+    by_name: HashMap<String, AgencyRecord>,
+}
+
+/// Verifies tokens against the registered agencies, which it holds in
+/// memory and re-reads from storage at most every `ttl` (and, for a name it
+/// does not know, at most every second). So token checks cost storage one
+/// list per `ttl` whatever the traffic: a flood of bogus tokens, of any
+/// names, never reaches the database, and a revocation bites within `ttl`.
 pub(crate) struct Authenticator {
     storage: Arc<dyn Agencies>,
     ttl: Duration,
-    /// SHA-256 of the whole token → (agency, when it was checked).
-    cache: quick_cache::sync::Cache<[u8; 32], (Agency, Instant)>,
+    known: tokio::sync::RwLock<Option<Arc<Known>>>,
+    /// One refresh at a time (the others wait for its result).
+    refreshing: tokio::sync::Mutex<()>,
 }
 
 impl Authenticator {
@@ -80,20 +97,35 @@ impl Authenticator {
         Authenticator {
             storage,
             ttl,
-            cache: quick_cache::sync::Cache::new(10_000),
+            known: tokio::sync::RwLock::new(None),
+            refreshing: tokio::sync::Mutex::new(()),
         }
     }
 
-    pub(crate) async fn authenticate(&self, token: &str) -> Result<Agency, LogError> {
-        let token_key: [u8; 32] = Sha256::digest(token.as_bytes()).into();
-        if !self.ttl.is_zero() {
-            if let Some((agency, at)) = self.cache.get(&token_key) {
-                if at.elapsed() < self.ttl {
-                    return Ok(agency);
-                }
-                self.cache.remove(&token_key);
-            }
+    /// The agencies, re-read if older than `max_age`.
+    async fn known(&self, max_age: Duration) -> Result<Arc<Known>, LogError> {
+        let fresh = |k: &Option<Arc<Known>>| {
+            k.as_ref()
+                .filter(|k| !self.ttl.is_zero() && k.at.elapsed() < max_age)
+                .cloned()
+        };
+        if let Some(k) = fresh(&*self.known.read().await) {
+            return Ok(k);
         }
+        let _one = self.refreshing.lock().await;
+        if let Some(k) = fresh(&*self.known.read().await) {
+            return Ok(k);
+        }
+        let list = self.storage.list_agencies().await?;
+        let k = Arc::new(Known {
+            at: Instant::now(),
+            by_name: list.into_iter().map(|r| (r.name.clone(), r)).collect(),
+        });
+        *self.known.write().await = Some(k.clone());
+        Ok(k)
+    }
+
+    pub(crate) async fn authenticate(&self, token: &str) -> Result<Agency, LogError> {
         let (name, secret) = token
             .split_once('.')
             .ok_or_else(|| LogError::Unauthorized(BAD_TOKEN.into()))?;
@@ -105,23 +137,20 @@ impl Authenticator {
             _ => return Err(LogError::Unauthorized(BAD_TOKEN.into())),
         };
         let presented: [u8; 32] = Sha256::digest(&secret).into();
-        let record = self.storage.agency(&name).await?;
+        let mut known = self.known(self.ttl).await?;
+        if !known.by_name.contains_key(name.as_str()) && known.at.elapsed() >= MISS_REFRESH {
+            known = self.known(MISS_REFRESH).await?;
+        }
+        let record = known.by_name.get(name.as_str());
         // Compare against something even when the agency is unknown, so the
         // two failures cost the same.
-        let stored = record.as_ref().map_or([0xa5; 32], |r| r.token_hash);
+        let stored = record.map_or([0xa5; 32], |r| r.token_hash);
         let matches: bool = presented.ct_eq(&stored).into();
         match record {
-            Some(r) if matches && !r.revoked => {
-                let agency = Agency {
-                    name,
-                    types: r.types,
-                };
-                if !self.ttl.is_zero() {
-                    self.cache
-                        .insert(token_key, (agency.clone(), Instant::now()));
-                }
-                Ok(agency)
-            }
+            Some(r) if matches && !r.revoked => Ok(Agency {
+                name,
+                types: r.types.clone(),
+            }),
             _ => Err(LogError::Unauthorized(BAD_TOKEN.into())),
         }
     }

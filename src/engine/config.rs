@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use stele_core::note::Signer;
 
+use super::quota::QuotaConfig;
 use crate::names::LogName;
 
 /// One log's static configuration.
@@ -34,11 +35,14 @@ pub struct EngineConfig {
     /// tiles with their interiors in an unlinked scratch file); `None`: no
     /// disk tier.
     pub disk_cache: Option<(PathBuf, u64)>,
-    /// How long a verified token is trusted before it is checked again
-    /// (revocations take at most this long to bite). Zero disables the cache.
+    /// How long the registered agencies are held before they are read
+    /// again (revocations take at most this long to bite). Zero: read them
+    /// for every token check.
     pub token_cache_ttl: Duration,
     /// Retry-After sent with 503s.
     pub retry_after: Duration,
+    /// Per-agency quotas and queue shares.
+    pub quotas: QuotaConfig,
 }
 
 impl Default for EngineConfig {
@@ -51,6 +55,7 @@ impl Default for EngineConfig {
             disk_cache: None,
             token_cache_ttl: Duration::from_secs(5),
             retry_after: Duration::from_secs(1),
+            quotas: QuotaConfig::default(),
         }
     }
 }

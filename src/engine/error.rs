@@ -30,6 +30,13 @@ pub enum LogError {
     /// index or size out of range).
     #[error("{field}: {detail}")]
     Invalid { field: String, detail: String },
+    /// 429 + Retry-After: the agency is over its quota or its share of the
+    /// queue.
+    #[error("{detail}")]
+    RateLimited {
+        detail: String,
+        retry_after: Duration,
+    },
     /// 503 + Retry-After: the queue is full, or the log is not writable yet.
     #[error("{detail}")]
     Pushback {
@@ -63,13 +70,20 @@ impl LogError {
     }
 }
 
+/// What a client is told when the database cannot be reached (the cause
+/// goes to the log).
+pub const DATABASE_UNAVAILABLE: &str = "database unavailable; retry later";
+
 /// A storage error as the caller must see it: an outage is `Unavailable`
 /// (503), anything else `Internal`.
 impl From<StorageError> for LogError {
     fn from(e: StorageError) -> Self {
         match e {
             StorageError::Unavailable(m) => {
-                LogError::Unavailable(format!("database unavailable: {m}"))
+                // The cause is for the log; clients (anonymous ones too)
+                // never see the database's own words.
+                tracing::warn!("answering 503: database unavailable: {m}");
+                LogError::Unavailable(DATABASE_UNAVAILABLE.into())
             }
             other => LogError::internal(other),
         }

@@ -13,6 +13,7 @@ use stele_core::Hash;
 use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 
 use super::error::LogError;
+use super::quota::QueueShares;
 use super::tiles::Snapshot;
 use crate::metrics::LogLabel;
 use crate::names::{AgencyName, LogName};
@@ -104,8 +105,10 @@ pub(crate) struct Request {
     pub items: Vec<Pending>,
     pub reply: oneshot::Sender<Result<Vec<Integrated>, LogError>>,
     pub enqueued: Instant,
-    /// Holds `items.len()` queue slots until the request is answered.
+    /// Holds `items.len()` queue slots until the request is answered...
     pub _permit: OwnedSemaphorePermit,
+    /// ... and as many of its agency's share of them.
+    pub _share: OwnedSemaphorePermit,
 }
 
 pub(crate) struct Log {
@@ -121,6 +124,11 @@ pub(crate) struct Log {
     pub slots: Arc<Semaphore>,
     /// `queue_capacity`, to report the queue depth.
     pub capacity: usize,
+    /// How much of the queue each agency holds.
+    pub shares: QueueShares,
+    /// Why the last commit failed, until one succeeds (readiness says it;
+    /// submissions still try).
+    pub commit_failure: RwLock<Option<String>>,
 }
 
 impl Log {
@@ -141,6 +149,17 @@ impl Log {
         if *cur != Status::Stopped {
             *cur = s;
         }
+    }
+
+    pub fn set_commit_failure(&self, why: Option<String>) {
+        *self.commit_failure.write().expect("commit failure lock") = why;
+    }
+
+    pub fn commit_failure(&self) -> Option<String> {
+        self.commit_failure
+            .read()
+            .expect("commit failure lock")
+            .clone()
     }
 
     /// Records taken from the queue's capacity right now (pending, being

@@ -33,6 +33,7 @@ mod disk_cache;
 mod error;
 mod interior;
 mod log;
+mod quota;
 mod read;
 mod sequencer;
 mod submit;
@@ -42,6 +43,7 @@ pub use agency::Agency;
 pub use config::{EngineConfig, LogConfig};
 pub use error::LogError;
 pub use log::Integrated;
+pub use quota::{QuotaConfig, Rate};
 pub use read::{ConsistencyProof, EntryView, InclusionProof, Locator, LogInfo, TileData};
 
 /// Longest `ready()` waits for the database to answer a ping.
@@ -53,6 +55,7 @@ pub struct Engine {
     logs: Vec<Arc<Log>>,
     by_name: HashMap<LogName, Arc<Log>>,
     auth: agency::Authenticator,
+    quotas: quota::Quotas,
     stop: tokio::sync::watch::Sender<bool>,
     tasks: tokio::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
@@ -91,6 +94,7 @@ impl Engine {
             metrics,
             config,
         });
+        let quotas = quota::Quotas::new(ctx.config.quotas.clone());
         let (stop, stop_rx) = tokio::sync::watch::channel(false);
         let mut engine_logs = Vec::new();
         let mut by_name = HashMap::new();
@@ -134,6 +138,8 @@ impl Engine {
                 queue: tx,
                 slots: Arc::new(tokio::sync::Semaphore::new(ctx.config.queue_capacity)),
                 capacity: ctx.config.queue_capacity,
+                shares: quota::QueueShares::new(quotas.queue_share(ctx.config.queue_capacity)),
+                commit_failure: RwLock::new(None),
             });
             ctx.metrics
                 .tree_size
@@ -147,6 +153,7 @@ impl Engine {
         }
         Ok(Arc::new(Engine {
             auth: agency::Authenticator::new(storage, ctx.config.token_cache_ttl),
+            quotas,
             ctx,
             logs: engine_logs,
             by_name,
@@ -175,6 +182,11 @@ impl Engine {
         )
     }
 
+    /// The `Retry-After` of this engine's `503` and `429` answers.
+    pub fn retry_after(&self) -> Duration {
+        self.ctx.config.retry_after
+    }
+
     /// Checks a bearer token (`<agency>.<secret>`), in constant time.
     pub async fn authenticate(&self, token: &str) -> Result<Agency, LogError> {
         self.auth.authenticate(token).await
@@ -186,7 +198,10 @@ impl Engine {
         // outage instead of waiting out the pool's acquire timeout.
         match tokio::time::timeout(READY_PING_TIMEOUT, self.ctx.storage.ping()).await {
             Ok(Ok(())) => {}
-            Ok(Err(e)) => return Err(format!("database unreachable: {e}")),
+            Ok(Err(e)) => {
+                tracing::warn!("readiness: the database does not answer: {e}");
+                return Err("database unreachable".into());
+            }
             Err(_) => {
                 return Err(format!(
                     "database unreachable: no answer within {READY_PING_TIMEOUT:?}"
@@ -197,7 +212,9 @@ impl Engine {
             .logs
             .iter()
             .filter_map(|l| match l.status() {
-                Status::Writable => None,
+                Status::Writable => l
+                    .commit_failure()
+                    .map(|why| format!("log {}: the last commit failed: {why}", l.name)),
                 Status::NotWriter(m) | Status::Unavailable(m) | Status::Refused(m) => {
                     Some(format!("log {}: {m}", l.name))
                 }

@@ -113,15 +113,40 @@ impl Engine {
             level: 0,
             index: id.index,
         };
-        if immutable {
-            if let Some(data) = self.ctx.cache.get(&key) {
-                return Ok(TileData { data, immutable });
-            }
+        // A partial bundle of a bundle that is full by now is a prefix of
+        // the full one, which is cached: so every anonymous bundle request
+        // costs at most one storage read per full bundle, whatever width
+        // it names.
+        let full_exists = exists == TILE_WIDTH as u16;
+        if full_exists {
+            let full = match self.ctx.cache.get(&key) {
+                Some(data) => data,
+                None => {
+                    let data = self.read_bundle(log, id.index, TILE_WIDTH as u16).await?;
+                    self.ctx.cache.insert(key, data.clone());
+                    data
+                }
+            };
+            let data = if immutable {
+                full
+            } else {
+                let len = stele_core::tile::truncate_bundle(&full, id.width)
+                    .map_err(LogError::internal)?
+                    .len();
+                full.slice(..len)
+            };
+            return Ok(TileData { data, immutable });
         }
-        let start = id.index * TILE_WIDTH;
-        let end = start + u64::from(id.width);
+        let data = self.read_bundle(log, id.index, id.width).await?;
+        Ok(TileData { data, immutable })
+    }
+
+    /// Bundle `index` at `width` from storage.
+    async fn read_bundle(&self, log: &Log, index: u64, width: u16) -> Result<Bytes, LogError> {
+        let start = index * TILE_WIDTH;
+        let end = start + u64::from(width);
         let stored = self.ctx.storage.read_entries(&log.name, start, end).await?;
-        if stored.len() != usize::from(id.width)
+        if stored.len() != usize::from(width)
             || stored.iter().zip(start..).any(|(e, i)| e.index != i)
         {
             return Err(LogError::bug(format!(
@@ -130,11 +155,7 @@ impl Engine {
         }
         let bundle = stele_core::tile::encode_bundle(stored.iter().map(|e| e.leaf.as_slice()))
             .map_err(LogError::internal)?;
-        let data = Bytes::from(bundle);
-        if immutable {
-            self.ctx.cache.insert(key, data.clone());
-        }
-        Ok(TileData { data, immutable })
+        Ok(Bytes::from(bundle))
     }
 
     pub async fn entry(&self, log: &str, index: u64) -> Result<EntryView, LogError> {

@@ -53,6 +53,11 @@ impl Engine {
             m.submitted(log_name, "pushback", n as u64);
             return Err(e);
         }
+        let bytes = records.iter().map(Record::size).sum();
+        if let Err(e) = self.quotas.check(&agency.name, n, bytes) {
+            m.submitted(log_name, "rate-limited", n as u64);
+            return Err(e);
+        }
         let permit = u32::try_from(n)
             .ok()
             .and_then(|k| log.slots.clone().try_acquire_many_owned(k).ok());
@@ -60,6 +65,16 @@ impl Engine {
             m.submitted(log_name, "pushback", n as u64);
             return Err(LogError::Pushback {
                 detail: format!("log {log_name} has too many pending submissions; retry later"),
+                retry_after,
+            });
+        };
+        let Some(share) = log.shares.take(&agency.name, n) else {
+            m.submitted(log_name, "rate-limited", n as u64);
+            return Err(LogError::RateLimited {
+                detail: format!(
+                    "agency {} holds its share of log {log_name}'s queue; retry when its submissions are answered",
+                    agency.name
+                ),
                 retry_after,
             });
         };
@@ -80,6 +95,7 @@ impl Engine {
             reply,
             enqueued: Instant::now(),
             _permit: permit,
+            _share: share,
         };
         let stopped = || LogError::Pushback {
             detail: "the service is shutting down".into(),

@@ -81,38 +81,43 @@ pub async fn open(location: &Location) -> anyhow::Result<Arc<dyn Storage>> {
     }
 }
 
-/// The URL with its password (and any `password=` query parameter) replaced
-/// by `***`.
-pub fn redact_url(url: &str) -> String {
-    let mut out = url.to_string();
-    if let Some(scheme_end) = out.find("://") {
-        let rest_start = scheme_end + 3;
-        let authority_end = out[rest_start..]
-            .find(['/', '?'])
-            .map_or(out.len(), |i| rest_start + i);
-        if let Some(at) = out[rest_start..authority_end].rfind('@') {
-            let userinfo = &out[rest_start..rest_start + at];
-            if let Some(colon) = userinfo.find(':') {
-                out.replace_range(rest_start + colon + 1..rest_start + at, "***");
-            }
+/// The URL with its password (and any `password=` query parameter)
+/// replaced by `***`, safe to log. Conservative: whatever lies between the
+/// user name's `:` and the *last* `@` is taken for the password, so a
+/// password holding `/`, `?` or `@` (unencoded, as people type them) is
+/// hidden whole; query parameters are read with the `url` crate.
+pub fn redact_url(raw: &str) -> String {
+    let redacted = match raw.split_once("://") {
+        Some((scheme, rest)) => match rest.rfind('@') {
+            Some(at) => match rest[..at].split_once(':') {
+                Some((user, _)) => format!("{scheme}://{user}:***@{}", &rest[at + 1..]),
+                None => raw.to_string(),
+            },
+            None => raw.to_string(),
+        },
+        None => raw.to_string(),
+    };
+    match url::Url::parse(&redacted) {
+        Ok(mut u)
+            if u.query_pairs()
+                .any(|(k, _)| k.eq_ignore_ascii_case("password")) =>
+        {
+            let pairs: Vec<(String, String)> = u
+                .query_pairs()
+                .map(|(k, v)| {
+                    let v = if k.eq_ignore_ascii_case("password") {
+                        "***".to_string()
+                    } else {
+                        v.into_owned()
+                    };
+                    (k.into_owned(), v)
+                })
+                .collect();
+            u.query_pairs_mut().clear().extend_pairs(pairs);
+            u.to_string()
         }
+        _ => redacted,
     }
-    if let Some(q) = out.find('?') {
-        let (head, query) = out.split_at(q + 1);
-        let query = query
-            .split('&')
-            .map(|kv| {
-                if kv.to_ascii_lowercase().starts_with("password=") {
-                    "password=***".to_string()
-                } else {
-                    kv.to_string()
-                }
-            })
-            .collect::<Vec<_>>()
-            .join("&");
-        out = format!("{head}{query}");
-    }
-    out
 }
 
 /// A log as stored.
@@ -343,5 +348,37 @@ impl Batch<'_> {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redact_url;
+
+    #[test]
+    fn passwords_never_show() {
+        assert_eq!(
+            redact_url("postgres://u:secret@h:5432/db"),
+            "postgres://u:***@h:5432/db"
+        );
+        assert_eq!(redact_url("postgres://u@h/db"), "postgres://u@h/db");
+        assert_eq!(
+            redact_url("postgres://h/db?user=u&password=secret"),
+            "postgres://h/db?user=u&password=***"
+        );
+        for raw in [
+            "postgres://u:pa/ss@h/db",
+            "postgres://u:pa?ss@h/db",
+            "postgres://u:p@ss@h/db",
+            "postgres://u:p%2Fss@h/db?sslmode=require",
+        ] {
+            let r = redact_url(raw);
+            assert!(
+                !r.contains("pa") && !r.contains("ss@") && !r.contains("p@"),
+                "{raw} → {r}"
+            );
+            assert!(r.starts_with("postgres://u:***@h/db"), "{raw} → {r}");
+        }
+        assert!(!redact_url("postgres://h/db?PASSWORD=hunter2").contains("hunter2"));
     }
 }

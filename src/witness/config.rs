@@ -178,9 +178,9 @@ impl WitnessConfig {
         let path = self.key_file.as_ref().context(
             "key_file is not set; create a key with `stele witness keygen --name NAME --out FILE`",
         )?;
-        let text = std::fs::read_to_string(path).with_context(|| {
+        let text = crate::cli::files::read_secret_file(path, true).with_context(|| {
             format!(
-                "reading the witness key {} (create one with `stele witness keygen --name NAME --out {}`)",
+                "the witness key {} (create one with `stele witness keygen --name NAME --out {}`)",
                 path.display(),
                 path.display()
             )
@@ -213,6 +213,12 @@ mod tests {
         let (b, _) = stele_core::note::Signer::generate("example.com/b").unwrap();
         let (w, skey) = Cosigner::generate("witness.example/w").unwrap();
         write(dir.path(), "w.skey", &format!("{skey}\n"));
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let key = dir.path().join("w.skey");
+            std::fs::set_permissions(key, std::fs::Permissions::from_mode(0o600)).unwrap();
+        }
         write(
             dir.path(),
             "fed.policy",

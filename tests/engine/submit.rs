@@ -26,7 +26,14 @@ pub const TESTS: &[(&str, TestFn<Ctx>)] = stele_testkit::tests![Ctx:
 ];
 
 async fn submit_gives_a_verifiable_receipt_and_dedups(mut s: Ctx) -> TestResult {
-    let engine = s.engine(config()).await?;
+    // A second agency is registered while the engine runs: its token must
+    // be known at once.
+    let engine = s
+        .engine(EngineConfig {
+            token_cache_ttl: Duration::ZERO,
+            ..config()
+        })
+        .await?;
     assert_eq!(engine.ready().await, Ok(()));
     // An empty log has a signed checkpoint of size 0 at once.
     let v = s.verifier();
@@ -227,6 +234,11 @@ async fn full_queue_pushes_back_at_once(mut s: Ctx) -> TestResult {
     let engine = s
         .engine(EngineConfig {
             queue_capacity: 2,
+            // The whole queue may be one agency's (the test is the queue).
+            quotas: stele::engine::QuotaConfig {
+                max_queue_share: 1.0,
+                ..Default::default()
+            },
             max_batch: 1,
             ..config()
         })

@@ -285,6 +285,28 @@ pub fn decode_bundle(data: &[u8]) -> Result<Vec<&[u8]>, Error> {
     Ok(out)
 }
 
+/// The first `width` entries of an entry bundle (tiles only grow at the
+/// end, so a narrower bundle is a prefix of a wider one).
+pub fn truncate_bundle(data: &[u8], width: u16) -> Result<&[u8], Error> {
+    let mut pos = 0;
+    for i in 0..width {
+        let (Some(&a), Some(&b)) = (data.get(pos), data.get(pos + 1)) else {
+            return Err(Error::malformed(
+                "entry bundle",
+                format!("has fewer than {width} entries (entry {i} missing)"),
+            ));
+        };
+        pos += 2 + usize::from(u16::from_be_bytes([a, b]));
+        if pos > data.len() {
+            return Err(Error::malformed(
+                "entry bundle",
+                format!("entry {i} is truncated"),
+            ));
+        }
+    }
+    Ok(&data[..pos])
+}
+
 /// Splits hash-tile data into hashes; length must be a multiple of 32, at most 256 hashes.
 pub fn tile_hashes(data: &[u8]) -> Result<Vec<Hash>, Error> {
     if data.is_empty() || !data.len().is_multiple_of(32) || data.len() > 32 * TILE_WIDTH as usize {

@@ -382,3 +382,18 @@ proptest! {
         let _ = TreeBuilder::from_partial_tiles(data.len() as u64 * 3, &[(TileId::new(0, 0, 3), &data)]);
     }
 }
+
+#[test]
+fn a_narrower_bundle_is_a_prefix_of_a_wider_one() {
+    use stele_core::tile::{decode_bundle, encode_bundle, truncate_bundle};
+    let leaves: Vec<Vec<u8>> = (0..5u8).map(|i| vec![i; usize::from(i) * 3]).collect();
+    let full = encode_bundle(leaves.iter().map(|l| l.as_slice())).unwrap();
+    for w in 0..=5u16 {
+        let cut = truncate_bundle(&full, w).unwrap();
+        let want = encode_bundle(leaves[..usize::from(w)].iter().map(|l| l.as_slice())).unwrap();
+        assert_eq!(cut, &want[..]);
+        assert_eq!(decode_bundle(cut).unwrap().len(), usize::from(w));
+    }
+    assert!(truncate_bundle(&full, 6).is_err());
+    assert!(truncate_bundle(&full[..full.len() - 1], 5).is_err());
+}

@@ -113,6 +113,7 @@ pub async fn spawn_app_with(backend: Backend, opts: AppOptions) -> anyhow::Resul
         engine: engine.clone(),
         metrics: metrics.clone(),
         limits: opts.limits.clone(),
+        metrics_here: true,
     };
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(api::serve(listener, api::router(state), async move {

@@ -12,6 +12,7 @@ use super::commit::Commit;
 use super::receipts::Answers;
 use super::{Mode, Sequencer};
 use crate::engine::error::LogError;
+use crate::engine::error::DATABASE_UNAVAILABLE;
 use crate::engine::log::Request;
 use crate::records::leaf_bytes;
 use crate::storage::NewEntry;
@@ -97,7 +98,7 @@ impl Sequencer {
                         Ok(v) => stored = v.into_iter().collect(),
                         Err(e) => {
                             tracing::warn!(log = %name, "dedup lookup failed: {e}");
-                            let e = LogError::Unavailable(format!("database unavailable: {e}"));
+                            let e = LogError::Unavailable(DATABASE_UNAVAILABLE.into());
                             reply.fail_all(requests, e);
                             return Mode::Writer;
                         }
@@ -105,10 +106,14 @@ impl Sequencer {
                 }
                 Err(Commit::Duplicate(why)) => {
                     // Found no stored key, yet a uniqueness rule failed: not a
-                    // dedup race (this is the only writer); treat as unknown.
+                    // dedup race (this is the only writer) but storage that
+                    // disagrees with the tree (entries beyond its size?).
+                    // Every batch would fail the same way: stop writing.
                     tracing::error!(log = %name, "commit of {old_size}.. failed after the dedup look-up: {why}");
                     reply.fail_all(requests, LogError::bug("uniqueness violation in a batch"));
-                    return Mode::Writer;
+                    return self.refused(format!(
+                        "log {name} refuses writes: a commit at size {old_size} broke a uniqueness rule that no stored dedup key explains (does storage hold entries beyond the tree size?)"
+                    ));
                 }
                 Err(Commit::Failed(e, next)) => {
                     reply.fail_all(requests, e);

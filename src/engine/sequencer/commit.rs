@@ -12,6 +12,7 @@ use tokio::time::Instant;
 use super::{Mode, Sequencer};
 use crate::engine::cache::{Key, Kind};
 use crate::engine::error::LogError;
+use crate::engine::error::DATABASE_UNAVAILABLE;
 use crate::engine::log::Status;
 use crate::engine::tiles::Snapshot;
 use crate::storage::{Batch, NewEntry, StorageError};
@@ -98,6 +99,7 @@ impl Sequencer {
         };
         match result {
             Ok(()) => {
+                self.log.set_commit_failure(None);
                 m.batch_size
                     .get_or_create(&self.log.label)
                     .observe(entries.len() as f64);
@@ -112,8 +114,12 @@ impl Sequencer {
             Err(e) => {
                 // Outcome unknown: answer 503 now, find out before writing again.
                 tracing::warn!(log = %name, "commit of {old_size}..{new_size} failed: {e}; reloading");
+                self.log.set_commit_failure(Some(match &e {
+                    StorageError::Unavailable(_) => DATABASE_UNAVAILABLE.to_string(),
+                    _ => "a storage error (see the server log)".to_string(),
+                }));
                 self.log
-                    .set_status(Status::Unavailable(format!("database unavailable: {e}")));
+                    .set_status(Status::Unavailable(DATABASE_UNAVAILABLE.into()));
                 let answer = LogError::Unavailable(
                     "the record could not be committed; retry (a retry is deduplicated)".into(),
                 );

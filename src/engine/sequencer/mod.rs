@@ -212,7 +212,12 @@ impl Sequencer {
         if self.stopping() {
             return Mode::Follower;
         }
-        self.refresh_snapshot().await;
+        if !self.refresh_snapshot().await {
+            // Storage went back or forked: never write on it (an operator
+            // must look); keep serving what was verified.
+            self.lease = None;
+            return Mode::Refused;
+        }
         self.become_writer().await
     }
 

@@ -73,7 +73,9 @@ impl Reply {
             Ok(p) => indexes.iter().copied().zip(p).collect(),
             Err(e) => {
                 tracing::error!(log = %self.log.name, "cannot build receipts: {e:?}");
-                let e = LogError::Unavailable(format!("receipt not available, retry: {e}"));
+                let e = LogError::Unavailable(
+                    "receipt not available; retry (a retry is deduplicated)".into(),
+                );
                 return self.fail_all(requests, e);
             }
         };

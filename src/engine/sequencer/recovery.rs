@@ -11,8 +11,9 @@ use stele_core::{EMPTY_ROOT, HASH_SIZE};
 
 use super::commit::Prepared;
 use super::{Mode, Sequencer, MAX_BACKOFF};
+use crate::engine::error::DATABASE_UNAVAILABLE;
 use crate::engine::log::Status;
-use crate::engine::tiles::Snapshot;
+use crate::engine::tiles::{ProofJob, Snapshot, TileSource};
 use crate::storage::{Batch, StorageError};
 
 /// Why the stored state could not be taken over.
@@ -47,7 +48,7 @@ impl Sequencer {
                     }
                     Err(Recovery::Storage(e)) => {
                         tracing::warn!(log = %name, "could not load the log state: {e}");
-                        self.follower(Status::Unavailable(format!("database unavailable: {e}")))
+                        self.follower(Status::Unavailable(DATABASE_UNAVAILABLE.into()))
                     }
                 }
             }
@@ -56,7 +57,7 @@ impl Sequencer {
             ))),
             Err(e) => {
                 tracing::warn!(log = %name, "could not take the writer lease: {e}");
-                self.follower(Status::Unavailable(format!("database unavailable: {e}")))
+                self.follower(Status::Unavailable(DATABASE_UNAVAILABLE.into()))
             }
         }
     }
@@ -91,6 +92,17 @@ impl Sequencer {
                 "the log has {size} entries but no checkpoint"
             )));
         };
+        // Entries beyond the signed size would make every commit fail.
+        if let Some(e) = storage
+            .read_entries(name, size, size.saturating_add(1))
+            .await?
+            .first()
+        {
+            return Err(Recovery::Refuse(format!(
+                "storage holds entry {} beyond the tree size {size} (a restore or a manual change?)",
+                e.index
+            )));
+        }
         let ids = partial_tiles(size);
         let keys: Vec<(u8, u64)> = ids.iter().map(|t| (t.level, t.index)).collect();
         let data = storage.read_tiles(name, &keys).await?;
@@ -139,6 +151,11 @@ impl Sequencer {
                 cp.root
             )));
         }
+        // What this process served before (as reader or writer) must be a
+        // prefix of what it now writes on.
+        self.extends_served(&cp, &note_text)
+            .await
+            .map_err(Recovery::Refuse)?;
         self.builder = builder;
         self.last_ts = state.last_ts_ms;
         self.log
@@ -185,7 +202,7 @@ impl Sequencer {
                 Err(e) => {
                     tracing::warn!(log = %name, "reload failed: {e}; retrying in {backoff:?}");
                     self.log
-                        .set_status(Status::Unavailable(format!("database unavailable: {e}")));
+                        .set_status(Status::Unavailable(DATABASE_UNAVAILABLE.into()));
                     self.idle(backoff).await;
                     backoff = (backoff * 2).min(MAX_BACKOFF);
                 }
@@ -195,19 +212,109 @@ impl Sequencer {
     }
 
     /// Re-reads the latest checkpoint from storage (not the writer: reads
-    /// only need the size and the note; tiles come from storage).
-    pub(super) async fn refresh_snapshot(&mut self) {
-        if let Ok(Some(s)) = self.ctx.storage.log_state(&self.log.name).await {
-            let cur = self.log.snapshot();
-            if s.tree_size != cur.size || s.checkpoint != cur.checkpoint {
+    /// only need the size and the note; tiles come from storage). A stored
+    /// checkpoint is served only if it verifies with the log's key and
+    /// extends the one served so far: storage that went back (a restore)
+    /// or forked is never served, and the log refuses writes.
+    ///
+    /// Returns false if storage was refused (the log is then `Refused`).
+    pub(super) async fn refresh_snapshot(&mut self) -> bool {
+        let Ok(Some(s)) = self.ctx.storage.log_state(&self.log.name).await else {
+            return true;
+        };
+        let cur = self.log.snapshot();
+        if s.tree_size == cur.size && s.checkpoint == cur.checkpoint {
+            return true;
+        }
+        let Some(note_text) = s.checkpoint else {
+            return true;
+        };
+        let checked = match note::open_checkpoint(&note_text, &self.log.verifier) {
+            Ok(cp) if cp.size == s.tree_size && cp.origin.as_str() == &*self.log.origin => {
+                self.extends_served(&cp, &note_text).await.map(|()| cp)
+            }
+            Ok(cp) => Err(format!(
+                "the stored checkpoint (size {}, origin {:?}) does not match the stored tree size {}",
+                cp.size, cp.origin, s.tree_size
+            )),
+            Err(e) => Err(format!(
+                "the stored checkpoint does not verify with the log's key: {e}"
+            )),
+        };
+        match checked {
+            Ok(cp) => {
                 self.log
-                    .set_snapshot(Snapshot::new(s.tree_size, s.checkpoint, HashMap::new()));
+                    .set_snapshot(Snapshot::new(cp.size, Some(note_text), HashMap::new()));
                 self.ctx
                     .metrics
                     .tree_size
                     .get_or_create(&self.log.label)
-                    .set(s.tree_size as i64);
+                    .set(cp.size as i64);
+                true
+            }
+            Err(why) => {
+                tracing::error!(log = %self.log.name, "not serving what storage now holds: {why}");
+                self.log.set_status(Status::Refused(format!(
+                    "log {}: storage no longer extends the tree this process served: {why}",
+                    self.log.name
+                )));
+                false
             }
         }
+    }
+
+    /// Whether `cp` (a verified checkpoint now in storage) extends the
+    /// checkpoint this process serves: not smaller, the same root at the
+    /// same size, and provably consistent (a proof from storage's tiles).
+    async fn extends_served(
+        &self,
+        cp: &stele_core::checkpoint::Checkpoint,
+        note_text: &str,
+    ) -> Result<(), String> {
+        let served = self.log.snapshot();
+        let Some(old_text) = &served.checkpoint else {
+            return Ok(());
+        };
+        let old = note::open_checkpoint(old_text, &self.log.verifier)
+            .map_err(|e| format!("the served checkpoint no longer verifies: {e}"))?;
+        if cp.size < old.size {
+            return Err(format!(
+                "storage holds a tree of size {}, smaller than the size {} already served (restored from an older backup?)",
+                cp.size, old.size
+            ));
+        }
+        if cp.size == old.size {
+            return if cp.root == old.root {
+                Ok(())
+            } else {
+                Err(format!(
+                    "storage holds a different tree at the size {} already served (a fork)",
+                    cp.size
+                ))
+            };
+        }
+        let snapshot = Snapshot::new(cp.size, Some(note_text.to_string()), HashMap::new());
+        let source = TileSource::new(
+            self.log.name.as_arc(),
+            &*self.ctx.storage,
+            &self.ctx.cache,
+            &snapshot,
+            None,
+        );
+        let proof = source
+            .prove(&[ProofJob::Consistency {
+                from: old.size,
+                to: cp.size,
+            }])
+            .await
+            .map_err(|e| format!("no consistency proof from storage: {e}"))?
+            .remove(0);
+        stele_core::merkle::verify_consistency(old.size, cp.size, &old.root, &cp.root, &proof)
+            .map_err(|e| {
+                format!(
+                    "the stored tree of size {} is not consistent with the size {} already served: {e}",
+                    cp.size, old.size
+                )
+            })
     }
 }

@@ -5,7 +5,7 @@ use chrono::{DateTime, Utc};
 use sqlx::postgres::PgRow;
 use sqlx::Row;
 
-use super::{map_err, ts_from_ms, PostgresStorage};
+use super::{map_err, ts_from_ms, Pool, PostgresStorage};
 use crate::storage::{hash_from, Agencies, AgencyRecord, Result};
 
 fn agency_from(row: &PgRow) -> Result<AgencyRecord> {
@@ -32,7 +32,7 @@ impl Agencies for PostgresStorage {
         .bind(&agency.types)
         .bind(agency.revoked)
         .bind(ts_from_ms(agency.created_ms)?)
-        .execute(&mut *self.conn().await?)
+        .execute(&mut *self.conn(Pool::Auth).await?)
         .await
         .map_err(map_err)?;
         Ok(())
@@ -42,7 +42,7 @@ impl Agencies for PostgresStorage {
         let rows = sqlx::query(
             "SELECT name, token_hash, types, revoked, created FROM agencies ORDER BY name",
         )
-        .fetch_all(&mut *self.conn().await?)
+        .fetch_all(&mut *self.conn(Pool::Auth).await?)
         .await
         .map_err(map_err)?;
         rows.iter().map(agency_from).collect()
@@ -53,7 +53,7 @@ impl Agencies for PostgresStorage {
             "SELECT name, token_hash, types, revoked, created FROM agencies WHERE name = $1",
         )
         .bind(name)
-        .fetch_optional(&mut *self.conn().await?)
+        .fetch_optional(&mut *self.conn(Pool::Auth).await?)
         .await
         .map_err(map_err)?;
         row.as_ref().map(agency_from).transpose()
@@ -62,7 +62,7 @@ impl Agencies for PostgresStorage {
     async fn revoke_agency(&self, name: &str) -> Result<bool> {
         let done = sqlx::query("UPDATE agencies SET revoked = true WHERE name = $1")
             .bind(name)
-            .execute(&mut *self.conn().await?)
+            .execute(&mut *self.conn(Pool::Auth).await?)
             .await
             .map_err(map_err)?;
         Ok(done.rows_affected() == 1)

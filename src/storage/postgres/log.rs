@@ -10,7 +10,7 @@ use sqlx::postgres::PgRow;
 use sqlx::Row;
 use stele_core::Hash;
 
-use super::{map_err, ts_from_ms, PostgresStorage};
+use super::{map_err, ts_from_ms, Pool, PostgresStorage};
 use crate::storage::{
     hash_from, to_i64, to_u64, Batch, LogReader, LogState, LogWriter, Result, StorageError,
     StoredEntry,
@@ -54,7 +54,7 @@ impl LogReader for PostgresStorage {
             "SELECT name, origin, tree_size, checkpoint, last_ts FROM logs WHERE name = $1",
         )
         .bind(log)
-        .fetch_optional(&mut *self.conn().await?)
+        .fetch_optional(&mut *self.conn(Pool::Write).await?)
         .await
         .map_err(map_err)?;
         row.as_ref().map(log_state_from).transpose()
@@ -78,7 +78,7 @@ impl LogReader for PostgresStorage {
         .bind(log)
         .bind(&levels)
         .bind(&idxs)
-        .fetch_all(&mut *self.conn().await?)
+        .fetch_all(&mut *self.conn(Pool::Read).await?)
         .await
         .map_err(map_err)?;
         let mut out = vec![None; tiles.len()];
@@ -105,7 +105,7 @@ impl LogReader for PostgresStorage {
         .bind(log)
         .bind(to_i64(start, "index")?)
         .bind(to_i64(end, "index")?)
-        .fetch_all(&mut *self.conn().await?)
+        .fetch_all(&mut *self.conn(Pool::Read).await?)
         .await
         .map_err(map_err)?;
         rows.iter().map(entry_from).collect()
@@ -118,7 +118,7 @@ impl LogReader for PostgresStorage {
         )
         .bind(log)
         .bind(leaf_hash.0.as_slice())
-        .fetch_optional(&mut *self.conn().await?)
+        .fetch_optional(&mut *self.conn(Pool::Read).await?)
         .await
         .map_err(map_err)?;
         row.as_ref().map(entry_from).transpose()
@@ -131,7 +131,7 @@ impl LogReader for PostgresStorage {
         sqlx::query_scalar("SELECT note FROM checkpoints WHERE log = $1 AND tree_size = $2")
             .bind(log)
             .bind(size)
-            .fetch_optional(&mut *self.conn().await?)
+            .fetch_optional(&mut *self.conn(Pool::Read).await?)
             .await
             .map_err(map_err)
     }
@@ -141,7 +141,7 @@ impl LogReader for PostgresStorage {
             "SELECT tree_size, note FROM checkpoints WHERE log = $1 ORDER BY tree_size",
         )
         .bind(log)
-        .fetch_all(&mut *self.conn().await?)
+        .fetch_all(&mut *self.conn(Pool::Read).await?)
         .await
         .map_err(map_err)?;
         rows.into_iter().map(|(s, n)| Ok((to_u64(s)?, n))).collect()
@@ -156,7 +156,7 @@ impl LogWriter for PostgresStorage {
         )
         .bind(name)
         .bind(origin)
-        .execute(&mut *self.conn().await?)
+        .execute(&mut *self.conn(Pool::Write).await?)
         .await
         .map_err(map_err)?;
         crate::storage::expect_origin(self.log_state(name).await?, name, origin)
@@ -191,7 +191,7 @@ impl LogWriter for PostgresStorage {
 
         let mut writer = self.writer.lock().await;
         if writer.is_none() {
-            *writer = Some(self.conn().await?);
+            *writer = Some(self.conn(Pool::Write).await?);
         }
         let conn = writer.as_mut().expect("set above");
         // One statement, one round trip, one implicit transaction: the CAS
@@ -273,7 +273,7 @@ impl LogWriter for PostgresStorage {
         )
         .bind(log)
         .bind(&asked)
-        .fetch_all(&mut *self.conn().await?)
+        .fetch_all(&mut *self.conn(Pool::Write).await?)
         .await
         .map_err(map_err)?;
         rows.iter()

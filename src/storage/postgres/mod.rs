@@ -57,8 +57,14 @@ mod log;
 /// Connection settings for [`PostgresStorage::connect`].
 #[derive(Clone, Debug)]
 pub struct PgOptions {
-    /// Pool size.
+    /// Connections for public reads (entries, tiles, checkpoints).
     pub max_connections: u32,
+    /// Connections for token checks: a flood of reads (or of bogus tokens)
+    /// never takes the ones agencies' writes authenticate with.
+    pub auth_connections: u32,
+    /// Connections of the writer side: the kept commit connection, dedup
+    /// look-ups, recovery and readiness pings.
+    pub write_connections: u32,
     /// How long a caller waits for a pooled connection (or a new one) before
     /// getting `Unavailable`. Keep it short so an outage answers 503 quickly.
     pub acquire_timeout: Duration,
@@ -70,15 +76,27 @@ impl Default for PgOptions {
     fn default() -> Self {
         PgOptions {
             max_connections: 10,
+            auth_connections: 2,
+            write_connections: 3,
             acquire_timeout: Duration::from_secs(2),
             lease_check_interval: Duration::from_secs(1),
         }
     }
 }
 
+/// Which pool a query takes its connection from (see [`PgOptions`]).
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Pool {
+    Read,
+    Auth,
+    Write,
+}
+
 /// The PostgreSQL [`Storage`].
 pub struct PostgresStorage {
-    pool: PgPool,
+    reads: PgPool,
+    auth: PgPool,
+    writes: PgPool,
     connect: PgConnectOptions,
     opts: PgOptions,
     /// Set when a caller could not get a connection; cleared by the next
@@ -105,15 +123,19 @@ impl PostgresStorage {
             .options([("synchronous_commit", "on")])
             .application_name("stele")
             .disable_statement_logging();
-        let pool = PgPoolOptions::new()
-            .max_connections(opts.max_connections)
-            .acquire_timeout(opts.acquire_timeout)
-            .test_before_acquire(true)
-            .connect_with(connect.clone())
-            .await?;
-        sqlx::migrate!("./migrations/postgres").run(&pool).await?;
+        let pool = |size: u32| {
+            PgPoolOptions::new()
+                .max_connections(size.max(1))
+                .acquire_timeout(opts.acquire_timeout)
+                .test_before_acquire(true)
+                .connect_lazy_with(connect.clone())
+        };
+        let writes = pool(opts.write_connections);
+        sqlx::migrate!("./migrations/postgres").run(&writes).await?;
         Ok(PostgresStorage {
-            pool,
+            reads: pool(opts.max_connections),
+            auth: pool(opts.auth_connections),
+            writes,
             connect,
             opts,
             down: AtomicBool::new(false),
@@ -121,15 +143,21 @@ impl PostgresStorage {
         })
     }
 
-    /// A pooled connection (checked with a ping before it is handed out).
-    async fn conn(&self) -> Result<PoolConnection<Postgres>> {
+    /// A connection from `pool` (checked with a ping before it is handed
+    /// out).
+    async fn conn(&self, pool: Pool) -> Result<PoolConnection<Postgres>> {
+        let pool = match pool {
+            Pool::Read => &self.reads,
+            Pool::Auth => &self.auth,
+            Pool::Write => &self.writes,
+        };
         let down = self.down.load(Ordering::Relaxed);
         let limit = if down {
             FAST_FAIL.min(self.opts.acquire_timeout)
         } else {
             self.opts.acquire_timeout
         };
-        let got = match tokio::time::timeout(limit, self.pool.acquire()).await {
+        let got = match tokio::time::timeout(limit, pool.acquire()).await {
             Ok(r) => r.map_err(map_err),
             Err(_) => Err(StorageError::Unavailable(format!(
                 "no database connection within {limit:?}"
@@ -147,7 +175,9 @@ impl PostgresStorage {
     pub async fn close(&self) {
         // The writer's kept connection is "in use" for the pool: give it back first.
         drop(self.writer.lock().await.take());
-        self.pool.close().await;
+        self.reads.close().await;
+        self.auth.close().await;
+        self.writes.close().await;
     }
 }
 
@@ -192,7 +222,7 @@ impl Storage for PostgresStorage {
 
     async fn ping(&self) -> Result<()> {
         sqlx::query("SELECT 1")
-            .execute(&mut *self.conn().await?)
+            .execute(&mut *self.conn(Pool::Write).await?)
             .await
             .map_err(map_err)?;
         Ok(())

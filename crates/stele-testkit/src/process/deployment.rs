@@ -81,10 +81,17 @@ impl Deployment {
         .ok()?;
         let vkey = parse_vkey(&out, &spec.origin)
             .ok_or_else(|| anyhow!("no vkey in `stele keygen` output: {out}"))?;
+        // Key files without a database URL run on SQLite only when the
+        // configuration says so.
+        let embedded = if database_url.is_none() {
+            "embedded = true\n"
+        } else {
+            ""
+        };
         std::fs::write(
             &config_file,
             format!(
-                "[[logs]]\nname = {:?}\norigin = {:?}\nkey_file = {key_arg:?}\n",
+                "{embedded}[[logs]]\nname = {:?}\norigin = {:?}\nkey_file = {key_arg:?}\n",
                 spec.log, spec.origin
             ),
         )?;
