@@ -84,27 +84,158 @@ pub struct Consistency {
 #[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RecordRequest {
-    /// Record type, dotted lowercase (`land.transfer`).
-    #[schema(example = "land.transfer")]
+    /// Record type, dotted lowercase words (`land.transfer`).
+    #[schema(
+        example = "land.transfer",
+        max_length = 128,
+        pattern = r"^[a-z][a-z0-9_-]*(\.[a-z][a-z0-9_-]*)+$"
+    )]
     pub r#type: String,
-    /// Public reference (parcel number, facility id), at most 256 characters.
-    #[schema(example = "parcel-4711")]
+    /// Public reference (parcel number, facility id), at most 256
+    /// characters, without Unicode format controls (bidi overrides,
+    /// zero-width characters). Omit it rather than send `null`.
+    #[schema(schema_with = subject_schema, required = false)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub subject: Option<String>,
-    /// `sha256:<64 hex>` commitment to a document kept off the log.
-    #[schema(example = "sha256:9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08")]
+    /// `sha256:<64 lowercase hex>` commitment to a document kept off the
+    /// log. Omit it rather than send `null`.
+    #[schema(
+        example = "sha256:9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08",
+        pattern = r"^sha256:[0-9a-f]{64}$",
+        nullable = false
+    )]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub content_hash: Option<String>,
-    /// Public metadata, a JSON object of at most 8 KiB canonical.
-    #[schema(value_type = Option<Object>)]
+    /// Public metadata, a JSON object of at most 8 KiB in RFC 8785 form.
+    /// Values are stored exactly or refused with 422: a number beyond
+    /// ±(2^53 − 1), or whose RFC 8785 form (an IEEE double) is a different
+    /// number (`0.30000000000000001`), is refused; send such values as
+    /// strings. Keys may not hold Unicode format controls. Omit it rather
+    /// than send `null`.
+    #[schema(value_type = Attributes, required = false)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub attributes: Option<Value>,
 }
 
+fn subject_schema() -> utoipa::openapi::schema::Object {
+    use utoipa::openapi::schema::{ObjectBuilder, Type};
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .description(Some(
+            "Public reference (parcel number, facility id), at most 256 characters, without \
+             Unicode format controls (bidi overrides, zero-width characters). Omit it rather \
+             than send `null`.",
+        ))
+        .examples(["parcel-4711"])
+        .max_length(Some(256))
+        .pattern(Some(no_format_controls_pattern()))
+        .build()
+}
+
+/// Schema only: the `attributes` object of a record (see [`RecordRequest`]).
+pub struct Attributes;
+
+/// Schema only: one value inside `attributes`: JSON, with numbers within
+/// ±(2^53 − 1) (and stored exactly: see [`RecordRequest::attributes`]) and
+/// object keys without Unicode format controls.
+pub struct AttributeValue;
+
+/// Largest magnitude of a number in `attributes` (I-JSON, RFC 7493).
+const MAX_SAFE_NUMBER: i64 = (1 << 53) - 1;
+
+/// `^[^<every Unicode format control>]*$`: the rule for subjects and
+/// attribute keys, from the same Unicode tables the server checks with.
+/// BMP characters are written `\uXXXX`; the few outside it literally.
+pub fn no_format_controls_pattern() -> String {
+    use unicode_properties::{GeneralCategory, UnicodeGeneralCategory};
+    let mut class = String::new();
+    let mut run: Option<(char, char)> = None;
+    let push = |a: char, b: char, class: &mut String| {
+        let one = |c: char, out: &mut String| {
+            if (c as u32) <= 0xFFFF {
+                out.push_str(&format!("\\u{:04X}", c as u32));
+            } else {
+                out.push(c);
+            }
+        };
+        one(a, class);
+        if b != a {
+            class.push('-');
+            one(b, class);
+        }
+    };
+    for c in (0..=0x10FFFFu32).filter_map(char::from_u32) {
+        if c.general_category() == GeneralCategory::Format {
+            run = match run {
+                Some((a, b)) if b as u32 + 1 == c as u32 => Some((a, c)),
+                Some((a, b)) => {
+                    push(a, b, &mut class);
+                    Some((c, c))
+                }
+                None => Some((c, c)),
+            };
+        }
+    }
+    if let Some((a, b)) = run {
+        push(a, b, &mut class);
+    }
+    format!("^[^{class}]*$")
+}
+
+impl utoipa::PartialSchema for Attributes {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{ObjectBuilder, Type};
+        ObjectBuilder::new()
+            .schema_type(Type::Object)
+            .description(Some(
+                "Public metadata, a JSON object of at most 8 KiB in RFC 8785 form.",
+            ))
+            .property_names(Some(
+                ObjectBuilder::new()
+                    .schema_type(Type::String)
+                    .pattern(Some(no_format_controls_pattern())),
+            ))
+            .additional_properties(Some(utoipa::openapi::Ref::from_schema_name(
+                "AttributeValue",
+            )))
+            .into()
+    }
+}
+
+impl ToSchema for Attributes {}
+
+impl utoipa::PartialSchema for AttributeValue {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{ArrayBuilder, ObjectBuilder, OneOfBuilder, Type};
+        let value = || utoipa::openapi::Ref::from_schema_name("AttributeValue");
+        OneOfBuilder::new()
+            .description(Some(
+                "A JSON value; numbers at most 2^53 - 1 in magnitude and exactly an IEEE \
+                 double in their RFC 8785 form (otherwise send a string)",
+            ))
+            .item(ObjectBuilder::new().schema_type(Type::String))
+            .item(ObjectBuilder::new().schema_type(Type::Boolean))
+            .item(ObjectBuilder::new().schema_type(Type::Null))
+            .item(
+                ObjectBuilder::new()
+                    .schema_type(Type::Number)
+                    .minimum(Some(-MAX_SAFE_NUMBER))
+                    .maximum(Some(MAX_SAFE_NUMBER)),
+            )
+            .item(ArrayBuilder::new().items(value()))
+            .item(utoipa::openapi::Ref::from_schema_name("Attributes"))
+            .into()
+    }
+}
+
+impl ToSchema for AttributeValue {}
+
 /// The body of `POST /logs/{log}/records/bulk`.
 #[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct BulkRequest {
-    /// Up to 1,000 records; one invalid record rejects the whole request.
+    /// 1 to 1,000 records; one invalid record rejects the whole request.
+    #[schema(min_items = 1, max_items = 1000)]
     pub records: Vec<RecordRequest>,
 }
 

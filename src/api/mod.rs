@@ -121,7 +121,7 @@ pub struct AppState {
         ops::metrics,
         ops::openapi_json,
     ),
-    components(schemas(crate::wire::Problem)),
+    components(schemas(crate::wire::Problem, crate::wire::Attributes, crate::wire::AttributeValue)),
     modifiers(&BearerAuth),
     tags(
         (name = "logs", description = "The logs of this deployment"),

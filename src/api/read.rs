@@ -21,7 +21,16 @@ pub const CACHE_PARTIAL: &str = "public, max-age=5";
 pub const CACHE_CHECKPOINT: &str = "no-cache";
 
 /// List the logs.
-#[utoipa::path(get, path = "/logs", tag = "logs", responses((status = 200, description = "The logs with their verifier keys and sizes", body = wire::Logs)))]
+#[utoipa::path(
+    get,
+    path = "/logs",
+    tag = "logs",
+    responses(
+        (status = 200, description = "The logs with their verifier keys and sizes", body = wire::Logs),
+        (status = 429, description = "Too many requests from this address (`urn:stele:problem:rate-limited`); see Retry-After", body = wire::Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Too many reads in flight (`urn:stele:problem:unavailable`); see Retry-After", body = wire::Problem, content_type = "application/problem+json"),
+    )
+)]
 pub async fn logs(State(state): State<AppState>) -> Json<wire::Logs> {
     let logs = state
         .engine
@@ -43,10 +52,13 @@ pub async fn logs(State(state): State<AppState>) -> Json<wire::Logs> {
     get,
     path = "/logs/{log}/checkpoint",
     tag = "tiles",
-    params(("log" = String, Path, description = "Log name")),
+    params(("log" = String, Path, description = "Log name", pattern = "^[a-z0-9-]{1,64}$")),
     responses(
         (status = 200, description = "Signed note text", body = String, content_type = "text/plain; charset=utf-8"),
         (status = 404, description = "Unknown log", body = wire::Problem, content_type = "application/problem+json"),
+        (status = 400, description = "Malformed query string (`urn:stele:problem:malformed`)", body = wire::Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Too many requests from this address (`urn:stele:problem:rate-limited`); see Retry-After", body = wire::Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Too many reads in flight (`urn:stele:problem:unavailable`); see Retry-After", body = wire::Problem, content_type = "application/problem+json"),
     )
 )]
 pub async fn checkpoint(
@@ -80,12 +92,15 @@ pub async fn checkpoint(
     path = "/logs/{log}/tile/{path}",
     tag = "tiles",
     params(
-        ("log" = String, Path, description = "Log name"),
+        ("log" = String, Path, description = "Log name", pattern = "^[a-z0-9-]{1,64}$"),
         ("path" = String, Path, description = "Tile path after `tile/`, e.g. `0/x001/234.p/7` or `entries/000`"),
     ),
     responses(
         (status = 200, description = "Tile bytes; full tiles are immutable", body = Vec<u8>, content_type = "application/octet-stream"),
         (status = 404, description = "Unknown log, bad path, or no such tile", body = wire::Problem, content_type = "application/problem+json"),
+        (status = 400, description = "Malformed query string (`urn:stele:problem:malformed`)", body = wire::Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Too many requests from this address (`urn:stele:problem:rate-limited`); see Retry-After", body = wire::Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Too many reads in flight (`urn:stele:problem:unavailable`); see Retry-After", body = wire::Problem, content_type = "application/problem+json"),
     )
 )]
 pub async fn tile(
@@ -119,11 +134,14 @@ pub async fn tile(
     get,
     path = "/logs/{log}/entries/{index}",
     tag = "entries",
-    params(("log" = String, Path, description = "Log name"), ("index" = u64, Path, description = "Entry index")),
+    params(("log" = String, Path, description = "Log name", pattern = "^[a-z0-9-]{1,64}$"), ("index" = u64, Path, description = "Entry index", minimum = 0, maximum = 9223372036854775807_u64)),
     responses(
         (status = 200, description = "The entry", body = wire::Entry),
         (status = 404, description = "Unknown log, or index beyond the log", body = wire::Problem, content_type = "application/problem+json"),
         (status = 422, description = "Index not a decimal integer below 2^63", body = wire::Problem, content_type = "application/problem+json"),
+        (status = 400, description = "Malformed query string (`urn:stele:problem:malformed`)", body = wire::Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Too many requests from this address (`urn:stele:problem:rate-limited`); see Retry-After", body = wire::Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Too many reads in flight (`urn:stele:problem:unavailable`); see Retry-After", body = wire::Problem, content_type = "application/problem+json"),
     )
 )]
 pub async fn entry(
@@ -140,13 +158,16 @@ pub async fn entry(
     path = "/logs/{log}/entries",
     tag = "entries",
     params(
-        ("log" = String, Path, description = "Log name"),
-        ("leaf_hash" = String, Query, description = "Hex SHA-256 leaf hash"),
+        ("log" = String, Path, description = "Log name", pattern = "^[a-z0-9-]{1,64}$"),
+        ("leaf_hash" = String, Query, description = "Hex SHA-256 leaf hash", pattern = "^[0-9a-fA-F]{64}$"),
     ),
     responses(
         (status = 200, description = "The entry", body = wire::Entry),
         (status = 404, description = "Unknown log or leaf hash", body = wire::Problem, content_type = "application/problem+json"),
         (status = 422, description = "Missing or bad leaf_hash", body = wire::Problem, content_type = "application/problem+json"),
+        (status = 400, description = "Malformed query string (`urn:stele:problem:malformed`)", body = wire::Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Too many requests from this address (`urn:stele:problem:rate-limited`); see Retry-After", body = wire::Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Too many reads in flight (`urn:stele:problem:unavailable`); see Retry-After", body = wire::Problem, content_type = "application/problem+json"),
     )
 )]
 pub async fn entry_by_hash(
@@ -172,15 +193,18 @@ pub async fn entry_by_hash(
     path = "/logs/{log}/proofs/inclusion",
     tag = "proofs",
     params(
-        ("log" = String, Path, description = "Log name"),
-        ("index" = Option<u64>, Query, description = "Entry index"),
-        ("leaf_hash" = Option<String>, Query, description = "Hex SHA-256 leaf hash"),
-        ("tree_size" = Option<u64>, Query, description = "Tree size to prove against (default: latest)"),
+        ("log" = String, Path, description = "Log name", pattern = "^[a-z0-9-]{1,64}$"),
+        ("index" = Option<u64>, Query, description = "Entry index (give index or leaf_hash, not both)", minimum = 0, maximum = 9223372036854775807_u64),
+        ("leaf_hash" = Option<String>, Query, description = "Hex SHA-256 leaf hash (give index or leaf_hash, not both)", pattern = "^[0-9a-fA-F]{64}$"),
+        ("tree_size" = Option<u64>, Query, description = "Tree size to prove against (default: latest); above index, at most the latest size", minimum = 0, maximum = 9223372036854775807_u64),
     ),
     responses(
         (status = 200, description = "The proof and the checkpoint it leads to", body = wire::Inclusion),
         (status = 404, description = "Unknown log, entry or leaf hash", body = wire::Problem, content_type = "application/problem+json"),
         (status = 422, description = "Bad parameter, index >= tree_size, or tree_size beyond the log", body = wire::Problem, content_type = "application/problem+json"),
+        (status = 400, description = "Malformed query string (`urn:stele:problem:malformed`)", body = wire::Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Too many requests from this address (`urn:stele:problem:rate-limited`); see Retry-After", body = wire::Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Too many reads in flight (`urn:stele:problem:unavailable`); see Retry-After", body = wire::Problem, content_type = "application/problem+json"),
     )
 )]
 pub async fn inclusion(
@@ -227,14 +251,17 @@ pub async fn inclusion(
     path = "/logs/{log}/proofs/consistency",
     tag = "proofs",
     params(
-        ("log" = String, Path, description = "Log name"),
-        ("from" = u64, Query, description = "Older tree size"),
-        ("to" = Option<u64>, Query, description = "Newer tree size (default: latest)"),
+        ("log" = String, Path, description = "Log name", pattern = "^[a-z0-9-]{1,64}$"),
+        ("from" = u64, Query, description = "Older tree size, at most `to`", minimum = 0, maximum = 9223372036854775807_u64),
+        ("to" = Option<u64>, Query, description = "Newer tree size (default: latest), at most the latest size", minimum = 0, maximum = 9223372036854775807_u64),
     ),
     responses(
         (status = 200, description = "The proof and the checkpoint at `to`", body = wire::Consistency),
         (status = 404, description = "Unknown log", body = wire::Problem, content_type = "application/problem+json"),
         (status = 422, description = "Bad parameter, from > to, or a size beyond the log", body = wire::Problem, content_type = "application/problem+json"),
+        (status = 400, description = "Malformed query string (`urn:stele:problem:malformed`)", body = wire::Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Too many requests from this address (`urn:stele:problem:rate-limited`); see Retry-After", body = wire::Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Too many reads in flight (`urn:stele:problem:unavailable`); see Retry-After", body = wire::Problem, content_type = "application/problem+json"),
     )
 )]
 pub async fn consistency(

@@ -83,14 +83,29 @@ impl<'de> Visitor<'de> for StrictVisitor {
     }
 }
 
-/// The first number in `text` (valid JSON) whose RFC 8785 form is not
-/// exactly its value, with that form: RFC 8785 numbers are IEEE doubles
-/// written in their shortest round-trip form, so `1234567890123456789`
-/// would be stored as `1234567890123456800` — a different number — and
-/// `0.30000000000000001` as `0.3`. Such a number is refused, never
-/// rounded. Numbers that are the same value written differently (`1e2`,
-/// `100`, `100.0`) are exact: they all become `100`.
-pub(crate) fn first_inexact_number(text: &str) -> Option<(&str, String)> {
+/// Largest magnitude of a number a record may hold: 2^53 − 1, the range in
+/// which every IEEE double is exact and every JSON parser agrees (RFC 7493
+/// §2.2, I-JSON, on which RFC 8785 builds).
+pub const MAX_SAFE_NUMBER: f64 = 9_007_199_254_740_991.0;
+
+/// Why a number cannot be stored as sent.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Unstorable {
+    /// Its RFC 8785 form is another number (given).
+    Inexact(String),
+    /// Beyond ±(2^53 − 1).
+    OutOfRange,
+}
+
+/// The first number in `text` (valid JSON) that cannot be stored exactly
+/// as sent, and why. RFC 8785 numbers are IEEE doubles written in their
+/// shortest round-trip form, so `1234567890123456789` would be stored as
+/// `1234567890123456800` — a different number — and `0.30000000000000001`
+/// as `0.3`; and beyond ±(2^53 − 1) parsers disagree on what a number is.
+/// Such a number is refused, never rounded. Numbers that are the same value
+/// written differently (`1e2`, `100`, `100.0`) are exact: they all become
+/// `100`.
+pub(crate) fn first_unstorable_number(text: &str) -> Option<(&str, Unstorable)> {
     let b = text.as_bytes();
     let mut i = 0;
     while i < b.len() {
@@ -111,7 +126,13 @@ pub(crate) fn first_inexact_number(text: &str) -> Option<(&str, String)> {
                 }
                 let token = &text[start..i];
                 if let Some(canonical) = inexact(token) {
-                    return Some((token, canonical));
+                    return Some((token, Unstorable::Inexact(canonical)));
+                }
+                if token
+                    .parse::<f64>()
+                    .is_ok_and(|f| f.abs() > MAX_SAFE_NUMBER)
+                {
+                    return Some((token, Unstorable::OutOfRange));
                 }
             }
             _ => i += 1,
@@ -210,14 +231,23 @@ mod tests {
     #[test]
     fn the_scan_skips_strings_and_reports_the_first() {
         let text = r#"{"a":"12345678901234567890 \" 1e999","b":[1,2.50,{"c":1234567890123456789}],"d":1e999}"#;
-        let (token, becomes) = first_inexact_number(text).unwrap();
+        let (token, why) = first_unstorable_number(text).unwrap();
+        assert_eq!(token, "1234567890123456789");
+        assert_eq!(why, Unstorable::Inexact("1234567890123456800".into()));
         assert_eq!(
-            (token, becomes.as_str()),
-            ("1234567890123456789", "1234567890123456800")
-        );
-        assert_eq!(
-            first_inexact_number(r#"{"a":[0.1,-0,1e2],"s":"9007199254740993"}"#),
+            first_unstorable_number(
+                r#"{"a":[0.1,-0,1e2,9007199254740991,-9007199254740991],"s":"9007199254740993"}"#
+            ),
             None
         );
+        // Exact, but beyond what every parser holds: refused too.
+        for big in ["9007199254740992", "-9007199254740992", "1e21", "6.02e23"] {
+            let text = format!("{{\"n\":{big}}}");
+            assert_eq!(
+                first_unstorable_number(&text),
+                Some((big, Unstorable::OutOfRange)),
+                "{big}"
+            );
+        }
     }
 }

@@ -97,7 +97,7 @@ mod tests {
         let bodies = [
             r#"{"type":"a.b"}"#,
             r#"{"type":"health.vaccination","subject":"clinic \"7\"\n\u0001\u007f\u2028 ✓ 𝄞"}"#,
-            r#"{"type":"land.transfer","subject":"p","content_hash":"sha256:00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff","attributes":{"€":1,"a\u0000":[0.1,-0,1e21,"\u00e9"],"b":{}}}"#,
+            r#"{"type":"land.transfer","subject":"p","content_hash":"sha256:00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff","attributes":{"€":1,"a\u0000":[0.1,-0,1e-7,"\u00e9"],"b":{}}}"#,
         ];
         bodies
             .iter()

@@ -13,7 +13,8 @@
 //!   omitted, never `null` (wrong type → `Invalid`).
 //! - A value is stored exactly as sent or refused: a number whose RFC 8785
 //!   form (an IEEE double in shortest round-trip form) is a different
-//!   number is `Invalid` with a hint to send it as a string; the same
+//!   number, or whose magnitude is beyond 2^53 − 1 (I-JSON's interoperable
+//!   range), is `Invalid` with a hint to send it as a string; the same
 //!   number written differently (`1e2`, `100`) is one value.
 //! - Unicode format controls (category Cf) are refused in `subject` and in
 //!   attribute keys, where they could make two records look alike.
@@ -89,15 +90,19 @@ pub fn record_from_text(text: &str) -> Result<Record, LogError> {
     };
     // Numbers can only be in the attributes (anywhere else is a wrong type,
     // refused above), so that is where an inexact one is.
-    if let Some((number, becomes)) = json::first_inexact_number(text) {
-        return Err(LogError::invalid(
-            "attributes",
-            format!(
-                "the number {} cannot be stored exactly: RFC 8785 numbers are IEEE doubles, \
-                 and it would become {becomes}; send it as a string",
-                number.chars().take(40).collect::<String>()
+    if let Some((number, why)) = json::first_unstorable_number(text) {
+        let number: String = number.chars().take(40).collect();
+        let why = match why {
+            json::Unstorable::Inexact(becomes) => format!(
+                "the number {number} cannot be stored exactly: RFC 8785 numbers are IEEE doubles, \
+                 and it would become {becomes}; send it as a string"
             ),
-        ));
+            json::Unstorable::OutOfRange => format!(
+                "the number {number} is beyond ±(2^53 − 1), where JSON parsers disagree \
+                 (RFC 7493); send it as a string"
+            ),
+        };
+        return Err(LogError::invalid("attributes", why));
     }
     Ok(record)
 }
