@@ -450,6 +450,9 @@ impl Config {
         if h.max_connections == 0 || h.header_read_timeout_ms == 0 {
             bail!("invalid configuration: http.max_connections and http.header_read_timeout_ms must be at least 1");
         }
+        if l.max_body_bytes_in_flight < l.max_bulk_body_bytes {
+            bail!("invalid configuration: limits.max_body_bytes_in_flight must be at least limits.max_bulk_body_bytes");
+        }
         if l.body_timeout_ms == 0 || l.max_in_flight_writes == 0 || l.max_in_flight_reads == 0 {
             bail!("invalid configuration: limits.body_timeout_ms, limits.max_in_flight_writes and limits.max_in_flight_reads must be at least 1");
         }

@@ -4,10 +4,12 @@
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
 use axum::http::{header, StatusCode};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use serde::de::DeserializeOwned;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::problem::Problem;
 use super::AppState;
@@ -65,8 +67,26 @@ impl FromRequestParts<AppState> for Bearer {
 /// `charset=utf-8` allowed) or `415`; at most the route's body limit (set
 /// with `DefaultBodyLimit`) or `413`; all of it within `body_timeout_ms` or
 /// `408` (a client trickling its body holds nothing longer). The bytes are
-/// handed on unparsed.
-pub struct JsonBytes(pub Bytes);
+/// handed on unparsed, with their share of the body budget (hold it until
+/// the request is done).
+pub struct JsonBytes(pub Bytes, pub BodyBudget);
+
+/// Bytes of request bodies that all requests together may hold at once
+/// (`limits.max_body_bytes_in_flight`), in KiB. A body takes its share
+/// *before* it is read (its `Content-Length`, or the largest body allowed
+/// when it has none), so memory is bounded by the budget — not by body
+/// size × concurrency — and a request beyond it gets `503` at once.
+#[derive(Clone)]
+pub struct BodyBudgets(Arc<Semaphore>);
+
+impl BodyBudgets {
+    pub fn new(bytes: usize) -> Self {
+        BodyBudgets(Arc::new(Semaphore::new(bytes.div_ceil(1024).max(1))))
+    }
+}
+
+/// A body's share of the budget; released when dropped.
+pub struct BodyBudget(#[allow(dead_code)] OwnedSemaphorePermit);
 
 impl FromRequest<AppState> for JsonBytes {
     type Rejection = Problem;
@@ -87,14 +107,33 @@ impl FromRequest<AppState> for JsonBytes {
                 None => "Content-Type must be application/json".to_string(),
             }));
         }
-        let deadline = Duration::from_millis(state.limits.body_timeout_ms);
+        let limits = &state.limits;
+        let claimed = req
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<usize>().ok())
+            .unwrap_or(limits.max_bulk_body_bytes)
+            .min(limits.max_bulk_body_bytes);
+        let kib = u32::try_from(claimed.div_ceil(1024).max(1)).unwrap_or(u32::MAX);
+        let deadline = Duration::from_millis(limits.body_timeout_ms);
+        let Ok(budget) = state.body_budgets.0.clone().try_acquire_many_owned(kib) else {
+            // Read the body and throw it away (a chunk at a time, within the
+            // body deadline), so the client gets this answer instead of a
+            // broken pipe while it is still sending.
+            drain(req, limits.max_bulk_body_bytes, deadline).await;
+            return Err(Problem::unavailable(
+                "too many request bodies in flight; retry later",
+                state.engine.retry_after(),
+            ));
+        };
         let Ok(read) = tokio::time::timeout(deadline, Bytes::from_request(req, state)).await else {
             return Err(Problem::request_timeout(format!(
                 "the request body did not arrive within {deadline:?}"
             )));
         };
         match read {
-            Ok(b) => Ok(JsonBytes(b)),
+            Ok(b) => Ok(JsonBytes(b, BodyBudget(budget))),
             Err(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
                 Err(Problem::too_large("request body is larger than the limit"))
             }
@@ -104,6 +143,22 @@ impl FromRequest<AppState> for JsonBytes {
             ))),
         }
     }
+}
+
+/// Reads and drops at most `max` bytes of `req`'s body within `deadline`.
+async fn drain(req: Request, max: usize, deadline: Duration) {
+    use futures::StreamExt;
+    let mut body = req.into_body().into_data_stream();
+    let mut seen = 0usize;
+    let _ = tokio::time::timeout(deadline, async {
+        while let Some(Ok(chunk)) = body.next().await {
+            seen += chunk.len();
+            if seen > max {
+                break;
+            }
+        }
+    })
+    .await;
 }
 
 /// The query string as decoded pairs, checked against the parameters a

@@ -66,6 +66,11 @@ pub struct Limits {
     /// writes have separate capacity, so a flood of one never starves the
     /// other. Default 4096.
     pub max_in_flight_reads: usize,
+    /// Bytes of request bodies held at once by all requests together
+    /// (each takes its share before it is read); beyond, `503` at once.
+    /// Bounds memory whatever the concurrency. Default 64 MiB (at least
+    /// `max_bulk_body_bytes`).
+    pub max_body_bytes_in_flight: usize,
     /// Public reads per second per client address (IPv6: per /64); beyond,
     /// `429`. 0 (the default) turns it off: behind a proxy or CDN every
     /// client shares its address.
@@ -79,6 +84,7 @@ impl Default for Limits {
             max_bulk_records: crate::records::MAX_BULK_RECORDS,
             max_bulk_body_bytes: 16 << 20,
             body_timeout_ms: 10_000,
+            max_body_bytes_in_flight: 64 << 20,
             max_in_flight_writes: 4096,
             max_in_flight_reads: 4096,
             reads_per_address_per_s: 0,
@@ -95,6 +101,21 @@ pub struct AppState {
     /// Whether `/metrics` is served here (false when it has a listener of
     /// its own, `metrics_listen`).
     pub metrics_here: bool,
+    /// What request bodies may hold at once (`limits.max_body_bytes_in_flight`).
+    pub body_budgets: extract::BodyBudgets,
+}
+
+impl AppState {
+    /// The state of a router over `engine` with these limits.
+    pub fn new(engine: Arc<Engine>, metrics: Arc<Metrics>, limits: Limits) -> Self {
+        AppState {
+            body_budgets: extract::BodyBudgets::new(limits.max_body_bytes_in_flight),
+            engine,
+            metrics,
+            limits,
+            metrics_here: true,
+        }
+    }
 }
 
 /// The OpenAPI document, generated from the handlers' annotations.

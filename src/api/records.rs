@@ -47,7 +47,7 @@ pub async fn submit(
     State(state): State<AppState>,
     PathParams(log): PathParams<String>,
     Bearer(agency): Bearer,
-    JsonBytes(body): JsonBytes,
+    JsonBytes(body, _held): JsonBytes,
 ) -> Result<Response, Problem> {
     let record = parse_record(&body)?;
     let submitted = state.engine.submit(&log, &agency, record).await?;
@@ -91,7 +91,7 @@ pub async fn submit_bulk(
     State(state): State<AppState>,
     PathParams(log): PathParams<String>,
     Bearer(agency): Bearer,
-    JsonBytes(body): JsonBytes,
+    JsonBytes(body, _held): JsonBytes,
 ) -> Result<Response, Problem> {
     let limits = &state.limits;
     let records = parse_bulk(&body, limits.max_bulk_records, limits.max_body_bytes)?;

@@ -3,7 +3,7 @@
 //! and running async code from the synchronous command entry points.
 
 use std::future::Future;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context};
@@ -95,6 +95,24 @@ pub fn problem_message(
     msg
 }
 
+/// A request error with its causes (so a TLS failure says which
+/// certificate check failed, and hints at `--ca-file`).
+fn describe_send_error(e: &reqwest::Error) -> String {
+    let mut msg = e.to_string();
+    let mut source = std::error::Error::source(e);
+    let mut tls = false;
+    while let Some(s) = source {
+        let text = s.to_string();
+        tls |= text.contains("certificate") || text.contains("UnknownIssuer");
+        msg.push_str(&format!(": {text}"));
+        source = s.source();
+    }
+    if tls {
+        msg.push_str(" (the server's certificate is not trusted: give its CA with --ca-file)");
+    }
+    msg
+}
+
 /// Why a fetch failed: the log answered 404, or anything else.
 #[derive(Debug, thiserror::Error)]
 pub enum FetchError {
@@ -111,18 +129,76 @@ pub struct LogClient {
     base: String,
 }
 
+/// How the commands reach a log over TLS (`--ca-file`), shared by
+/// `submit`, `verify --online` and `monitor`.
+#[derive(Clone, Debug, Default, clap::Args)]
+pub struct TlsArgs {
+    /// Also trust the certificates of this PEM file (a private CA, or the
+    /// server's own self-signed certificate) for `https://` URLs.
+    #[arg(long, value_name = "FILE")]
+    pub ca_file: Option<PathBuf>,
+}
+
 impl LogClient {
+    /// A client trusting the system's usual roots.
     pub fn new(base: &str) -> anyhow::Result<Self> {
+        Self::with_tls(base, &TlsArgs::default())
+    }
+
+    /// A client that also trusts `tls.ca_file`.
+    pub fn with_tls(base: &str, tls: &TlsArgs) -> anyhow::Result<Self> {
         let base = base.trim_end_matches('/').to_string();
         let parsed = reqwest::Url::parse(&base).with_context(|| format!("log URL {base:?}"))?;
         if !matches!(parsed.scheme(), "http" | "https") {
             bail!("log URL {base:?}: only http and https are supported");
         }
-        let http = reqwest::Client::builder()
+        let mut builder = reqwest::Client::builder()
             .timeout(Duration::from_secs(60))
-            .user_agent(concat!("stele/", env!("CARGO_PKG_VERSION")))
-            .build()?;
+            .user_agent(concat!("stele/", env!("CARGO_PKG_VERSION")));
+        if let Some(file) = &tls.ca_file {
+            let pem = std::fs::read(file)
+                .with_context(|| format!("reading the CA file {}", file.display()))?;
+            let certs = reqwest::Certificate::from_pem_bundle(&pem)
+                .with_context(|| format!("{} is not a PEM certificate file", file.display()))?;
+            if certs.is_empty() {
+                bail!("{} holds no certificate", file.display());
+            }
+            for c in certs {
+                builder = builder.add_root_certificate(c);
+            }
+        }
+        let http = builder.build()?;
         Ok(LogClient { http, base })
+    }
+
+    /// POSTs a JSON `body` under the log with a bearer token; any answer
+    /// (status, `Retry-After`, body) is returned, errors only when no answer
+    /// came.
+    pub async fn post_json(
+        &self,
+        rel: &str,
+        token: &str,
+        body: Vec<u8>,
+    ) -> anyhow::Result<(reqwest::StatusCode, Option<String>, bytes::Bytes)> {
+        let url = self.url(rel);
+        let resp = self
+            .http
+            .post(&url)
+            .timeout(Duration::from_secs(120))
+            .bearer_auth(token)
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(body)
+            .send()
+            .await
+            .map_err(|e| anyhow!("POST {url}: {}", describe_send_error(&e)))?;
+        let status = resp.status();
+        let retry_after = resp
+            .headers()
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        let bytes = resp.bytes().await.with_context(|| format!("POST {url}"))?;
+        Ok((status, retry_after, bytes))
     }
 
     pub fn base(&self) -> &str {
@@ -136,12 +212,10 @@ impl LogClient {
     /// GETs `rel` under the log; non-2xx answers are errors.
     pub async fn get(&self, rel: &str) -> Result<bytes::Bytes, FetchError> {
         let url = self.url(rel);
-        let resp = self
-            .http
-            .get(&url)
-            .send()
-            .await
-            .map_err(|e| FetchError::Other(format!("GET {url}: {e}")))?;
+        let resp =
+            self.http.get(&url).send().await.map_err(|e| {
+                FetchError::Other(format!("GET {url}: {}", describe_send_error(&e)))
+            })?;
         let status = resp.status();
         let retry = resp
             .headers()

@@ -22,7 +22,7 @@ use stele_core::note::{open_checkpoint, Verifier};
 use stele_core::Hash;
 
 use super::audit::{audit, Alarm, AuditState};
-use super::client::{block_on, describe_key, load_verifier, LogClient};
+use super::client::{block_on, describe_key, load_verifier, LogClient, TlsArgs};
 use super::files::write_atomic;
 
 /// Command-line arguments of `stele monitor`.
@@ -49,6 +49,8 @@ pub struct Args {
     /// it reproduces each checkpoint's root (resumable through --state).
     #[arg(long)]
     pub audit: bool,
+    #[command(flatten)]
+    pub tls: TlsArgs,
     /// Tiles fetched at once while auditing.
     #[arg(long, default_value_t = 32, value_name = "N")]
     pub concurrency: usize,
@@ -99,7 +101,7 @@ enum Poll {
 /// Runs the command; the exit code is the process's.
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let verifier = load_verifier(args.vkey.as_deref(), args.vkey_file.as_deref())?;
-    let client = LogClient::new(&args.url)?;
+    let client = LogClient::with_tls(&args.url, &args.tls)?;
     let mut state = match &args.state {
         Some(p) => State::load(p)?.unwrap_or_default(),
         None => State::default(),

@@ -113,10 +113,8 @@ pub async fn serve(config: Config, addr_file: Option<PathBuf>) -> anyhow::Result
     tracing::info!("listening on {scheme}://{addr}");
 
     let state = AppState {
-        engine: engine.clone(),
-        metrics: metrics.clone(),
-        limits: settings.limits,
         metrics_here: settings.metrics_listen.is_none(),
+        ..AppState::new(engine.clone(), metrics.clone(), settings.limits)
     };
     let options = api::ServeOptions {
         limits: settings.connections,

@@ -15,7 +15,7 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use stele_core::receipt::Receipt;
 
-use super::client::{block_on, describe_key, load_verifier, problem_message, LogClient};
+use super::client::{block_on, describe_key, load_verifier, problem_message, LogClient, TlsArgs};
 use super::files::write_atomic;
 
 /// Command-line arguments of `stele submit`.
@@ -24,9 +24,21 @@ pub struct Args {
     /// The log's URL, e.g. `http://127.0.0.1:8080/logs/default`.
     #[arg(long, value_name = "URL")]
     pub log: String,
-    /// The agency's bearer token (`<agency>.<secret>`).
-    #[arg(long, env = "STELE_TOKEN", hide_env_values = true)]
-    pub token: String,
+    /// The agency's bearer token (`<agency>.<secret>`), also from
+    /// `STELE_TOKEN`. Prefer `--token-file` or the environment: a token on
+    /// the command line is visible to other users in `ps`.
+    #[arg(
+        long,
+        env = "STELE_TOKEN",
+        hide_env_values = true,
+        conflicts_with = "token_file"
+    )]
+    pub token: Option<String>,
+    /// A file holding the agency's bearer token.
+    #[arg(long, value_name = "FILE")]
+    pub token_file: Option<PathBuf>,
+    #[command(flatten)]
+    pub tls: TlsArgs,
     /// The record (JSON: `type`, optional `subject`, `content_hash`,
     /// `attributes`); `-` reads standard input.
     pub file: PathBuf,
@@ -72,35 +84,25 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         None
     };
 
-    let client = LogClient::new(&args.log)?;
+    let token = match (&args.token, &args.token_file) {
+        (Some(t), _) => t.trim().to_string(),
+        (None, Some(f)) => std::fs::read_to_string(f)
+            .with_context(|| format!("reading the token file {}", f.display()))?
+            .trim()
+            .to_string(),
+        (None, None) => bail!("an agency token is needed: --token-file FILE, or STELE_TOKEN"),
+    };
+    let client = LogClient::with_tls(&args.log, &args.tls)?;
     if !args.print.is_empty() {
         // The QR code needs the log's name: refuse before submitting, not after.
         super::receipt_print::receipt_page_for(&args.log)?;
     }
-    let url = client.url("records");
-    let token = args.token.trim().to_string();
     let retries = args.retries;
     let answer = block_on(async move {
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(120))
-            .build()?;
         let mut attempt = 0;
         loop {
-            let resp = http
-                .post(&url)
-                .bearer_auth(&token)
-                .header(reqwest::header::CONTENT_TYPE, "application/json")
-                .body(body.clone())
-                .send()
-                .await
-                .with_context(|| format!("POST {url}"))?;
-            let status = resp.status();
-            let retry_after = resp
-                .headers()
-                .get("retry-after")
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_string);
-            let bytes = resp.bytes().await.with_context(|| format!("POST {url}"))?;
+            let (status, retry_after, bytes) =
+                client.post_json("records", &token, body.clone()).await?;
             let pushback = status == reqwest::StatusCode::TOO_MANY_REQUESTS
                 || status == reqwest::StatusCode::SERVICE_UNAVAILABLE;
             if pushback && attempt < retries {

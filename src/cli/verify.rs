@@ -18,7 +18,7 @@ use stele_core::receipt::{Receipt, Step};
 use stele_core::tlog_proof::TlogProof;
 use stele_core::{leaf_hash, Hash};
 
-use super::client::{block_on, describe_key, load_verifier, LogClient};
+use super::client::{block_on, describe_key, load_verifier, LogClient, TlsArgs};
 
 /// Command-line arguments of `stele verify`.
 #[derive(Debug, clap::Args)]
@@ -41,6 +41,8 @@ pub struct Args {
     /// receipt's checkpoint consistent with it.
     #[arg(long, value_name = "URL")]
     pub online: Option<String>,
+    #[command(flatten)]
+    pub tls: TlsArgs,
 }
 
 /// Names of the steps as printed (and as tests look for them).
@@ -131,7 +133,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
 
     if let Some(url) = &args.online {
         match checkpoint {
-            Some(cp) => verify_online(url, &cp, &verifier, &mut report),
+            Some(cp) => verify_online(url, &args.tls, &cp, &verifier, &mut report),
             None => report.skipped(&[STEP_ONLINE]),
         }
     }
@@ -303,9 +305,15 @@ fn verify_tlog_proof(
 }
 
 /// Fetches the live checkpoint and proves `cp` consistent with it.
-fn verify_online(url: &str, cp: &Checkpoint, verifier: &Verifier, report: &mut Report) {
+fn verify_online(
+    url: &str,
+    tls: &TlsArgs,
+    cp: &Checkpoint,
+    verifier: &Verifier,
+    report: &mut Report,
+) {
     let result = block_on(async {
-        let client = LogClient::new(url)?;
+        let client = LogClient::with_tls(url, tls)?;
         let note = client.checkpoint().await?;
         let live = open_checkpoint(&note, verifier).map_err(|e| {
             anyhow::anyhow!(

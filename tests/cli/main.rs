@@ -121,6 +121,7 @@ impl Server {
                 agency: "cli-test".into(),
                 types: vec![],
                 env: vec![],
+                config: String::new(),
             };
             let deployment =
                 Deployment::on_store(&stele_testkit::stele_bin!(), &store, spec).await?;

@@ -52,6 +52,7 @@ fn spec() -> DeploymentSpec {
         agency: AGENCY.into(),
         types: vec!["faults.*".into()],
         env: vec![],
+        config: String::new(),
     }
 }
 

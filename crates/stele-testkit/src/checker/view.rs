@@ -65,6 +65,16 @@ impl HttpView {
         })
     }
 
+    /// [`HttpView::new`] over TLS, trusting `tls.ca_file` too.
+    pub fn with_tls(base_url: &str, log: &str, tls: &stele::cli::client::TlsArgs) -> Result<Self> {
+        let url = format!("{}/logs/{log}", base_url.trim_end_matches('/'));
+        Ok(HttpView {
+            client: LogClient::with_tls(&url, tls)?,
+            log: log.to_string(),
+            stored: None,
+        })
+    }
+
     /// Also reads every stored checkpoint of the log from `storage`.
     pub fn with_storage(mut self, storage: Arc<dyn LogReader>) -> Self {
         self.stored = Some(storage);

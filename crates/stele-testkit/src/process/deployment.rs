@@ -31,6 +31,9 @@ pub struct DeploymentSpec {
     pub types: Vec<String>,
     /// More environment variables for the servers.
     pub env: Vec<(String, String)>,
+    /// More configuration (TOML sections such as `[http]` or `[quotas]`),
+    /// written before the log's `[[logs]]` table.
+    pub config: String,
 }
 
 /// Key, configuration, storage and an agency token. The files live in a
@@ -91,8 +94,8 @@ impl Deployment {
         std::fs::write(
             &config_file,
             format!(
-                "{embedded}[[logs]]\nname = {:?}\norigin = {:?}\nkey_file = {key_arg:?}\n",
-                spec.log, spec.origin
+                "{embedded}{}\n[[logs]]\nname = {:?}\norigin = {:?}\nkey_file = {key_arg:?}\n",
+                spec.config, spec.log, spec.origin
             ),
         )?;
         let options = ServeOptions {

@@ -145,6 +145,9 @@ pub struct ServeOptions {
     pub args: Vec<String>,
     /// More environment variables.
     pub env: Vec<(String, String)>,
+    /// The server speaks TLS with a certificate from this CA (PEM): its
+    /// URLs are `https://`, and readiness is asked with this CA trusted.
+    pub tls_ca: Option<PathBuf>,
 }
 
 impl ServeOptions {
@@ -185,6 +188,7 @@ pub struct ServerProcess {
     name: String,
     child: Option<Child>,
     addr: SocketAddr,
+    tls_ca: Option<PathBuf>,
     // Holds the address file and the output files; removed on drop.
     dir: tempfile::TempDir,
 }
@@ -228,6 +232,7 @@ impl ServerProcess {
             name: name.to_string(),
             child: Some(child),
             addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            tls_ca: options.tls_ca.clone(),
             dir,
         };
         let deadline = Instant::now() + timeout;
@@ -266,9 +271,14 @@ impl ServerProcess {
         self.addr
     }
 
-    /// `http://127.0.0.1:PORT`
+    /// `http://127.0.0.1:PORT` (`https://` when it speaks TLS).
     pub fn base_url(&self) -> String {
-        format!("http://{}", self.addr)
+        let scheme = if self.tls_ca.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        format!("{scheme}://{}", self.addr)
     }
 
     pub fn pid(&self) -> Option<u32> {
@@ -277,9 +287,13 @@ impl ServerProcess {
 
     /// Polls `/readyz` until it answers 200.
     pub async fn wait_ready(&self, timeout: Duration) -> Result<()> {
-        wait_for(&format!("{}/readyz", self.base_url()), timeout)
-            .await
-            .with_context(|| format!("{}: not ready", self.name))
+        wait_for_with(
+            &format!("{}/readyz", self.base_url()),
+            self.tls_ca.as_deref(),
+            timeout,
+        )
+        .await
+        .with_context(|| format!("{}: not ready", self.name))
     }
 
     /// Whether the process has exited, without waiting.
@@ -369,9 +383,17 @@ impl Drop for ServerProcess {
 
 /// Polls `url` until it answers 200, for at most `timeout`.
 pub async fn wait_for(url: &str, timeout: Duration) -> Result<()> {
-    let client = reqwest::Client::builder()
-        .timeout(Duration::from_secs(2))
-        .build()?;
+    wait_for_with(url, None, timeout).await
+}
+
+/// [`wait_for`], trusting the CA in the PEM file `ca` too.
+pub async fn wait_for_with(url: &str, ca: Option<&Path>, timeout: Duration) -> Result<()> {
+    let mut builder = reqwest::Client::builder().timeout(Duration::from_secs(2));
+    if let Some(ca) = ca {
+        builder =
+            builder.add_root_certificate(reqwest::Certificate::from_pem(&std::fs::read(ca)?)?);
+    }
+    let client = builder.build()?;
     let deadline = Instant::now() + timeout;
     loop {
         let last = match client.get(url).send().await {
