@@ -35,6 +35,20 @@ const POSTS: &[Case<&[u8]>] = &[
     ("ts from the body", br#"{"type": "land.transfer", "ts": "2020-01-01T00:00:00.000Z"}"#, 422, INVALID, Some("ts")),
     ("bad type", br#"{"type": "Land Transfer!"}"#, 422, INVALID, Some("type")),
     ("bad content_hash", br#"{"type": "land.transfer", "content_hash": "md5:abc"}"#, 422, INVALID, Some("content_hash")),
+    // Values that would be stored as other values: refused, never rounded.
+    ("integer a double rounds", br#"{"type": "land.transfer", "attributes": {"case": 1234567890123456789}}"#, 422, INVALID, Some("attributes")),
+    ("its neighbour", br#"{"type": "land.transfer", "attributes": {"case": 1234567890123456788}}"#, 422, INVALID, Some("attributes")),
+    ("decimal a double rounds", br#"{"type": "land.transfer", "attributes": {"x": [0.30000000000000001]}}"#, 422, INVALID, Some("attributes")),
+    ("exact but beyond 2^53 - 1", br#"{"type": "land.transfer", "attributes": {"x": 9007199254740992}}"#, 422, INVALID, Some("attributes")),
+    ("beyond any double", br#"{"type": "land.transfer", "attributes": {"x": 1e400}}"#, 400, "malformed", None),
+    ("repeated key", br#"{"type": "land.transfer", "type": "health.case"}"#, 400, "malformed", None),
+    ("repeated key inside attributes", br#"{"type": "land.transfer", "attributes": {"a": 1, "a": 2}}"#, 400, "malformed", None),
+    // Unicode format controls where readers tell records apart.
+    ("bidi override in subject", "{\"type\": \"land.transfer\", \"subject\": \"parcel \u{202e}21\"}".as_bytes(), 422, INVALID, Some("subject")),
+    ("zero-width space in subject", br#"{"type": "land.transfer", "subject": "a\u200bb"}"#, 422, INVALID, Some("subject")),
+    ("BOM in an attribute key", br#"{"type": "land.transfer", "attributes": {"k\ufeff": 1}}"#, 422, INVALID, Some("attributes")),
+    ("null subject", br#"{"type": "land.transfer", "subject": null}"#, 422, INVALID, Some("subject")),
+    ("null attributes", br#"{"type": "land.transfer", "attributes": null}"#, 422, INVALID, Some("attributes")),
 ];
 
 /// GETs under `/logs/<log>`. `{bad}` stands for 64 non-hex digits,
@@ -163,6 +177,65 @@ async fn bad_input_is_rejected_and_appends_nothing(ctx: Ctx) -> TestResult {
             path: ctx.log("/records/bulk"),
             ..post("bulk not an object", b"[]", 400, "malformed", None)
         },
+    ]);
+    // Bulk bodies over a limit, refused before any record is parsed.
+    let too_many = format!(
+        "{{\"records\":[{}]}}",
+        vec![r#"{"type":"land.transfer"}"#; 1001].join(",")
+    );
+    let one_too_big = format!(
+        "{{\"records\":[{{\"type\":\"land.transfer\",\"subject\":\"{}\"}}]}}",
+        "x".repeat(70_000)
+    );
+    let bulk = |name, body: Vec<u8>, status, slug, field| Bad {
+        path: ctx.log("/records/bulk"),
+        body: Some(body),
+        ..post(name, b"", status, slug, field)
+    };
+    cases.extend([
+        bulk(
+            "bulk of 1,001 records",
+            too_many.into_bytes(),
+            413,
+            "too-large",
+            None,
+        ),
+        bulk(
+            "bulk record over the record limit",
+            one_too_big.into_bytes(),
+            413,
+            "too-large",
+            None,
+        ),
+        bulk(
+            "bulk with records twice",
+            br#"{"records":[],"records":[]}"#.to_vec(),
+            400,
+            "malformed",
+            None,
+        ),
+        bulk(
+            "bulk with an unknown member",
+            br#"{"records":[{"type":"land.transfer"}],"x":1}"#.to_vec(),
+            422,
+            INVALID,
+            Some("x"),
+        ),
+        bulk(
+            "bulk with no records",
+            br#"{"records":[]}"#.to_vec(),
+            422,
+            INVALID,
+            Some("records"),
+        ),
+        bulk(
+            "bulk with an inexact number",
+            br#"{"records":[{"type":"land.transfer","attributes":{"n":12345678901234567890}}]}"#
+                .to_vec(),
+            422,
+            INVALID,
+            Some("records[0].attributes"),
+        ),
     ]);
     let (bad, unknown) = ("zz".repeat(32), "ab".repeat(32));
     cases.extend(LOG_GETS.iter().map(|&(name, path, status, slug, field)| {
