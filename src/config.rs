@@ -226,13 +226,15 @@ pub struct SequencerSettings {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DbSettings {
-    /// Connections for public reads. Default 10.
+    /// Connections for public reads. Default 7 (10 connections in all, as
+    /// a single pool had).
     pub max_connections: u32,
     /// Connections for token checks (separate, so that floods of reads or
-    /// of bogus tokens never starve agencies' writes). Default 2.
+    /// of bogus tokens never starve agencies' writes; the agencies are read
+    /// once per `token_cache_ttl_ms`). Default 1.
     pub auth_connections: u32,
     /// Connections of the writer side (commits, dedup look-ups, recovery,
-    /// readiness). Default 3.
+    /// readiness). Default 2.
     pub write_connections: u32,
     /// How long a query waits for a connection before the request gets
     /// `503`, in milliseconds. Default 2000.

@@ -31,6 +31,12 @@ pub struct Faults {
     pub tiles_read: AtomicU64,
     /// Entries returned by `read_entries`.
     pub entries_read: AtomicU64,
+    /// `read_entries` makes up an entry at `start` where storage has none
+    /// (storage holding rows beyond its tree size).
+    pub phantom_entry: AtomicBool,
+    /// `log_state` answers this instead of what is stored (a database
+    /// restored to an older state, or another tree).
+    pub log_state_override: std::sync::Mutex<Option<LogState>>,
 }
 
 /// A storage that injects [`Faults`] into every call it passes on.
@@ -62,6 +68,15 @@ impl Faulty {
 impl LogReader for Faulty {
     async fn log_state(&self, log: &str) -> Result<Option<LogState>> {
         self.check()?;
+        if let Some(s) = self
+            .f
+            .log_state_override
+            .lock()
+            .expect("faults lock")
+            .clone()
+        {
+            return Ok(Some(s));
+        }
         self.inner.log_state(log).await
     }
     async fn read_tiles(&self, log: &str, tiles: &[(u8, u64)]) -> Result<Vec<Option<Vec<u8>>>> {
@@ -81,7 +96,14 @@ impl LogReader for Faulty {
     }
     async fn read_entries(&self, log: &str, start: u64, end: u64) -> Result<Vec<StoredEntry>> {
         self.check()?;
-        let out = self.inner.read_entries(log, start, end).await?;
+        let mut out = self.inner.read_entries(log, start, end).await?;
+        if out.is_empty() && start < end && self.f.phantom_entry.load(Ordering::SeqCst) {
+            out.push(StoredEntry {
+                index: start,
+                leaf: b"{}".to_vec(),
+                leaf_hash: stele_core::leaf_hash(b"{}"),
+            });
+        }
         self.f
             .entries_read
             .fetch_add(out.len() as u64, Ordering::SeqCst);

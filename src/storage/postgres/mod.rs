@@ -75,9 +75,9 @@ pub struct PgOptions {
 impl Default for PgOptions {
     fn default() -> Self {
         PgOptions {
-            max_connections: 10,
-            auth_connections: 2,
-            write_connections: 3,
+            max_connections: 7,
+            auth_connections: 1,
+            write_connections: 2,
             acquire_timeout: Duration::from_secs(2),
             lease_check_interval: Duration::from_secs(1),
         }
