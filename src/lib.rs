@@ -8,6 +8,8 @@ pub mod api;
 pub mod cli;
 pub mod config;
 pub mod engine;
+pub mod error;
+pub mod files;
 pub mod metrics;
 pub mod names;
 pub mod records;

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use stele_core::note::Signer;
 
-use super::files::write_secret_file;
+use crate::files::write_secret_file;
 
 /// Command-line arguments of `stele keygen`.
 #[derive(Debug, clap::Args)]

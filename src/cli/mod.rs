@@ -8,7 +8,6 @@ use clap::{Parser, Subcommand};
 pub mod agency;
 pub mod audit;
 pub mod client;
-pub mod files;
 pub mod keygen;
 pub mod monitor;
 pub mod receipt_print;

@@ -23,7 +23,7 @@ use stele_core::Hash;
 
 use super::audit::{audit, Alarm, AuditState};
 use super::client::{block_on, describe_key, load_verifier, LogClient, TlsArgs};
-use super::files::write_atomic;
+use crate::files::write_atomic;
 
 /// Command-line arguments of `stele monitor`.
 #[derive(Debug, clap::Args)]

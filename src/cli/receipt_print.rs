@@ -47,7 +47,7 @@ use stele_core::checkpoint::Checkpoint;
 use stele_core::receipt::Receipt;
 use stele_core::Hash;
 
-use super::files::write_atomic;
+use crate::files::write_atomic;
 
 /// The longest link one QR code on a receipt carries: the byte capacity of a
 /// version 25 symbol at error-correction level M.

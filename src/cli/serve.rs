@@ -160,7 +160,7 @@ pub fn load_logs(config: &Config) -> anyhow::Result<Vec<LogConfig>> {
         let path = config.key_file(log);
         let signer = if path.exists() {
             // In production a key others can read is refused.
-            let skey = super::files::read_secret_file(&path, !config.uses_sqlite())?;
+            let skey = crate::files::read_secret_file(&path, !config.uses_sqlite())?;
             Signer::from_skey(&skey).map_err(|e| {
                 anyhow::anyhow!("key file {} is not a signing key: {e}", path.display())
             })?
@@ -168,7 +168,7 @@ pub fn load_logs(config: &Config) -> anyhow::Result<Vec<LogConfig>> {
             let (signer, skey) = Signer::generate(&log.origin).map_err(|e| {
                 anyhow::anyhow!("cannot make a key for origin {:?}: {e}", log.origin)
             })?;
-            super::files::write_secret_file(&path, &format!("{skey}\n"))?;
+            crate::files::write_secret_file(&path, &format!("{skey}\n"))?;
             tracing::info!(log = %log.name, key_file = %path.display(), vkey = %signer.vkey(), "generated a signing key");
             signer
         } else {

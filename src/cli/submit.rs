@@ -16,7 +16,7 @@ use anyhow::{bail, Context};
 use stele_core::receipt::Receipt;
 
 use super::client::{block_on, describe_key, load_verifier, problem_message, LogClient, TlsArgs};
-use super::files::write_atomic;
+use crate::files::write_atomic;
 
 /// Command-line arguments of `stele submit`.
 #[derive(Debug, clap::Args)]

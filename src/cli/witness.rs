@@ -10,7 +10,7 @@ use std::time::Duration;
 use anyhow::Context;
 use stele_core::cosignature::Cosigner;
 
-use super::files::write_secret_file;
+use crate::files::write_secret_file;
 use crate::witness::config::WitnessConfig;
 use crate::witness::postgres::PostgresWitnessStore;
 use crate::witness::server::{self, system_clock, WitnessApp};

@@ -12,9 +12,9 @@ use stele_core::receipt::Receipt;
 use stele_core::Hash;
 use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 
-use super::error::LogError;
 use super::quota::QueueShares;
 use super::tiles::Snapshot;
+use crate::error::LogError;
 use crate::metrics::LogLabel;
 use crate::names::{AgencyName, LogName};
 use crate::records::Record;

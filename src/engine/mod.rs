@@ -30,7 +30,6 @@ pub mod agency;
 mod cache;
 mod config;
 mod disk_cache;
-mod error;
 mod interior;
 mod log;
 mod quota;
@@ -39,9 +38,9 @@ mod sequencer;
 mod submit;
 mod tiles;
 
+pub use crate::error::LogError;
 pub use agency::Agency;
 pub use config::{EngineConfig, LogConfig};
-pub use error::LogError;
 pub use log::Integrated;
 pub use quota::{QuotaConfig, Rate};
 pub use read::{ConsistencyProof, EntryView, InclusionProof, Locator, LogInfo, TileData};

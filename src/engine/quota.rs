@@ -16,7 +16,7 @@ use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use super::error::LogError;
+use crate::error::LogError;
 use crate::names::AgencyName;
 
 /// One agency's rates; 0 means no limit.

@@ -16,8 +16,8 @@ use stele_core::{node_hash, Error as CoreError, Hash, HASH_SIZE};
 
 use super::cache::{DiskWrite, Key, Kind, TileCache};
 use super::disk_cache::TILE_BYTES;
-use super::error::LogError;
 use super::interior::{interior, Interior};
+use crate::error::LogError;
 use crate::storage::LogReader;
 
 /// What the read paths know about a log at one moment: the latest signed

@@ -13,7 +13,7 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 
 use super::{record_from_text, Record};
-use crate::engine::LogError;
+use crate::error::LogError;
 
 /// The top-level members of a JSON object, in order, values unparsed.
 struct Members<'a>(Vec<(Cow<'a, str>, &'a RawValue)>);

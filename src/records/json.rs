@@ -7,7 +7,7 @@ use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
-use crate::engine::LogError;
+use crate::error::LogError;
 
 /// Parses JSON text, rejecting duplicate object keys at any depth
 /// (`Malformed`). serde_json's nesting limit (128) still applies.

@@ -24,7 +24,7 @@
 
 use serde_json::{Map, Value};
 
-use crate::engine::LogError;
+use crate::error::LogError;
 use crate::names::{RecordType, MAX_NAME_LEN, MAX_TYPE_LEN};
 
 mod bulk;

@@ -178,7 +178,7 @@ impl WitnessConfig {
         let path = self.key_file.as_ref().context(
             "key_file is not set; create a key with `stele witness keygen --name NAME --out FILE`",
         )?;
-        let text = crate::cli::files::read_secret_file(path, true).with_context(|| {
+        let text = crate::files::read_secret_file(path, true).with_context(|| {
             format!(
                 "the witness key {} (create one with `stele witness keygen --name NAME --out {}`)",
                 path.display(),

@@ -11,9 +11,9 @@ use tokio::time::Instant;
 use super::commit::Commit;
 use super::receipts::Answers;
 use super::{Mode, Sequencer};
-use crate::engine::error::LogError;
-use crate::engine::error::DATABASE_UNAVAILABLE;
 use crate::engine::log::Request;
+use crate::error::LogError;
+use crate::error::DATABASE_UNAVAILABLE;
 use crate::records::leaf_bytes;
 use crate::storage::NewEntry;
 

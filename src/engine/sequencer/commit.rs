@@ -11,10 +11,10 @@ use tokio::time::Instant;
 
 use super::{Mode, Sequencer};
 use crate::engine::cache::{Key, Kind};
-use crate::engine::error::LogError;
-use crate::engine::error::DATABASE_UNAVAILABLE;
 use crate::engine::log::Status;
 use crate::engine::tiles::Snapshot;
+use crate::error::LogError;
+use crate::error::DATABASE_UNAVAILABLE;
 use crate::storage::{Batch, NewEntry, StorageError};
 
 /// Tiles a batch changed, by `(level, index)`: the receipts of that batch

@@ -46,8 +46,8 @@ use tokio::time::Instant;
 
 use super::cache::TileCache;
 use super::config::EngineConfig;
-use super::error::LogError;
 use super::log::{Log, Request, Status};
+use crate::error::LogError;
 use crate::metrics::Metrics;
 use crate::storage::{Storage, WriterLease};
 

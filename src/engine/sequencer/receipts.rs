@@ -11,9 +11,9 @@ use stele_core::Hash;
 use super::batch::Slot;
 use super::commit::Overlay;
 use super::Ctx;
-use crate::engine::error::LogError;
 use crate::engine::log::{Integrated, Log, Request};
 use crate::engine::tiles::{ProofJob, Snapshot, TileSource};
+use crate::error::LogError;
 use crate::storage::NewEntry;
 
 /// What the receipt task needs from a committed (or all-duplicate) batch.

@@ -11,9 +11,9 @@ use stele_core::{EMPTY_ROOT, HASH_SIZE};
 
 use super::commit::Prepared;
 use super::{Mode, Sequencer, MAX_BACKOFF};
-use crate::engine::error::DATABASE_UNAVAILABLE;
 use crate::engine::log::Status;
 use crate::engine::tiles::{ProofJob, Snapshot, TileSource};
+use crate::error::DATABASE_UNAVAILABLE;
 use crate::storage::{Batch, StorageError};
 
 /// Why the stored state could not be taken over.
