@@ -16,6 +16,46 @@ use axum::response::{IntoResponse, Response};
 /// Media type of every error body.
 pub const PROBLEM_JSON: &str = "application/problem+json";
 
+/// The problems every public read may answer besides its own (for the
+/// OpenAPI document).
+#[derive(utoipa::IntoResponses)]
+#[allow(dead_code)]
+pub enum ReadProblems {
+    /// Malformed query string (`urn:stele:problem:malformed`)
+    #[response(status = 400, content_type = "application/problem+json")]
+    Malformed(wire::Problem),
+    /// Too many requests from this address (`urn:stele:problem:rate-limited`); see Retry-After
+    #[response(status = 429, content_type = "application/problem+json")]
+    RateLimited(wire::Problem),
+    /// Too many reads in flight (`urn:stele:problem:unavailable`); see Retry-After
+    #[response(status = 503, content_type = "application/problem+json")]
+    Unavailable(wire::Problem),
+}
+
+/// The problems both record submissions may answer besides their own.
+#[derive(utoipa::IntoResponses)]
+#[allow(dead_code)]
+pub enum WriteProblems {
+    /// Missing, unknown or revoked token (`urn:stele:problem:unauthorized`)
+    #[response(status = 401, content_type = "application/problem+json")]
+    Unauthorized(wire::Problem),
+    /// Unknown log (`urn:stele:problem:not-found`)
+    #[response(status = 404, content_type = "application/problem+json")]
+    NotFound(wire::Problem),
+    /// The body did not arrive in time (`urn:stele:problem:request-timeout`)
+    #[response(status = 408, content_type = "application/problem+json")]
+    Timeout(wire::Problem),
+    /// Content type is not application/json (`urn:stele:problem:unsupported-media-type`)
+    #[response(status = 415, content_type = "application/problem+json")]
+    MediaType(wire::Problem),
+    /// The agency is over its quota or its share of the queue (`urn:stele:problem:rate-limited`); see Retry-After
+    #[response(status = 429, content_type = "application/problem+json")]
+    RateLimited(wire::Problem),
+    /// Pushback: queue full, too many writes or bodies in flight, log not writable, database unavailable (`urn:stele:problem:unavailable`); see Retry-After
+    #[response(status = 503, content_type = "application/problem+json")]
+    Unavailable(wire::Problem),
+}
+
 /// An error response under construction.
 #[derive(Clone, Debug)]
 pub struct Problem {

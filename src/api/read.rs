@@ -8,7 +8,7 @@ use axum::Json;
 use stele_core::tile::TilePath;
 
 use super::extract::{parse_u63, PathParams, QueryPairs};
-use super::problem::Problem;
+use super::problem::{Problem, ReadProblems};
 use super::AppState;
 use crate::engine::Locator;
 use crate::wire;
@@ -56,9 +56,7 @@ pub async fn logs(State(state): State<AppState>) -> Json<wire::Logs> {
     responses(
         (status = 200, description = "Signed note text", body = String, content_type = "text/plain; charset=utf-8"),
         (status = 404, description = "Unknown log", body = wire::Problem, content_type = "application/problem+json"),
-        (status = 400, description = "Malformed query string (`urn:stele:problem:malformed`)", body = wire::Problem, content_type = "application/problem+json"),
-        (status = 429, description = "Too many requests from this address (`urn:stele:problem:rate-limited`); see Retry-After", body = wire::Problem, content_type = "application/problem+json"),
-        (status = 503, description = "Too many reads in flight (`urn:stele:problem:unavailable`); see Retry-After", body = wire::Problem, content_type = "application/problem+json"),
+        ReadProblems,
     )
 )]
 pub async fn checkpoint(
@@ -98,9 +96,7 @@ pub async fn checkpoint(
     responses(
         (status = 200, description = "Tile bytes; full tiles are immutable", body = Vec<u8>, content_type = "application/octet-stream"),
         (status = 404, description = "Unknown log, bad path, or no such tile", body = wire::Problem, content_type = "application/problem+json"),
-        (status = 400, description = "Malformed query string (`urn:stele:problem:malformed`)", body = wire::Problem, content_type = "application/problem+json"),
-        (status = 429, description = "Too many requests from this address (`urn:stele:problem:rate-limited`); see Retry-After", body = wire::Problem, content_type = "application/problem+json"),
-        (status = 503, description = "Too many reads in flight (`urn:stele:problem:unavailable`); see Retry-After", body = wire::Problem, content_type = "application/problem+json"),
+        ReadProblems,
     )
 )]
 pub async fn tile(
@@ -139,9 +135,7 @@ pub async fn tile(
         (status = 200, description = "The entry", body = wire::Entry),
         (status = 404, description = "Unknown log, or index beyond the log", body = wire::Problem, content_type = "application/problem+json"),
         (status = 422, description = "Index not a decimal integer below 2^63", body = wire::Problem, content_type = "application/problem+json"),
-        (status = 400, description = "Malformed query string (`urn:stele:problem:malformed`)", body = wire::Problem, content_type = "application/problem+json"),
-        (status = 429, description = "Too many requests from this address (`urn:stele:problem:rate-limited`); see Retry-After", body = wire::Problem, content_type = "application/problem+json"),
-        (status = 503, description = "Too many reads in flight (`urn:stele:problem:unavailable`); see Retry-After", body = wire::Problem, content_type = "application/problem+json"),
+        ReadProblems,
     )
 )]
 pub async fn entry(
@@ -165,9 +159,7 @@ pub async fn entry(
         (status = 200, description = "The entry", body = wire::Entry),
         (status = 404, description = "Unknown log or leaf hash", body = wire::Problem, content_type = "application/problem+json"),
         (status = 422, description = "Missing or bad leaf_hash", body = wire::Problem, content_type = "application/problem+json"),
-        (status = 400, description = "Malformed query string (`urn:stele:problem:malformed`)", body = wire::Problem, content_type = "application/problem+json"),
-        (status = 429, description = "Too many requests from this address (`urn:stele:problem:rate-limited`); see Retry-After", body = wire::Problem, content_type = "application/problem+json"),
-        (status = 503, description = "Too many reads in flight (`urn:stele:problem:unavailable`); see Retry-After", body = wire::Problem, content_type = "application/problem+json"),
+        ReadProblems,
     )
 )]
 pub async fn entry_by_hash(
@@ -202,9 +194,7 @@ pub async fn entry_by_hash(
         (status = 200, description = "The proof and the checkpoint it leads to", body = wire::Inclusion),
         (status = 404, description = "Unknown log, entry or leaf hash", body = wire::Problem, content_type = "application/problem+json"),
         (status = 422, description = "Bad parameter, index >= tree_size, or tree_size beyond the log", body = wire::Problem, content_type = "application/problem+json"),
-        (status = 400, description = "Malformed query string (`urn:stele:problem:malformed`)", body = wire::Problem, content_type = "application/problem+json"),
-        (status = 429, description = "Too many requests from this address (`urn:stele:problem:rate-limited`); see Retry-After", body = wire::Problem, content_type = "application/problem+json"),
-        (status = 503, description = "Too many reads in flight (`urn:stele:problem:unavailable`); see Retry-After", body = wire::Problem, content_type = "application/problem+json"),
+        ReadProblems,
     )
 )]
 pub async fn inclusion(
@@ -259,9 +249,7 @@ pub async fn inclusion(
         (status = 200, description = "The proof and the checkpoint at `to`", body = wire::Consistency),
         (status = 404, description = "Unknown log", body = wire::Problem, content_type = "application/problem+json"),
         (status = 422, description = "Bad parameter, from > to, or a size beyond the log", body = wire::Problem, content_type = "application/problem+json"),
-        (status = 400, description = "Malformed query string (`urn:stele:problem:malformed`)", body = wire::Problem, content_type = "application/problem+json"),
-        (status = 429, description = "Too many requests from this address (`urn:stele:problem:rate-limited`); see Retry-After", body = wire::Problem, content_type = "application/problem+json"),
-        (status = 503, description = "Too many reads in flight (`urn:stele:problem:unavailable`); see Retry-After", body = wire::Problem, content_type = "application/problem+json"),
+        ReadProblems,
     )
 )]
 pub async fn consistency(

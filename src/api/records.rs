@@ -11,7 +11,7 @@ use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 
 use super::extract::{Bearer, JsonBytes, PathParams};
-use super::problem::Problem;
+use super::problem::{Problem, WriteProblems};
 use super::{receipt_json, AppState};
 use crate::records::{parse_bulk, parse_record};
 use crate::wire;
@@ -32,15 +32,10 @@ use crate::wire;
         (status = 201, description = "Recorded", body = wire::Receipt),
         (status = 200, description = "Duplicate: the existing record's receipt", body = wire::Receipt),
         (status = 400, description = "Not UTF-8, not JSON, or not an object; a repeated key; a number beyond any IEEE double (`urn:stele:problem:malformed`)", body = wire::Problem, content_type = "application/problem+json"),
-        (status = 401, description = "Missing, unknown or revoked token (`urn:stele:problem:unauthorized`)", body = wire::Problem, content_type = "application/problem+json"),
         (status = 403, description = "Record type not allowed for this agency (`urn:stele:problem:forbidden`)", body = wire::Problem, content_type = "application/problem+json"),
-        (status = 404, description = "Unknown log (`urn:stele:problem:not-found`)", body = wire::Problem, content_type = "application/problem+json"),
         (status = 413, description = "Body or attributes too large (`urn:stele:problem:too-large`)", body = wire::Problem, content_type = "application/problem+json"),
-        (status = 408, description = "The body did not arrive in time (`urn:stele:problem:request-timeout`)", body = wire::Problem, content_type = "application/problem+json"),
-        (status = 415, description = "Content type is not application/json (`urn:stele:problem:unsupported-media-type`)", body = wire::Problem, content_type = "application/problem+json"),
         (status = 422, description = "Invalid or unknown field; a number RFC 8785 would store as another number; a format control in the subject or an attribute key (`urn:stele:problem:invalid-field`, `field` names it)", body = wire::Problem, content_type = "application/problem+json"),
-        (status = 429, description = "The agency is over its quota or its share of the queue (`urn:stele:problem:rate-limited`); see Retry-After", body = wire::Problem, content_type = "application/problem+json"),
-        (status = 503, description = "Pushback: queue full, too many writes in flight, log not writable, database unavailable (`urn:stele:problem:unavailable`); see Retry-After", body = wire::Problem, content_type = "application/problem+json"),
+        WriteProblems,
     )
 )]
 pub async fn submit(
@@ -76,15 +71,10 @@ pub async fn submit(
         (status = 201, description = "Recorded", body = wire::Receipts),
         (status = 200, description = "Every record was a duplicate", body = wire::Receipts),
         (status = 400, description = "Malformed body: not UTF-8, not JSON, not an object, a repeated key (`urn:stele:problem:malformed`)", body = wire::Problem, content_type = "application/problem+json"),
-        (status = 401, description = "Missing, unknown or revoked token (`urn:stele:problem:unauthorized`)", body = wire::Problem, content_type = "application/problem+json"),
         (status = 403, description = "A record type is not allowed for this agency (`urn:stele:problem:forbidden`)", body = wire::Problem, content_type = "application/problem+json"),
-        (status = 404, description = "Unknown log (`urn:stele:problem:not-found`)", body = wire::Problem, content_type = "application/problem+json"),
         (status = 413, description = "Body, a record, a record's attributes, or the number of records too large (`urn:stele:problem:too-large`)", body = wire::Problem, content_type = "application/problem+json"),
-        (status = 408, description = "The body did not arrive in time (`urn:stele:problem:request-timeout`)", body = wire::Problem, content_type = "application/problem+json"),
-        (status = 415, description = "Content type is not application/json (`urn:stele:problem:unsupported-media-type`)", body = wire::Problem, content_type = "application/problem+json"),
         (status = 422, description = "Invalid or unknown field; a number RFC 8785 would store as another number; a format control in the subject or an attribute key (`urn:stele:problem:invalid-field`, `field` names it)", body = wire::Problem, content_type = "application/problem+json"),
-        (status = 429, description = "The agency is over its quota or its share of the queue (`urn:stele:problem:rate-limited`); see Retry-After", body = wire::Problem, content_type = "application/problem+json"),
-        (status = 503, description = "Pushback: queue full, too many writes in flight, log not writable, database unavailable (`urn:stele:problem:unavailable`); see Retry-After", body = wire::Problem, content_type = "application/problem+json"),
+        WriteProblems,
     )
 )]
 pub async fn submit_bulk(

@@ -111,6 +111,27 @@ pub trait WitnessStore: Send + Sync {
     ) -> Result<bool, StoreError>;
 }
 
+/// A row of `witness_checkpoints` as both backends read it:
+/// `(tree_size, root, cosigned_at, checkpoint)`.
+type Row = (i64, Vec<u8>, i64, String);
+
+const SELECT_COLUMNS: &str = "tree_size, root, cosigned_at, checkpoint";
+
+fn checkpoint_from(
+    origin: &str,
+    (size, root, at, note): Row,
+) -> Result<StoredCheckpoint, StoreError> {
+    Ok(StoredCheckpoint {
+        origin: origin.to_owned(),
+        state: WitnessedState {
+            size: to_u64(size)?,
+            root: hash_from(root)?,
+            timestamp: to_u64(at)?,
+        },
+        note,
+    })
+}
+
 /// `u64` → `i64` for the databases (sizes and times are below 2^63).
 fn to_i64(v: u64) -> Result<i64, StoreError> {
     i64::try_from(v).map_err(|_| StoreError::Other(format!("{v} does not fit in a BIGINT")))

@@ -26,10 +26,10 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
-use sqlx::{ConnectOptions, Row};
+use sqlx::ConnectOptions;
 use stele_core::witness::WitnessedState;
 
-use super::{hash_from, to_i64, to_u64, StoreError, StoredCheckpoint, WitnessStore};
+use super::{to_i64, StoreError, StoredCheckpoint, WitnessStore};
 
 const SCHEMA: &str = "CREATE TABLE IF NOT EXISTS witness_checkpoints (
     origin      TEXT PRIMARY KEY,
@@ -90,23 +90,15 @@ fn map_err(e: sqlx::Error) -> StoreError {
 #[async_trait]
 impl WitnessStore for PostgresWitnessStore {
     async fn latest(&self, origin: &str) -> Result<Option<StoredCheckpoint>, StoreError> {
-        let row = sqlx::query(
-            "SELECT tree_size, root, cosigned_at, checkpoint FROM witness_checkpoints WHERE origin = $1",
-        )
+        let row: Option<super::Row> = sqlx::query_as(&format!(
+            "SELECT {} FROM witness_checkpoints WHERE origin = $1",
+            super::SELECT_COLUMNS
+        ))
         .bind(origin)
         .fetch_optional(&self.pool)
         .await
         .map_err(map_err)?;
-        let Some(row) = row else { return Ok(None) };
-        Ok(Some(StoredCheckpoint {
-            origin: origin.to_owned(),
-            state: WitnessedState {
-                size: to_u64(row.try_get("tree_size").map_err(map_err)?)?,
-                root: hash_from(row.try_get("root").map_err(map_err)?)?,
-                timestamp: to_u64(row.try_get("cosigned_at").map_err(map_err)?)?,
-            },
-            note: row.try_get("checkpoint").map_err(map_err)?,
-        }))
+        row.map(|r| super::checkpoint_from(origin, r)).transpose()
     }
 
     async fn compare_and_set(

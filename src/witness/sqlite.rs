@@ -26,10 +26,9 @@ use async_trait::async_trait;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
-use sqlx::Row;
 use stele_core::witness::WitnessedState;
 
-use super::{hash_from, to_i64, to_u64, StoreError, StoredCheckpoint, WitnessStore};
+use super::{to_i64, StoreError, StoredCheckpoint, WitnessStore};
 
 const SCHEMA: &str = "CREATE TABLE IF NOT EXISTS witness_checkpoints (
     origin      TEXT PRIMARY KEY,
@@ -92,23 +91,15 @@ fn map_err(e: sqlx::Error) -> StoreError {
 #[async_trait]
 impl WitnessStore for SqliteWitnessStore {
     async fn latest(&self, origin: &str) -> Result<Option<StoredCheckpoint>, StoreError> {
-        let row = sqlx::query(
-            "SELECT tree_size, root, cosigned_at, checkpoint FROM witness_checkpoints WHERE origin = ?",
-        )
+        let row: Option<super::Row> = sqlx::query_as(&format!(
+            "SELECT {} FROM witness_checkpoints WHERE origin = ?",
+            super::SELECT_COLUMNS
+        ))
         .bind(origin)
         .fetch_optional(&self.pool)
         .await
         .map_err(map_err)?;
-        let Some(row) = row else { return Ok(None) };
-        Ok(Some(StoredCheckpoint {
-            origin: origin.to_owned(),
-            state: WitnessedState {
-                size: to_u64(row.try_get("tree_size").map_err(map_err)?)?,
-                root: hash_from(row.try_get("root").map_err(map_err)?)?,
-                timestamp: to_u64(row.try_get("cosigned_at").map_err(map_err)?)?,
-            },
-            note: row.try_get("checkpoint").map_err(map_err)?,
-        }))
+        row.map(|r| super::checkpoint_from(origin, r)).transpose()
     }
 
     async fn compare_and_set(
