@@ -283,8 +283,10 @@ pub trait LogWriter: Send + Sync {
     /// moved (nothing written); `Unavailable`: outcome unknown.
     async fn commit_batch(&self, batch: &Batch<'_>) -> Result<()>;
 
-    /// For each dedup key that is stored for `log`, the entry's index.
-    async fn find_dedup(&self, log: &str, keys: &[Hash]) -> Result<Vec<(Hash, u64)>>;
+    /// For each dedup key that is stored for `log`, the stored entry (index,
+    /// leaf and leaf hash), in one look-up: a batch repeating stored records
+    /// is answered from this alone.
+    async fn find_dedup(&self, log: &str, keys: &[Hash]) -> Result<Vec<(Hash, StoredEntry)>>;
 }
 
 /// The one-writer-per-log lock.

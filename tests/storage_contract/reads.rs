@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use anyhow::{ensure, Context};
-use stele::storage::Storage;
+use stele::storage::{Storage, StoredEntry};
 use stele_core::tile::TileId;
 use stele_core::Hash;
 use stele_testkit::checker::{LogChecker, StorageView};
@@ -109,10 +109,19 @@ async fn dedup_lookup(mut ctx: Ctx) -> TestResult {
     let mut asked = keys.clone();
     asked.push(Hash([9; 32]));
     let mut got = s.find_dedup(LOG, &asked).await?;
-    got.sort_by_key(|&(_, i)| i);
-    let want: Vec<(Hash, u64)> = (0..1200)
+    got.sort_by_key(|(_, e)| e.index);
+    // Each key with its entry as stored: the index, the exact leaf, its hash.
+    let want: Vec<(Hash, StoredEntry)> = (0..1200)
         .step_by(3)
-        .map(|i| (entry(i, "a").dedup_key, i))
+        .map(|i| {
+            let e = entry(i, "a");
+            let stored = StoredEntry {
+                index: i,
+                leaf: e.leaf.to_vec(),
+                leaf_hash: e.leaf_hash,
+            };
+            (e.dedup_key, stored)
+        })
         .collect();
     ensure!(got == want, "found {} of {} keys", got.len(), want.len());
     ensure!(
@@ -126,9 +135,12 @@ async fn dedup_lookup(mut ctx: Ctx) -> TestResult {
         .await
         .context("same dedup keys in another log")?;
     let got = s.find_dedup("other", &keys[..1]).await?;
-    ensure!(got == vec![(keys[0], 0)], "other log: {got:?}");
+    ensure!(
+        got.len() == 1 && got[0].0 == keys[0] && got[0].1.index == 0,
+        "other log: {got:?}"
+    );
     let got = s.find_dedup(LOG, &keys[..1]).await?;
-    ensure!(got == vec![(keys[0], 0)], "first log still: {got:?}");
+    ensure!(got == vec![want[0].clone()], "first log still: {got:?}");
     LogChecker::new(StorageView::new(s.clone(), "other"), &other.vkey())?
         .check_all()
         .await

@@ -153,7 +153,7 @@ impl LogWriter for Faulty {
         }
         Ok(())
     }
-    async fn find_dedup(&self, log: &str, keys: &[Hash]) -> Result<Vec<(Hash, u64)>> {
+    async fn find_dedup(&self, log: &str, keys: &[Hash]) -> Result<Vec<(Hash, StoredEntry)>> {
         self.check()?;
         self.inner.find_dedup(log, keys).await
     }

@@ -15,7 +15,7 @@ use crate::engine::log::Request;
 use crate::error::LogError;
 use crate::error::DATABASE_UNAVAILABLE;
 use crate::records::leaf_bytes;
-use crate::storage::NewEntry;
+use crate::storage::{NewEntry, StoredEntry};
 
 /// Where each submitted record ended up.
 #[derive(Clone, Copy)]
@@ -76,6 +76,8 @@ impl Sequencer {
         // already stored, and only then are the keys looked up and the batch
         // sequenced again. New records, the common case, cost no look-up.
         let mut stored: HashMap<Hash, u64> = HashMap::new();
+        // The stored duplicates' leaves, from the same look-up.
+        let mut existing: HashMap<u64, (Bytes, Hash)> = HashMap::new();
         let mut looked_up = false;
         let ts_ms = now_ms().max(self.last_ts);
         let (entries, slots, overlay) = loop {
@@ -95,7 +97,13 @@ impl Sequencer {
                         .filter(|k| seen.insert(*k))
                         .collect();
                     match self.ctx.storage.find_dedup(&name, &unique).await {
-                        Ok(v) => stored = v.into_iter().collect(),
+                        Ok(found) => match stored_duplicates(found) {
+                            Ok((keys, leaves)) => (stored, existing) = (keys, leaves),
+                            Err(e) => {
+                                reply.fail_all(requests, e);
+                                return Mode::Writer;
+                            }
+                        },
                         Err(e) => {
                             tracing::warn!(log = %name, "dedup lookup failed: {e}");
                             let e = LogError::Unavailable(DATABASE_UNAVAILABLE.into());
@@ -122,26 +130,6 @@ impl Sequencer {
             }
         };
 
-        // Leaves of already stored duplicates (rare: one read each).
-        let mut existing: HashMap<u64, (Bytes, Hash)> = HashMap::new();
-        for s in slots.iter().flatten() {
-            if let Slot::Existing(index) = *s {
-                if existing.contains_key(&index) {
-                    continue;
-                }
-                match self.read_leaf(index).await {
-                    Ok(leaf) => {
-                        existing.insert(index, leaf);
-                    }
-                    Err(e) => {
-                        let msg = e.to_string();
-                        reply.fail_all(requests, LogError::Unavailable(msg));
-                        return Mode::Writer;
-                    }
-                }
-            }
-        }
-
         // Receipts, all against the latest checkpoint (this batch's if it had
         // new entries), are built and sent by a task of their own so that the
         // sequencer can start on the next batch at once.
@@ -157,24 +145,23 @@ impl Sequencer {
         tokio::spawn(reply.send(job));
         Mode::Writer
     }
+}
 
-    /// The stored leaf and leaf hash at `index` (a stored duplicate).
-    async fn read_leaf(&self, index: u64) -> Result<(Bytes, Hash), LogError> {
-        let e = self
-            .ctx
-            .storage
-            .read_entries(&self.log.name, index, index + 1)
-            .await?;
-        match e.into_iter().next() {
-            Some(e) if e.index == index => {
-                std::str::from_utf8(&e.leaf).map_err(LogError::internal)?;
-                Ok((Bytes::from(e.leaf), e.leaf_hash))
-            }
-            _ => Err(LogError::bug(format!(
-                "entry {index} is deduplicated but missing"
-            ))),
-        }
+/// The stored duplicates found by one look-up: dedup key → index, and
+/// index → (leaf, leaf hash) for their receipts. A stored leaf that is not
+/// UTF-8 is corrupt storage, never answered.
+#[allow(clippy::type_complexity)]
+fn stored_duplicates(
+    found: Vec<(Hash, StoredEntry)>,
+) -> Result<(HashMap<Hash, u64>, HashMap<u64, (Bytes, Hash)>), LogError> {
+    let mut keys = HashMap::with_capacity(found.len());
+    let mut leaves = HashMap::with_capacity(found.len());
+    for (key, e) in found {
+        std::str::from_utf8(&e.leaf).map_err(LogError::internal)?;
+        keys.insert(key, e.index);
+        leaves.insert(e.index, (Bytes::from(e.leaf), e.leaf_hash));
     }
+    Ok((keys, leaves))
 }
 
 /// Assigns indexes: stored duplicates point at their entry, repeats within

@@ -259,7 +259,7 @@ impl LogWriter for PostgresStorage {
         Ok(())
     }
 
-    async fn find_dedup(&self, log: &str, keys: &[Hash]) -> Result<Vec<(Hash, u64)>> {
+    async fn find_dedup(&self, log: &str, keys: &[Hash]) -> Result<Vec<(Hash, StoredEntry)>> {
         if keys.is_empty() {
             return Ok(Vec::new());
         }
@@ -269,7 +269,8 @@ impl LogWriter for PostgresStorage {
             .collect();
         let asked: Vec<[u8; 32]> = stored.keys().copied().collect();
         let rows = sqlx::query(
-            "SELECT dedup_key, idx FROM entries WHERE dedup_key = ANY($2::bytea[]) AND log = $1",
+            "SELECT dedup_key, idx, leaf, leaf_hash FROM entries \
+             WHERE dedup_key = ANY($2::bytea[]) AND log = $1",
         )
         .bind(log)
         .bind(&asked)
@@ -282,7 +283,7 @@ impl LogWriter for PostgresStorage {
                 let key = stored
                     .get(key.as_slice())
                     .ok_or_else(|| StorageError::Other("find_dedup: unasked key".into()))?;
-                Ok((*key, to_u64(r.try_get("idx").map_err(map_err)?)?))
+                Ok((*key, entry_from(r)?))
             })
             .collect()
     }

@@ -205,11 +205,12 @@ impl LogWriter for SqliteStorage {
         tx.commit().await.map_err(map_err)
     }
 
-    async fn find_dedup(&self, log: &str, keys: &[Hash]) -> Result<Vec<(Hash, u64)>> {
+    async fn find_dedup(&self, log: &str, keys: &[Hash]) -> Result<Vec<(Hash, StoredEntry)>> {
         let mut out = Vec::new();
         for chunk in keys.chunks(ENTRY_CHUNK) {
-            let mut q =
-                QueryBuilder::<Sqlite>::new("SELECT dedup_key, idx FROM entries WHERE log = ");
+            let mut q = QueryBuilder::<Sqlite>::new(
+                "SELECT dedup_key, idx, leaf, leaf_hash FROM entries WHERE log = ",
+            );
             q.push_bind(log).push(" AND dedup_key IN (");
             let mut list = q.separated(", ");
             for k in chunk {
@@ -217,10 +218,7 @@ impl LogWriter for SqliteStorage {
             }
             q.push(")");
             for row in q.build().fetch_all(&self.reader).await.map_err(map_err)? {
-                out.push((
-                    hash_from(get(&row, "dedup_key")?)?,
-                    to_u64(get(&row, "idx")?)?,
-                ));
+                out.push((hash_from(get(&row, "dedup_key")?)?, entry_from(&row)?));
             }
         }
         Ok(out)
