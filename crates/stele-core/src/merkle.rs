@@ -298,30 +298,15 @@ pub fn root_from_inclusion_proof(
         });
     }
     // RFC 9162 §2.1.3.2.
-    let (mut fn_, mut sn) = (index, size - 1);
     let mut r = *leaf_hash;
-    for p in proof {
-        if sn == 0 {
-            return Err(Error::ProofLength {
-                expected,
-                got: proof.len(),
-            });
-        }
-        if fn_ & 1 == 1 || fn_ == sn {
-            r = crate::node_hash(p, &r);
-            if fn_ & 1 == 0 {
-                while fn_ & 1 == 0 && fn_ != 0 {
-                    fn_ >>= 1;
-                    sn >>= 1;
-                }
-            }
+    let walked = walk_proof(index, size - 1, proof, |left, p| {
+        r = if left {
+            crate::node_hash(p, &r)
         } else {
-            r = crate::node_hash(&r, p);
-        }
-        fn_ >>= 1;
-        sn >>= 1;
-    }
-    if sn != 0 {
+            crate::node_hash(&r, p)
+        };
+    });
+    if !walked {
         return Err(Error::ProofLength {
             expected,
             got: proof.len(),
@@ -400,29 +385,15 @@ pub fn verify_consistency(
         sn >>= 1;
     }
     let (mut fr, mut sr) = (path[0], path[0]);
-    for c in &path[1..] {
-        if sn == 0 {
-            return Err(Error::ProofLength {
-                expected,
-                got: proof.len(),
-            });
-        }
-        if fn_ & 1 == 1 || fn_ == sn {
+    let walked = walk_proof(fn_, sn, &path[1..], |left, c| {
+        if left {
             fr = crate::node_hash(c, &fr);
             sr = crate::node_hash(c, &sr);
-            if fn_ & 1 == 0 {
-                while fn_ & 1 == 0 && fn_ != 0 {
-                    fn_ >>= 1;
-                    sn >>= 1;
-                }
-            }
         } else {
             sr = crate::node_hash(&sr, c);
         }
-        fn_ >>= 1;
-        sn >>= 1;
-    }
-    if sn != 0 {
+    });
+    if !walked {
         return Err(Error::ProofLength {
             expected,
             got: proof.len(),
@@ -432,4 +403,32 @@ pub fn verify_consistency(
         return Err(Error::RootMismatch);
     }
     Ok(())
+}
+
+/// The walk RFC 9162 §2.1.3.2 and §2.1.4.2 share: from `(fn, sn)`, each
+/// proof hash is combined on the left (`true`) or on the right of the
+/// running hash, and the bits of `fn`/`sn` shift as the spec says. False if
+/// the proof runs past the root or ends before it (`sn` must end at 0).
+fn walk_proof(
+    mut fn_: u64,
+    mut sn: u64,
+    proof: &[Hash],
+    mut step: impl FnMut(bool, &Hash),
+) -> bool {
+    for p in proof {
+        if sn == 0 {
+            return false;
+        }
+        let left = fn_ & 1 == 1 || fn_ == sn;
+        step(left, p);
+        if left && fn_ & 1 == 0 {
+            while fn_ & 1 == 0 && fn_ != 0 {
+                fn_ >>= 1;
+                sn >>= 1;
+            }
+        }
+        fn_ >>= 1;
+        sn >>= 1;
+    }
+    sn == 0
 }

@@ -154,9 +154,15 @@ fn inclusion_shape(index: u64, size: u64, len: usize) -> Option<Vec<bool>> {
     if index >= size || size >= MAX_TREE_SIZE {
         return None;
     }
-    let (mut f, mut s) = (index, size - 1);
+    walk_shape(index, size - 1, len)
+}
+
+/// The RFC 9162 verification walk from `(fn, sn)` over `steps` proof
+/// hashes: true where the hash is on the left. `None` if the walk does not
+/// end at the root.
+fn walk_shape(mut f: u64, mut s: u64, steps: usize) -> Option<Vec<bool>> {
     let mut shape = Vec::new();
-    for _ in 0..len {
+    for _ in 0..steps {
         if s == 0 {
             return None;
         }
@@ -192,26 +198,7 @@ fn consistency_shape(old: u64, new: u64, len: usize) -> Option<(bool, Vec<bool>)
         f >>= 1;
         s >>= 1;
     }
-    let mut shape = Vec::new();
-    for _ in 1..total {
-        if s == 0 {
-            return None;
-        }
-        if f & 1 == 1 || f == s {
-            shape.push(true);
-            if f & 1 == 0 {
-                while f & 1 == 0 && f != 0 {
-                    f >>= 1;
-                    s >>= 1;
-                }
-            }
-        } else {
-            shape.push(false);
-        }
-        f >>= 1;
-        s >>= 1;
-    }
-    (s == 0).then_some((pow2, shape))
+    walk_shape(f, s, total - 1).map(|shape| (pow2, shape))
 }
 
 #[test]

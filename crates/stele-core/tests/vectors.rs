@@ -42,40 +42,28 @@ fn b64_hashes(v: &Value) -> Result<Vec<Hash>, ()> {
     }
 }
 
-/// Every case of github.com/transparency-dev/merkle testdata/inclusion.
-/// Cases whose hashes are not 32 bytes must be rejected whatever `wantErr`
-/// says: the spec rejects such hashes.
-#[test]
-fn transparency_dev_inclusion() {
+/// Runs every case under `transparency-dev-merkle/{kind}`: `verify` returns
+/// `Err(())` when a case's hashes are not 32 bytes (such a case must be
+/// rejected whatever `wantErr` says: the spec rejects such hashes), else the
+/// verifier's answer, which must fail exactly when `wantErr` says so.
+fn transparency_dev_cases(kind: &str, verify: impl Fn(&Value) -> Result<Result<(), String>, ()>) {
     let mut files = Vec::new();
     json_files(
-        &vectors().join("transparency-dev-merkle/inclusion"),
+        &vectors().join("transparency-dev-merkle").join(kind),
         &mut files,
     );
     assert!(
         files.len() > 80,
-        "found only {} inclusion vectors",
+        "found only {} {kind} vectors",
         files.len()
     );
     let (mut ok, mut rejected) = (0, 0);
     for f in &files {
         let v = load(f);
-        let index = v["leafIdx"].as_u64().unwrap();
-        let size = v["treeSize"].as_u64().unwrap();
         let want_err = v["wantErr"].as_bool().unwrap();
-        let parsed = (|| {
-            Ok::<_, ()>((
-                b64_hash(&v["root"])?,
-                b64_hash(&v["leafHash"])?,
-                b64_hashes(&v["proof"])?,
-            ))
-        })();
-        let must_fail = want_err || parsed.is_err();
-        let result = match parsed {
-            Err(()) => Err("hash not 32 bytes".to_string()),
-            Ok((root, leaf, proof)) => merkle::verify_inclusion(&leaf, index, size, &proof, &root)
-                .map_err(|e| e.to_string()),
-        };
+        let answer = verify(&v);
+        let must_fail = want_err || answer.is_err();
+        let result = answer.unwrap_or_else(|()| Err("hash not 32 bytes".to_string()));
         assert_eq!(
             result.is_err(),
             must_fail,
@@ -89,55 +77,40 @@ fn transparency_dev_inclusion() {
             ok += 1
         }
     }
-    assert!(ok >= 5 && rejected >= 50, "ok {ok} rejected {rejected}");
+    assert!(
+        ok >= 5 && rejected >= 50,
+        "{kind}: ok {ok} rejected {rejected}"
+    );
 }
 
+/// Every case of github.com/transparency-dev/merkle testdata/inclusion.
+#[test]
+fn transparency_dev_inclusion() {
+    transparency_dev_cases("inclusion", |v| {
+        let index = v["leafIdx"].as_u64().unwrap();
+        let size = v["treeSize"].as_u64().unwrap();
+        let (root, leaf, proof) = (
+            b64_hash(&v["root"])?,
+            b64_hash(&v["leafHash"])?,
+            b64_hashes(&v["proof"])?,
+        );
+        Ok(merkle::verify_inclusion(&leaf, index, size, &proof, &root).map_err(|e| e.to_string()))
+    });
+}
+
+/// Every case of github.com/transparency-dev/merkle testdata/consistency.
 #[test]
 fn transparency_dev_consistency() {
-    let mut files = Vec::new();
-    json_files(
-        &vectors().join("transparency-dev-merkle/consistency"),
-        &mut files,
-    );
-    assert!(
-        files.len() > 80,
-        "found only {} consistency vectors",
-        files.len()
-    );
-    let (mut ok, mut rejected) = (0, 0);
-    for f in &files {
-        let v = load(f);
+    transparency_dev_cases("consistency", |v| {
         let s1 = v["size1"].as_u64().unwrap();
         let s2 = v["size2"].as_u64().unwrap();
-        let want_err = v["wantErr"].as_bool().unwrap();
-        let parsed = (|| {
-            Ok::<_, ()>((
-                b64_hash(&v["root1"])?,
-                b64_hash(&v["root2"])?,
-                b64_hashes(&v["proof"])?,
-            ))
-        })();
-        let must_fail = want_err || parsed.is_err();
-        let result = match parsed {
-            Err(()) => Err("hash not 32 bytes".to_string()),
-            Ok((r1, r2, proof)) => {
-                merkle::verify_consistency(s1, s2, &r1, &r2, &proof).map_err(|e| e.to_string())
-            }
-        };
-        assert_eq!(
-            result.is_err(),
-            must_fail,
-            "{}: {result:?} (desc {})",
-            f.display(),
-            v["desc"]
+        let (r1, r2, proof) = (
+            b64_hash(&v["root1"])?,
+            b64_hash(&v["root2"])?,
+            b64_hashes(&v["proof"])?,
         );
-        if must_fail {
-            rejected += 1
-        } else {
-            ok += 1
-        }
-    }
-    assert!(ok >= 5 && rejected >= 50, "ok {ok} rejected {rejected}");
+        Ok(merkle::verify_consistency(s1, s2, &r1, &r2, &proof).map_err(|e| e.to_string()))
+    });
 }
 
 /// One vector says a 12-byte "root" passes between equal sizes; it is
