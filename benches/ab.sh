@@ -26,6 +26,8 @@ for side in A B; do
   sha=$(git rev-parse --short=12 "$rev^{commit}")
   dir="$AB_DIR/$sha"
   [ -d "$dir" ] || git worktree add --detach "$dir" "$sha" >/dev/null
+  # The real path: cargo's fingerprints hold source paths.
+  dir=$(cd "$dir" && pwd -P)
   tree[$side]="$dir"
   echo "$side = $rev ($sha) in $dir" >&2
 done

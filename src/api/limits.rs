@@ -124,7 +124,13 @@ const DEFAULT_CSP: &str = "default-src 'none'; frame-ancestors 'none'; base-uri 
 /// and a CSP (pages that need more set their own, kept as they are).
 pub async fn security_headers(req: Request, next: Next) -> Response {
     let mut resp = next.run(req).await;
-    let h = resp.headers_mut();
+    add_security_headers(resp.headers_mut());
+    resp
+}
+
+/// The security headers of every answer (the API's are added where each
+/// request is observed, one layer fewer).
+pub fn add_security_headers(h: &mut axum::http::HeaderMap) {
     h.insert(
         header::X_CONTENT_TYPE_OPTIONS,
         HeaderValue::from_static("nosniff"),
@@ -140,7 +146,6 @@ pub async fn security_headers(req: Request, next: Next) -> Response {
             HeaderValue::from_static(DEFAULT_CSP),
         );
     }
-    resp
 }
 
 #[cfg(test)]

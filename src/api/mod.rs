@@ -92,9 +92,13 @@ impl Default for Limits {
     }
 }
 
-/// What every handler can reach.
+/// What every handler can reach: one pointer, so that each request's copy
+/// costs one reference count.
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Shared>);
+
+/// The parts of [`AppState`].
+pub struct Shared {
     pub engine: Arc<Engine>,
     pub metrics: Arc<Metrics>,
     pub limits: Limits,
@@ -105,16 +109,29 @@ pub struct AppState {
     pub body_budgets: extract::BodyBudgets,
 }
 
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
 impl AppState {
-    /// The state of a router over `engine` with these limits.
-    pub fn new(engine: Arc<Engine>, metrics: Arc<Metrics>, limits: Limits) -> Self {
-        AppState {
+    /// The state of a router over `engine` with these limits; `/metrics`
+    /// is served by it when `metrics_here`.
+    pub fn new(
+        engine: Arc<Engine>,
+        metrics: Arc<Metrics>,
+        limits: Limits,
+        metrics_here: bool,
+    ) -> Self {
+        AppState(Arc::new(Shared {
             body_budgets: extract::BodyBudgets::new(limits.max_body_bytes_in_flight),
             engine,
             metrics,
             limits,
-            metrics_here: true,
-        }
+            metrics_here,
+        }))
     }
 }
 
@@ -221,11 +238,10 @@ pub fn router(state: AppState) -> Router {
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state.clone());
     // Outermost last: drop a client's unusable request id, assign one,
-    // copy it to the response, add the security headers, then observe
-    // (span, metrics), then turn panics into problems.
+    // copy it to the response, then observe (span, metrics, and the
+    // security headers on every answer), then turn panics into problems.
     api.layer(CatchPanicLayer::custom(panic_to_problem))
         .layer(middleware::from_fn_with_state(state, observe))
-        .layer(middleware::from_fn(limits::security_headers))
         .layer(PropagateRequestIdLayer::x_request_id())
         .layer(SetRequestIdLayer::x_request_id(RequestIds::default()))
         .layer(middleware::from_fn(drop_unusable_request_id))
@@ -327,25 +343,19 @@ async fn observe(State(state): State<AppState>, req: Request, next: Next) -> Res
         .get::<MatchedPath>()
         .map_or("unmatched", |p| p.as_str())
         .to_string();
-    let path = req.uri().path();
-    // Bounded in the log: a path is at most 200 characters there.
-    let path = match path.char_indices().nth(200) {
-        Some((cut, _)) => format!("{}…", &path[..cut]),
-        None => path.to_string(),
-    };
     let span = tracing::info_span!(
         "request",
         method = %method,
-        path = %path,
+        path = %BoundedPath(req.uri().path()),
         request_id = %req.headers().get("x-request-id").and_then(|v| v.to_str().ok()).unwrap_or("-"),
         status = tracing::field::Empty,
         latency_ms = tracing::field::Empty,
     );
     let resp = next.run(req).instrument(span.clone()).await;
     let status = resp.status();
-    let latency_ms = format!("{:.3}", start.elapsed().as_secs_f64() * 1e3);
     span.record("status", status.as_u16());
-    span.record("latency_ms", tracing::field::display(&latency_ms));
+    let micros = start.elapsed().as_micros();
+    span.record("latency_ms", micros as f64 / 1e3);
     // Only standard methods become label values, so hostile requests cannot
     // grow the metric families without bound.
     let method_label = match method.as_str() {
@@ -368,5 +378,19 @@ async fn observe(State(state): State<AppState>, req: Request, next: Next) -> Res
             tracing::info!(target: "stele::http", "request");
         }
     });
+    let mut resp = resp;
+    limits::add_security_headers(resp.headers_mut());
     resp
+}
+
+/// A request path as logged: at most 200 characters, then `…`.
+struct BoundedPath<'a>(&'a str);
+
+impl std::fmt::Display for BoundedPath<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0.char_indices().nth(200) {
+            Some((cut, _)) => write!(f, "{}…", &self.0[..cut]),
+            None => f.write_str(self.0),
+        }
+    }
 }

@@ -53,7 +53,7 @@ pub async fn readyz(State(state): State<AppState>) -> Result<Json<wire::Status>,
     responses((status = 200, description = "Prometheus text exposition", body = String, content_type = "text/plain; version=0.0.4"))
 )]
 pub async fn metrics(State(state): State<AppState>) -> Response {
-    metrics_of(State(state.metrics)).await
+    metrics_of(State(state.metrics.clone())).await
 }
 
 /// `/metrics` on a listener of its own.

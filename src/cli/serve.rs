@@ -112,10 +112,12 @@ pub async fn serve(config: Config, addr_file: Option<PathBuf>) -> anyhow::Result
     let scheme = if tls.is_some() { "https" } else { "http" };
     tracing::info!("listening on {scheme}://{addr}");
 
-    let state = AppState {
-        metrics_here: settings.metrics_listen.is_none(),
-        ..AppState::new(engine.clone(), metrics.clone(), settings.limits)
-    };
+    let state = AppState::new(
+        engine.clone(),
+        metrics.clone(),
+        settings.limits,
+        settings.metrics_listen.is_none(),
+    );
     let options = api::ServeOptions {
         limits: settings.connections,
         tls,

@@ -77,6 +77,9 @@ impl Quotas {
 
     fn buckets(&self, agency: &AgencyName) -> Arc<Buckets> {
         let mut map = self.buckets.lock().expect("quota lock");
+        if let Some(b) = map.get(agency) {
+            return b.clone();
+        }
         map.entry(agency.clone())
             .or_insert_with(|| {
                 let r = self
@@ -150,13 +153,16 @@ impl QueueShares {
 
     /// `n` slots of `agency`'s share, held until the request is answered.
     pub(crate) fn take(&self, agency: &AgencyName, n: usize) -> Option<OwnedSemaphorePermit> {
-        let share = self
-            .shares
-            .lock()
-            .expect("share lock")
-            .entry(agency.clone())
-            .or_insert_with(|| Arc::new(Semaphore::new(self.per_agency)))
-            .clone();
+        let share = {
+            let mut shares = self.shares.lock().expect("share lock");
+            match shares.get(agency) {
+                Some(share) => share.clone(),
+                None => shares
+                    .entry(agency.clone())
+                    .or_insert_with(|| Arc::new(Semaphore::new(self.per_agency)))
+                    .clone(),
+            }
+        };
         share.try_acquire_many_owned(u32::try_from(n).ok()?).ok()
     }
 }

@@ -114,9 +114,13 @@ pub fn record_from_text(text: &str) -> Result<Record, LogError> {
 /// type is ASCII already).
 fn check_no_format_controls(field: &str, s: &str) -> Result<(), LogError> {
     use unicode_properties::{GeneralCategory, UnicodeGeneralCategory};
+    // No ASCII character is a format control: most texts end here.
+    if s.is_ascii() {
+        return Ok(());
+    }
     match s
         .chars()
-        .find(|c| c.general_category() == GeneralCategory::Format)
+        .find(|c| !c.is_ascii() && c.general_category() == GeneralCategory::Format)
     {
         Some(c) => Err(LogError::invalid(
             field,

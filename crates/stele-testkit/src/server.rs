@@ -109,7 +109,7 @@ pub async fn spawn_app_with(backend: Backend, opts: AppOptions) -> anyhow::Resul
 
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
-    let state = AppState::new(engine.clone(), metrics.clone(), opts.limits.clone());
+    let state = AppState::new(engine.clone(), metrics.clone(), opts.limits.clone(), true);
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(api::serve(listener, api::router(state), async move {
         let _ = rx.await;
