@@ -41,6 +41,7 @@ mod tiles;
 pub use crate::error::LogError;
 pub use agency::Agency;
 pub use config::{EngineConfig, LogConfig};
+pub use sequencer::mark_file_for;
 pub use log::Integrated;
 pub use quota::{QuotaConfig, Rate};
 pub use read::{ConsistencyProof, EntryView, InclusionProof, Locator, LogInfo, TileData};
@@ -128,6 +129,7 @@ impl Engine {
                 signer: lc.signer,
                 verifier,
                 vkey,
+                mark_file: lc.mark_file,
                 snapshot: RwLock::new(Arc::new(Snapshot::new(
                     state.tree_size,
                     state.checkpoint,
