@@ -41,10 +41,10 @@ mod tiles;
 pub use crate::error::LogError;
 pub use agency::Agency;
 pub use config::{EngineConfig, LogConfig};
-pub use sequencer::mark_file_for;
 pub use log::Integrated;
 pub use quota::{QuotaConfig, Rate};
 pub use read::{ConsistencyProof, EntryView, InclusionProof, Locator, LogInfo, TileData};
+pub use sequencer::mark_file_for;
 
 /// Longest `ready()` waits for the database to answer a ping.
 const READY_PING_TIMEOUT: Duration = Duration::from_secs(1);

@@ -75,12 +75,7 @@ pub(crate) async fn store(path: &Path, note: &str) -> Result<(), String> {
     tokio::task::spawn_blocking(move || crate::files::write_atomic(&p, &data))
         .await
         .map_err(|e| format!("writing the high-water mark failed: {e}"))?
-        .map_err(|e| {
-            format!(
-                "cannot write the high-water mark {}: {e:#}",
-                path.display()
-            )
-        })
+        .map_err(|e| format!("cannot write the high-water mark {}: {e:#}", path.display()))
 }
 
 #[cfg(test)]
