@@ -3,7 +3,8 @@
 //! restored from an older backup (PostgreSQL: `pg_dump`/`pg_restore`;
 //! SQLite: the database files copied back) or an empty database given the
 //! used key is refused before anything is signed, and `/readyz` and the
-//! submissions say why.
+//! submissions say why; so is a different tree of the marked size (a
+//! fork signed with the same key while the mark was away).
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -45,6 +46,21 @@ pub async fn rollback(backend: Backend) -> Result<()> {
     let result = refuses(&empty, None, "an empty or wrong database with a used key").await;
     empty.terminate(STOP).await?;
     result.with_context(|| format!("empty:\n{}", empty.output()))?;
+
+    // A fork: another tree of the marked size, signed with the same key
+    // while the mark was away, then the mark put back.
+    let mark = deployment.dir().join("log.key.mark");
+    let kept = backup.path().join("kept.mark");
+    std::fs::rename(&mark, &kept)?;
+    let token = deployment.add_agency("forker", &["faults.*"]).await?;
+    let mut forker = deployment.start("forker").await?;
+    submit(&forker, &token, "fork", 10).await?;
+    forker.terminate(STOP).await?;
+    std::fs::rename(&kept, &mark)?;
+    let mut forked = deployment.spawn("forked").await?;
+    let result = refuses(&forked, Some(&token), "a fork; refusing to sign").await;
+    forked.terminate(STOP).await?;
+    result.with_context(|| format!("forked:\n{}", forked.output()))?;
     Ok(())
 }
 
