@@ -196,6 +196,7 @@ pub fn load_logs(config: &Config) -> anyhow::Result<Vec<LogConfig>> {
             name: log.name.clone(),
             origin: log.origin.clone(),
             signer: Arc::new(signer),
+            mark_file: Some(crate::engine::mark_file_for(&path)),
         });
     }
     Ok(out)

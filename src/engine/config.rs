@@ -18,6 +18,10 @@ pub struct LogConfig {
     /// Checkpoint origin; must equal the signer's key name.
     pub origin: String,
     pub signer: Arc<Signer>,
+    /// The high-water mark file (the newest checkpoint signed and stored,
+    /// beside the key: `mark_file_for(key_file)`); `None`: no mark, storage
+    /// is only checked against itself.
+    pub mark_file: Option<PathBuf>,
 }
 
 /// Sequencer and cache knobs.

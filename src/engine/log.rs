@@ -117,6 +117,8 @@ pub(crate) struct Log {
     pub signer: Arc<Signer>,
     pub verifier: Verifier,
     pub vkey: String,
+    /// The high-water mark file, if the log has one (`sequencer::mark`).
+    pub mark_file: Option<std::path::PathBuf>,
     pub label: LogLabel,
     pub snapshot: RwLock<Arc<Snapshot>>,
     pub status: RwLock<Status>,

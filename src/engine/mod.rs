@@ -44,6 +44,7 @@ pub use config::{EngineConfig, LogConfig};
 pub use log::Integrated;
 pub use quota::{QuotaConfig, Rate};
 pub use read::{ConsistencyProof, EntryView, InclusionProof, Locator, LogInfo, TileData};
+pub use sequencer::mark_file_for;
 
 /// Longest `ready()` waits for the database to answer a ping.
 const READY_PING_TIMEOUT: Duration = Duration::from_secs(1);
@@ -128,6 +129,7 @@ impl Engine {
                 signer: lc.signer,
                 verifier,
                 vkey,
+                mark_file: lc.mark_file,
                 snapshot: RwLock::new(Arc::new(Snapshot::new(
                     state.tree_size,
                     state.checkpoint,

@@ -76,6 +76,7 @@ impl Ctx {
             name: LogName::parse(LOG)?,
             origin: ORIGIN.into(),
             signer: Arc::new(Signer::from_skey(&self.skey)?),
+            mark_file: None,
         }];
         Engine::start(storage, logs, config, Arc::new(Metrics::new())).await
     }

@@ -23,6 +23,7 @@ mod concurrency;
 mod crash;
 mod load;
 mod outage;
+mod rollback;
 mod two_writers;
 
 use load::Collector;
@@ -41,6 +42,7 @@ fn main() {
         Needs::PgCluster,
         outage::outage,
     );
+    suite.per_backend("rollback_refused", Backend::ALL, rollback::rollback);
     suite.per_backend("two_writers", Backend::ALL, two_writers::two_writers);
     suite.run()
 }

@@ -99,6 +99,13 @@ impl Sequencer {
         };
         match result {
             Ok(()) => {
+                // The mark covers a checkpoint before anything serves it.
+                if let Err(why) = self.mark(&prepared.note).await {
+                    let e = LogError::Unavailable(
+                        "the record was committed but the log cannot record its high-water mark; retry (a retry is deduplicated)".into(),
+                    );
+                    return Err(Commit::Failed(e, self.refused(why)));
+                }
                 self.log.set_commit_failure(None);
                 m.batch_size
                     .get_or_create(&self.log.label)
@@ -125,6 +132,17 @@ impl Sequencer {
                 );
                 Err(Commit::Failed(answer, Mode::Reload { old_size, prepared }))
             }
+        }
+    }
+
+    /// Moves the high-water mark (if the log has one) to `note`, a
+    /// checkpoint storage acknowledged.
+    pub(super) async fn mark(&self, note: &str) -> Result<(), String> {
+        match &self.log.mark_file {
+            Some(path) => super::mark::store(path, note)
+                .await
+                .map_err(|e| format!("log {}: {e}; refusing to sign", self.log.name)),
+            None => Ok(()),
         }
     }
 

@@ -53,10 +53,12 @@ use crate::storage::{Storage, WriterLease};
 
 mod batch;
 mod commit;
+pub(crate) mod mark;
 mod receipts;
 mod recovery;
 
 use commit::Prepared;
+pub use mark::mark_file_for;
 pub(crate) use receipts::Reply;
 
 /// How often a process that is not the writer tries to take the lease (and

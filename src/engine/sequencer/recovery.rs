@@ -10,7 +10,7 @@ use stele_core::tile::{partial_tiles, TileId, TreeBuilder};
 use stele_core::{EMPTY_ROOT, HASH_SIZE};
 
 use super::commit::Prepared;
-use super::{Mode, Sequencer, MAX_BACKOFF};
+use super::{mark, Mode, Sequencer, MAX_BACKOFF};
 use crate::engine::log::Status;
 use crate::engine::tiles::{ProofJob, Snapshot, TileSource};
 use crate::error::DATABASE_UNAVAILABLE;
@@ -68,10 +68,26 @@ impl Sequencer {
     async fn recover(&mut self) -> Result<(), Recovery> {
         let storage = &self.ctx.storage;
         let name = self.log.name.as_str();
+        let mark = match &self.log.mark_file {
+            Some(path) => mark::load(path, &self.log.verifier)
+                .await
+                .map_err(Recovery::Refuse)?
+                .map(|m| (path.clone(), m)),
+            None => None,
+        };
         let mut state = storage
             .log_state(name)
             .await?
             .ok_or_else(|| Recovery::Refuse("the log does not exist in storage".into()))?;
+        if let Some((path, m)) = &mark {
+            if state.tree_size == 0 && m.checkpoint.size > 0 {
+                return Err(Recovery::Refuse(format!(
+                    "the database holds an empty log, but this log's key already signed a tree of size {} (high-water mark {}): an empty or wrong database with a used key; refusing to sign",
+                    m.checkpoint.size,
+                    path.display()
+                )));
+            }
+        }
         if state.checkpoint.is_none() && state.tree_size == 0 {
             let note = self.sign(0, EMPTY_ROOT).map_err(Recovery::Refuse)?;
             let batch = Batch {
@@ -151,11 +167,24 @@ impl Sequencer {
                 cp.root
             )));
         }
-        // What this process served before (as reader or writer) must be a
-        // prefix of what it now writes on.
+        // What this key signed before (the mark) and what this process
+        // served before (as reader or writer) must be prefixes of what it
+        // now writes on.
+        if let Some((path, m)) = &mark {
+            self.extends(&cp, &note_text, &m.checkpoint)
+                .await
+                .map_err(|d| Recovery::Refuse(d.against_mark(&cp, &m.checkpoint, path)))?;
+        }
         self.extends_served(&cp, &note_text)
             .await
             .map_err(Recovery::Refuse)?;
+        if let Some(path) = &self.log.mark_file {
+            if mark.as_ref().map(|(_, m)| m.checkpoint.size) != Some(cp.size) {
+                mark::store(path, &note_text)
+                    .await
+                    .map_err(Recovery::Refuse)?;
+            }
+        }
         self.builder = builder;
         self.last_ts = state.last_ts_ms;
         self.log
@@ -180,6 +209,9 @@ impl Sequencer {
                         && s.checkpoint.as_deref() == Some(prepared.note.as_str())
                     {
                         tracing::warn!(log = %name, "the failed commit of {old_size}..{new_size} had in fact committed; adopting it");
+                        if let Err(why) = self.mark(&prepared.note).await {
+                            return self.refused(why);
+                        }
                         self.adopt(prepared);
                     } else if s.tree_size == old_size {
                         tracing::info!(log = %name, "the failed commit did not happen; continuing at {old_size}");
@@ -264,8 +296,7 @@ impl Sequencer {
     }
 
     /// Whether `cp` (a verified checkpoint now in storage) extends the
-    /// checkpoint this process serves: not smaller, the same root at the
-    /// same size, and provably consistent (a proof from storage's tiles).
+    /// checkpoint this process serves.
     async fn extends_served(
         &self,
         cp: &stele_core::checkpoint::Checkpoint,
@@ -277,20 +308,28 @@ impl Sequencer {
         };
         let old = note::open_checkpoint(old_text, &self.log.verifier)
             .map_err(|e| format!("the served checkpoint no longer verifies: {e}"))?;
+        self.extends(cp, note_text, &old)
+            .await
+            .map_err(|d| d.against_served(cp, &old))
+    }
+
+    /// Whether `cp` (a verified checkpoint now in storage) extends `old`:
+    /// not smaller, the same root at the same size, and provably
+    /// consistent (a proof from storage's tiles).
+    async fn extends(
+        &self,
+        cp: &stele_core::checkpoint::Checkpoint,
+        note_text: &str,
+        old: &stele_core::checkpoint::Checkpoint,
+    ) -> Result<(), Divergence> {
         if cp.size < old.size {
-            return Err(format!(
-                "storage holds a tree of size {}, smaller than the size {} already served (restored from an older backup?)",
-                cp.size, old.size
-            ));
+            return Err(Divergence::Smaller);
         }
         if cp.size == old.size {
             return if cp.root == old.root {
                 Ok(())
             } else {
-                Err(format!(
-                    "storage holds a different tree at the size {} already served (a fork)",
-                    cp.size
-                ))
+                Err(Divergence::Fork)
             };
         }
         let snapshot = Snapshot::new(cp.size, Some(note_text.to_string()), HashMap::new());
@@ -307,14 +346,66 @@ impl Sequencer {
                 to: cp.size,
             }])
             .await
-            .map_err(|e| format!("no consistency proof from storage: {e}"))?
+            .map_err(|e| Divergence::NoProof(e.to_string()))?
             .remove(0);
         stele_core::merkle::verify_consistency(old.size, cp.size, &old.root, &cp.root, &proof)
-            .map_err(|e| {
-                format!(
-                    "the stored tree of size {} is not consistent with the size {} already served: {e}",
-                    cp.size, old.size
-                )
-            })
+            .map_err(|e| Divergence::Inconsistent(e.to_string()))
+    }
+}
+
+/// How a stored tree fails to extend an earlier checkpoint.
+enum Divergence {
+    /// Smaller than it: storage went back.
+    Smaller,
+    /// A different root at its size.
+    Fork,
+    /// No consistency proof could be read from storage.
+    NoProof(String),
+    /// The proof from storage does not verify.
+    Inconsistent(String),
+}
+
+impl Divergence {
+    fn against_served(
+        &self,
+        cp: &stele_core::checkpoint::Checkpoint,
+        old: &stele_core::checkpoint::Checkpoint,
+    ) -> String {
+        let (new, old) = (cp.size, old.size);
+        match self {
+            Divergence::Smaller => format!(
+                "storage holds a tree of size {new}, smaller than the size {old} already served (restored from an older backup?)"
+            ),
+            Divergence::Fork => format!(
+                "storage holds a different tree at the size {new} already served (a fork)"
+            ),
+            Divergence::NoProof(e) => format!("no consistency proof from storage: {e}"),
+            Divergence::Inconsistent(e) => format!(
+                "the stored tree of size {new} is not consistent with the size {old} already served: {e}"
+            ),
+        }
+    }
+
+    fn against_mark(
+        &self,
+        cp: &stele_core::checkpoint::Checkpoint,
+        old: &stele_core::checkpoint::Checkpoint,
+        path: &std::path::Path,
+    ) -> String {
+        let (new, old, path) = (cp.size, old.size, path.display());
+        match self {
+            Divergence::Smaller => format!(
+                "the database holds a tree of size {new}, smaller than the size {old} this log's key already signed (high-water mark {path}): the database was restored from an older backup; refusing to sign a fork (restore the newest backup)"
+            ),
+            Divergence::Fork => format!(
+                "the database holds a different tree at the size {new} this log's key already signed (high-water mark {path}): a fork; refusing to sign"
+            ),
+            Divergence::NoProof(e) => format!(
+                "no consistency proof from storage to the size {old} of the high-water mark {path}: {e}"
+            ),
+            Divergence::Inconsistent(e) => format!(
+                "the database's tree of size {new} is not consistent with the tree of size {old} this log's key already signed (high-water mark {path}): a fork; refusing to sign ({e})"
+            ),
+        }
     }
 }
