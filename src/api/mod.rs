@@ -351,7 +351,7 @@ async fn observe(State(state): State<AppState>, req: Request, next: Next) -> Res
         status = tracing::field::Empty,
         latency_ms = tracing::field::Empty,
     );
-    let resp = next.run(req).instrument(span.clone()).await;
+    let mut resp = next.run(req).instrument(span.clone()).await;
     let status = resp.status();
     span.record("status", status.as_u16());
     let micros = start.elapsed().as_micros();
@@ -378,7 +378,6 @@ async fn observe(State(state): State<AppState>, req: Request, next: Next) -> Res
             tracing::info!(target: "stele::http", "request");
         }
     });
-    let mut resp = resp;
     limits::add_security_headers(resp.headers_mut());
     resp
 }

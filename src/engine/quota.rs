@@ -77,23 +77,18 @@ impl Quotas {
 
     fn buckets(&self, agency: &AgencyName) -> Arc<Buckets> {
         let mut map = self.buckets.lock().expect("quota lock");
-        if let Some(b) = map.get(agency) {
-            return b.clone();
-        }
-        map.entry(agency.clone())
-            .or_insert_with(|| {
-                let r = self
-                    .config
-                    .agencies
-                    .get(agency)
-                    .copied()
-                    .unwrap_or(self.config.default);
-                Arc::new(Buckets {
-                    records: bucket(r.records_per_s, r.burst_s),
-                    bytes: bucket(r.bytes_per_s, r.burst_s),
-                })
+        shared(&mut map, agency, || {
+            let r = self
+                .config
+                .agencies
+                .get(agency)
+                .copied()
+                .unwrap_or(self.config.default);
+            Arc::new(Buckets {
+                records: bucket(r.records_per_s, r.burst_s),
+                bytes: bucket(r.bytes_per_s, r.burst_s),
             })
-            .clone()
+        })
     }
 
     /// Takes `records` and `bytes` from the agency's buckets, or says when
@@ -137,6 +132,19 @@ impl Quotas {
     }
 }
 
+/// `agency`'s value in `map`, made by `make` the first time; the name is
+/// copied only then (this runs on every submission).
+fn shared<V: Clone>(
+    map: &mut HashMap<AgencyName, V>,
+    agency: &AgencyName,
+    make: impl FnOnce() -> V,
+) -> V {
+    if let Some(v) = map.get(agency) {
+        return v.clone();
+    }
+    map.entry(agency.clone()).or_insert_with(make).clone()
+}
+
 /// Each agency's slots in one log's queue.
 pub(crate) struct QueueShares {
     per_agency: usize,
@@ -153,16 +161,9 @@ impl QueueShares {
 
     /// `n` slots of `agency`'s share, held until the request is answered.
     pub(crate) fn take(&self, agency: &AgencyName, n: usize) -> Option<OwnedSemaphorePermit> {
-        let share = {
-            let mut shares = self.shares.lock().expect("share lock");
-            match shares.get(agency) {
-                Some(share) => share.clone(),
-                None => shares
-                    .entry(agency.clone())
-                    .or_insert_with(|| Arc::new(Semaphore::new(self.per_agency)))
-                    .clone(),
-            }
-        };
+        let share = shared(&mut self.shares.lock().expect("share lock"), agency, || {
+            Arc::new(Semaphore::new(self.per_agency))
+        });
         share.try_acquire_many_owned(u32::try_from(n).ok()?).ok()
     }
 }

@@ -19,8 +19,9 @@
 //! Crash points: between the commit and the mark's write, storage is ahead
 //! of the mark; the next start finds the stored tree consistent with the
 //! mark and moves the mark up. A mark that cannot be written stops the
-//! writer (the batch is committed but not acknowledged; clients retry and
-//! are deduplicated once the mark can be written again).
+//! writer until the process is restarted (the batch is committed but not
+//! acknowledged; clients' retries are deduplicated against it once a
+//! restarted writer has moved the mark up).
 
 use std::path::{Path, PathBuf};
 
@@ -34,16 +35,11 @@ pub fn mark_file_for(key_file: &Path) -> PathBuf {
     PathBuf::from(name)
 }
 
-/// The newest checkpoint the mark holds.
-pub(crate) struct Marked {
-    pub checkpoint: Checkpoint,
-}
-
-/// Reads the mark: `None` when the file does not exist (a key that never
+/// Reads the mark (the newest checkpoint it holds): `None` when the file does not exist (a key that never
 /// signed here before, or a deployment from before marks). A mark that
 /// cannot be read or does not verify with the log's key is an error: the
 /// log must not sign until an operator looks.
-pub(crate) async fn load(path: &Path, verifier: &Verifier) -> Result<Option<Marked>, String> {
+pub(crate) async fn load(path: &Path, verifier: &Verifier) -> Result<Option<Checkpoint>, String> {
     let p = path.to_path_buf();
     let read = tokio::task::spawn_blocking(move || std::fs::read_to_string(&p))
         .await
@@ -58,13 +54,12 @@ pub(crate) async fn load(path: &Path, verifier: &Verifier) -> Result<Option<Mark
             ))
         }
     };
-    let checkpoint = note::open_checkpoint(&text, verifier).map_err(|e| {
+    note::open_checkpoint(&text, verifier).map(Some).map_err(|e| {
         format!(
             "the high-water mark {} does not verify with the log's key ({e}); if the key was replaced on purpose, move the mark away",
             path.display()
         )
-    })?;
-    Ok(Some(Marked { checkpoint }))
+    })
 }
 
 /// Replaces the mark with `note` (a checkpoint storage acknowledged),

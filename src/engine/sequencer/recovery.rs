@@ -80,10 +80,10 @@ impl Sequencer {
             .await?
             .ok_or_else(|| Recovery::Refuse("the log does not exist in storage".into()))?;
         if let Some((path, m)) = &mark {
-            if state.tree_size == 0 && m.checkpoint.size > 0 {
+            if state.tree_size == 0 && m.size > 0 {
                 return Err(Recovery::Refuse(format!(
                     "the database holds an empty log, but this log's key already signed a tree of size {} (high-water mark {}): an empty or wrong database with a used key; refusing to sign",
-                    m.checkpoint.size,
+                    m.size,
                     path.display()
                 )));
             }
@@ -171,19 +171,17 @@ impl Sequencer {
         // served before (as reader or writer) must be prefixes of what it
         // now writes on.
         if let Some((path, m)) = &mark {
-            self.extends(&cp, &note_text, &m.checkpoint)
+            self.extends(&cp, &note_text, m)
                 .await
-                .map_err(|d| Recovery::Refuse(d.against_mark(&cp, &m.checkpoint, path)))?;
+                .map_err(|d| Recovery::Refuse(d.against_mark(&cp, m, path)))?;
         }
         self.extends_served(&cp, &note_text)
             .await
             .map_err(Recovery::Refuse)?;
-        if let Some(path) = &self.log.mark_file {
-            if mark.as_ref().map(|(_, m)| m.checkpoint.size) != Some(cp.size) {
-                mark::store(path, &note_text)
-                    .await
-                    .map_err(Recovery::Refuse)?;
-            }
+        // Storage ahead of the mark (a crash between a commit and the mark's
+        // write, or a first start with marks): move the mark up.
+        if mark.as_ref().map(|(_, m)| m.size) != Some(cp.size) {
+            self.mark(&note_text).await.map_err(Recovery::Refuse)?;
         }
         self.builder = builder;
         self.last_ts = state.last_ts_ms;
