@@ -233,6 +233,20 @@ async fn disk_tier_keeps_proofs_off_storage(mut s: Ctx) -> TestResult {
     // tiles is read from storage once, then served from disk (proofs and
     // tile reads alike); the partial tiles are the writer's own.
     let engine = s.engine(tiny(true)).await?;
+    // Prove on the writer, once it has recovered: under a loaded test run
+    // the restarted engine may still be starting (or waiting for the old
+    // lease) when the first proof arrives.
+    for _ in 0..100 {
+        if engine.ready().await.is_ok() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        engine.ready().await,
+        Ok(()),
+        "the restarted engine is the writer"
+    );
     let start = reads();
     prove_all(engine.clone()).await;
     assert_eq!(reads() - start, 4);
