@@ -27,7 +27,14 @@ fn records(c: &mut Criterion) {
         b.iter(|| dedup_key(black_box(&agency), black_box(&record)))
     });
     c.bench_function("leaf_bytes", |b| {
-        b.iter(|| leaf_bytes(black_box(&agency), black_box(&record), 1_767_225_600_000))
+        b.iter(|| {
+            leaf_bytes(
+                black_box(&agency),
+                black_box(&record),
+                None,
+                1_767_225_600_000,
+            )
+        })
     });
 }
 
@@ -53,6 +60,7 @@ fn tree(c: &mut Criterion) {
     let leaf = String::from_utf8(leaf_bytes(
         &AgencyName::parse("bench").expect("a valid name"),
         &parse_record(BODY).unwrap(),
+        None,
         1_767_225_600_000,
     ))
     .unwrap();

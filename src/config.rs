@@ -205,6 +205,13 @@ pub struct LogSettings {
     /// keygen`). Default `<data_dir>/keys/<name>.skey`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key_file: Option<PathBuf>,
+    /// Accept records of types the log's registry does not know (stored
+    /// unvalidated, without `type_version`, writable by any agency whose
+    /// `--types` allow them). Only for logs that predate the registry,
+    /// while their types are being registered; default false (fail closed:
+    /// a record type must be registered first).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub accept_unregistered_types: bool,
 }
 
 /// Sequencer knobs (per log).
@@ -266,6 +273,7 @@ impl Default for Config {
                 name: LogName::parse("default").expect("a valid name"),
                 origin: "stele.localhost/default".into(),
                 key_file: None,
+                accept_unregistered_types: false,
             }],
             sequencer: SequencerSettings::default(),
             limits: Limits::default(),

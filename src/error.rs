@@ -30,6 +30,17 @@ pub enum LogError {
     /// index or size out of range).
     #[error("{field}: {detail}")]
     Invalid { field: String, detail: String },
+    /// 422: the record's type is not registered in the log.
+    #[error("{0}")]
+    UnknownType(String),
+    /// 422: records break their type's rules (subject rule or schema);
+    /// every violation found, with its JSON Pointer into the request body.
+    #[error("{}", describe_violations(.0))]
+    Violations(Arc<Vec<crate::registry::Violation>>),
+    /// 409: the request conflicts with the log's state (a registry version
+    /// that exists already, or that skips one).
+    #[error("{0}")]
+    Conflict(String),
     /// 429 + Retry-After: the agency is over its quota or its share of the
     /// queue.
     #[error("{detail}")]
@@ -67,6 +78,18 @@ impl LogError {
     /// A 500 whose cause is this message.
     pub fn bug(msg: impl std::fmt::Display) -> Self {
         LogError::internal(anyhow::anyhow!("{msg}"))
+    }
+}
+
+fn describe_violations(v: &[crate::registry::Violation]) -> String {
+    match v {
+        [one] => format!("{}: {} ({})", one.pointer, one.detail, one.keyword),
+        _ => format!(
+            "{} violations of the record type's rules, the first at {}: {}",
+            v.len(),
+            v.first().map_or("", |f| f.pointer.as_str()),
+            v.first().map_or("", |f| f.detail.as_str())
+        ),
     }
 }
 

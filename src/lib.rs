@@ -13,6 +13,7 @@ pub mod files;
 pub mod metrics;
 pub mod names;
 pub mod records;
+pub mod registry;
 pub mod storage;
 pub mod wire;
 pub mod witness;

@@ -265,6 +265,81 @@ pub struct Problem {
     /// segment (e.g. `type`, `records[3].content_hash`, `tree_size`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub field: Option<String>,
+    /// For `schema-violation`: JSON Pointer into the request body of the
+    /// first violation (`/attributes/area_m2`, `/records/3/subject`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pointer: Option<String>,
+    /// For `schema-violation`: the JSON Schema keyword (or subject rule,
+    /// `required` / `pattern`) of the first violation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keyword: Option<String>,
+    /// For `schema-violation`: every violation found (in a bulk request,
+    /// of every failing record).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub errors: Option<Vec<Violation>>,
+}
+
+/// One way a record breaks its type's rules.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Violation {
+    /// JSON Pointer into the request body (`/attributes/area_m2` for one
+    /// record, `/records/3/subject` in a bulk request).
+    #[schema(example = "/attributes/area_m2")]
+    pub pointer: String,
+    /// The schema keyword or subject rule that failed.
+    #[schema(example = "exclusiveMinimum")]
+    pub keyword: String,
+    pub detail: String,
+}
+
+/// One version of a record type, as the registry holds it.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct TypeVersion {
+    #[schema(example = "land.transfer")]
+    pub name: String,
+    pub version: u32,
+    /// Index of the `stele.type` entry that defined this version; it is in
+    /// force for the records after it, until the next version's entry.
+    pub index: u64,
+    /// The agency that applied it.
+    pub agency: String,
+    /// The definition, exactly as the entry carries it (its canonical JSON
+    /// is the entry's `attributes`): name, version, description, schema
+    /// (JSON Schema draft 2020-12), subject, visibility, writers, readers.
+    #[schema(value_type = Object)]
+    pub definition: Value,
+}
+
+/// `GET /logs/{log}/types`: the version in force of every type.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct Types {
+    /// The tree size the registry is read at.
+    pub tree_size: u64,
+    pub types: Vec<TypeVersion>,
+}
+
+/// One version of a type with the proof that its entry is in the log.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct ProvenTypeVersion {
+    #[serde(flatten)]
+    pub version: TypeVersion,
+    /// The exact leaf of the defining entry.
+    pub leaf: String,
+    /// Its inclusion proof in the tree of `tree_size`, whose checkpoint is
+    /// the answer's `checkpoint`.
+    #[serde(with = "hex_hashes")]
+    #[schema(value_type = Vec<String>)]
+    pub inclusion_proof: Vec<Hash>,
+}
+
+/// `GET /logs/{log}/types/{name}`: every version, oldest first.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct TypeHistory {
+    pub name: String,
+    pub tree_size: u64,
+    /// The checkpoint every proof leads to.
+    pub checkpoint: Option<String>,
+    pub versions: Vec<ProvenTypeVersion>,
 }
 
 /// `GET /healthz` and `GET /readyz` when all is well.

@@ -39,6 +39,7 @@ pub mod read;
 mod receipt_json;
 pub mod records;
 pub mod serve;
+mod types;
 pub mod web;
 
 pub use serve::{ConnectionLimits, ServeOptions, Tls, TlsFiles};
@@ -154,16 +155,20 @@ impl AppState {
         read::consistency,
         records::submit,
         records::submit_bulk,
+        types::apply,
+        types::list,
+        types::show,
         ops::healthz,
         ops::readyz,
         ops::metrics,
         ops::openapi_json,
     ),
-    components(schemas(crate::wire::Problem, crate::wire::Attributes, crate::wire::AttributeValue)),
+    components(schemas(crate::wire::Problem, crate::wire::Violation, crate::wire::Attributes, crate::wire::AttributeValue)),
     modifiers(&BearerAuth),
     tags(
         (name = "logs", description = "The logs of this deployment"),
         (name = "records", description = "Agencies submit records (bearer token)"),
+        (name = "types", description = "The record-type registry: every change is an entry of the log"),
         (name = "entries", description = "Entries by index or leaf hash"),
         (name = "proofs", description = "Inclusion and consistency proofs"),
         (name = "tiles", description = "C2SP tlog-tiles: checkpoint, hash tiles, entry bundles"),
@@ -196,6 +201,10 @@ pub fn router(state: AppState) -> Router {
             "/logs/{log}/records/bulk",
             post(records::submit_bulk).layer(DefaultBodyLimit::max(limits.max_bulk_body_bytes)),
         )
+        .route(
+            "/logs/{log}/types",
+            post(types::apply).layer(DefaultBodyLimit::max(limits.max_bulk_body_bytes)),
+        )
         .route_layer(middleware::from_fn_with_state(
             limits::InFlight::new("write", limits.max_in_flight_writes, retry_after),
             limits::shed,
@@ -208,6 +217,8 @@ pub fn router(state: AppState) -> Router {
         .route("/logs/{log}/entries/{index}", get(read::entry))
         .route("/logs/{log}/proofs/inclusion", get(read::inclusion))
         .route("/logs/{log}/proofs/consistency", get(read::consistency))
+        .route("/logs/{log}/types", get(types::list))
+        .route("/logs/{log}/types/{name}", get(types::show))
         .route_layer(middleware::from_fn_with_state(
             limits::PerAddress::new(limits.reads_per_address_per_s),
             limits::per_address,

@@ -63,6 +63,7 @@ pub struct Problem {
     slug: &'static str,
     detail: String,
     field: Option<String>,
+    violations: Option<std::sync::Arc<Vec<crate::registry::Violation>>>,
     retry_after: Option<Duration>,
     www_authenticate: bool,
 }
@@ -74,6 +75,7 @@ impl Problem {
             slug,
             detail: detail.into(),
             field: None,
+            violations: None,
             retry_after: None,
             www_authenticate: false,
         }
@@ -120,6 +122,27 @@ impl Problem {
         let mut p = Self::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid-field", detail);
         p.field = Some(field.into());
         p
+    }
+
+    /// 422: the record type is not registered in the log.
+    pub fn unknown_type(detail: impl Into<String>) -> Self {
+        let mut p = Self::new(StatusCode::UNPROCESSABLE_ENTITY, "unknown-type", detail);
+        p.field = Some("type".into());
+        p
+    }
+
+    /// 422: records break their type's rules; `pointer` and `keyword` of
+    /// the first violation, `errors` lists them all.
+    pub fn violations(v: std::sync::Arc<Vec<crate::registry::Violation>>) -> Self {
+        let detail = LogError::Violations(v.clone()).to_string();
+        let mut p = Self::new(StatusCode::UNPROCESSABLE_ENTITY, "schema-violation", detail);
+        p.violations = Some(v);
+        p
+    }
+
+    /// 409: conflicts with the log's state.
+    pub fn conflict(detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::CONFLICT, "conflict", detail)
     }
 
     /// 408: the client did not finish its request in time.
@@ -182,6 +205,17 @@ impl Problem {
             status: self.status.as_u16(),
             detail: self.detail.clone(),
             field: self.field.clone(),
+            pointer: self
+                .violations
+                .as_ref()
+                .and_then(|v| v.first())
+                .map(|v| v.pointer.clone()),
+            keyword: self
+                .violations
+                .as_ref()
+                .and_then(|v| v.first())
+                .map(|v| v.keyword.clone()),
+            errors: self.violations.as_ref().map(|v| v.as_ref().clone()),
         }
     }
 }
@@ -199,6 +233,9 @@ impl From<LogError> for Problem {
             LogError::NotFound(d) => Problem::not_found(d),
             LogError::TooLarge(d) => Problem::too_large(d),
             LogError::Invalid { field, detail } => Problem::invalid(field, detail),
+            LogError::UnknownType(d) => Problem::unknown_type(d),
+            LogError::Violations(v) => Problem::violations(v),
+            LogError::Conflict(d) => Problem::conflict(d),
             LogError::Pushback {
                 detail,
                 retry_after,

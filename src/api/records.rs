@@ -96,7 +96,7 @@ pub async fn submit_bulk(
 
 /// A JSON body written by `receipt_json` (the same bytes as `Json` of
 /// `Receipt` / `Receipts` would give).
-fn json_response(status: StatusCode, body: Vec<u8>) -> Response {
+pub(super) fn json_response(status: StatusCode, body: Vec<u8>) -> Response {
     (
         status,
         [(

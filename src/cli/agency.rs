@@ -39,10 +39,16 @@ pub enum Action {
     Add {
         /// Agency id, `[a-z0-9-]+`; appears as `agency` in its records.
         name: AgencyName,
-        /// Record types it may submit: `land.transfer`, `land.*` or `*`
-        /// (default: all).
+        /// Record types it may submit at most: `land.transfer`, `land.*`
+        /// or `*` (default: no limit beyond the registry). What it may write
+        /// in a log is what that log's registry grants it: the types whose
+        /// `writers` name it.
         #[arg(long = "types", value_name = "PATTERN", num_args = 1..)]
         types: Vec<String>,
+        /// It may change the record-type registry of every log
+        /// (`stele type apply`).
+        #[arg(long)]
+        registry_admin: bool,
     },
     /// List the agencies (never their tokens).
     List,
@@ -63,7 +69,11 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
 async fn run_action(config: &Config, action: Action) -> anyhow::Result<ExitCode> {
     let storage = crate::storage::open(&config.storage_location()).await?;
     match action {
-        Action::Add { name, types } => {
+        Action::Add {
+            name,
+            types,
+            registry_admin,
+        } => {
             for t in &types {
                 if !valid_type_pattern(t) {
                     bail!("type pattern {t:?} must be `*`, `prefix.*` or a dotted lowercase type");
@@ -75,6 +85,7 @@ async fn run_action(config: &Config, action: Action) -> anyhow::Result<ExitCode>
                 token_hash,
                 types,
                 revoked: false,
+                registry_admin,
                 created_ms: chrono::Utc::now().timestamp_millis(),
             };
             match storage.add_agency(&record).await {
@@ -82,7 +93,17 @@ async fn run_action(config: &Config, action: Action) -> anyhow::Result<ExitCode>
                 Err(StorageError::Duplicate(_)) => bail!("agency {name:?} already exists"),
                 Err(e) => return Err(e.into()),
             }
-            eprintln!("registered agency {name:?}; its token is shown once, store it now:");
+            eprintln!(
+                "registered agency {name:?}. It is granted no record type by this: it may write \
+                 a type in a log only once that log's registry lists it among the type's writers \
+                 (stele type apply).{}",
+                if registry_admin {
+                    " It may change every log's registry."
+                } else {
+                    ""
+                }
+            );
+            eprintln!("Its token is shown once, store it now:");
             println!("{token}");
         }
         Action::List => {
@@ -99,7 +120,11 @@ async fn run_action(config: &Config, action: Action) -> anyhow::Result<ExitCode>
                 } else {
                     a.types.join(",")
                 };
-                let status = if a.revoked { "revoked" } else { "active" };
+                let status = match (a.revoked, a.registry_admin) {
+                    (true, _) => "revoked",
+                    (false, true) => "active,registry-admin",
+                    (false, false) => "active",
+                };
                 println!("{}\t{status}\t{types}\t{created}", a.name);
             }
         }

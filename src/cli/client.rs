@@ -122,6 +122,19 @@ pub enum FetchError {
     Other(String),
 }
 
+/// An agency's bearer token from `--token` / `STELE_TOKEN` or
+/// `--token-file`.
+pub fn read_token(token: Option<&str>, file: Option<&Path>) -> anyhow::Result<String> {
+    match (token, file) {
+        (Some(t), _) => Ok(t.trim().to_string()),
+        (None, Some(f)) => Ok(std::fs::read_to_string(f)
+            .with_context(|| format!("reading the token file {}", f.display()))?
+            .trim()
+            .to_string()),
+        (None, None) => bail!("an agency token is needed: --token-file FILE, or STELE_TOKEN"),
+    }
+}
+
 /// A client for one log, addressed by its base URL (`https://host/logs/NAME`).
 #[derive(Clone)]
 pub struct LogClient {

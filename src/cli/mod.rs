@@ -13,6 +13,7 @@ pub mod monitor;
 pub mod receipt_print;
 pub mod serve;
 pub mod submit;
+pub mod types;
 pub mod verify;
 pub mod witness;
 
@@ -34,6 +35,8 @@ pub enum Command {
     Agency(agency::Args),
     /// Submit a record to a log and save its receipt.
     Submit(submit::Args),
+    /// The record-type registry of a log: `apply`, `list`, `show`.
+    Type(types::Args),
     /// Verify a receipt or a .tlog-proof file.
     Verify(verify::Args),
     /// Watch a log: verify every new checkpoint and its consistency.
@@ -55,6 +58,7 @@ pub fn main() -> ExitCode {
         Command::Keygen(args) => keygen::run(args),
         Command::Agency(args) => agency::run(args),
         Command::Submit(args) => submit::run(args),
+        Command::Type(args) => types::run(args),
         Command::Verify(args) => verify::run(args),
         Command::Monitor(args) => monitor::run(args),
         Command::Witness(args) => witness::run(args),
@@ -98,4 +102,13 @@ pub(crate) fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     Ok(tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_command_line_is_well_formed() {
+        use clap::CommandFactory;
+        super::Cli::command().debug_assert();
+    }
 }

@@ -83,6 +83,7 @@ pub async fn serve(config: Config, addr_file: Option<PathBuf>) -> anyhow::Result
     let engine = Engine::start(storage.clone(), logs, settings.engine, metrics.clone()).await?;
     if config.quick_start() {
         ensure_demo_agency(storage.as_ref()).await?;
+        register_example_types(&engine).await?;
     }
 
     let listener = api::serve::bind(settings.listen).await?;
@@ -197,6 +198,7 @@ pub fn load_logs(config: &Config) -> anyhow::Result<Vec<LogConfig>> {
             origin: log.origin.clone(),
             signer: Arc::new(signer),
             mark_file: Some(crate::engine::mark_file_for(&path)),
+            accept_unregistered: log.accept_unregistered_types,
         });
     }
     Ok(out)
@@ -215,15 +217,68 @@ async fn ensure_demo_agency(storage: &dyn Agencies) -> anyhow::Result<()> {
         token_hash,
         types: vec![],
         revoked: false,
+        registry_admin: true,
         created_ms: chrono::Utc::now().timestamp_millis(),
     };
     storage.add_agency(&record).await?;
     let line = "=".repeat(72);
     eprintln!(
-        "\n{line}\n  First start: registered agency `demo` (may submit any record type).\n  \
+        "\n{line}\n  First start: registered agency `demo` (registry admin; writer of the\n  \
+         example record types land.transfer, health.vaccination, disease.covid-test, parking.status).\n  \
          Its bearer token is shown ONCE; store it now:\n\n    {token}\n\n  \
          Register more with `stele agency add NAME`.\n{line}\n"
     );
+    Ok(())
+}
+
+/// The example record types (`examples/types/`), built into the binary.
+pub const EXAMPLE_TYPES: [(&str, &str); 4] = [
+    (
+        "land.transfer.toml",
+        include_str!("../../examples/types/land.transfer.toml"),
+    ),
+    (
+        "health.vaccination.toml",
+        include_str!("../../examples/types/health.vaccination.toml"),
+    ),
+    (
+        "disease.covid-test.toml",
+        include_str!("../../examples/types/disease.covid-test.toml"),
+    ),
+    (
+        "parking.status.toml",
+        include_str!("../../examples/types/parking.status.toml"),
+    ),
+];
+
+/// Embedded mode: a log whose registry is empty gets the four example
+/// types, applied by `demo` and granted to it besides their own writers, so
+/// the quick start can submit at once.
+async fn register_example_types(engine: &Engine) -> anyhow::Result<()> {
+    let demo = crate::engine::Agency {
+        name: AgencyName::parse("demo").expect("a valid name"),
+        types: vec![],
+        registry_admin: true,
+    };
+    for log in engine.logs().await {
+        let (registry, _) = engine.registry(&log.name)?;
+        if !registry.is_empty() {
+            continue;
+        }
+        for (file, text) in EXAMPLE_TYPES {
+            let mut def = crate::registry::TypeDefinition::parse(text)
+                .with_context(|| format!("example type {file}"))?;
+            def.writers
+                .push(crate::registry::Writer::Agency(demo.name.clone()));
+            engine
+                .apply_type(&log.name, &demo, def)
+                .await
+                .with_context(|| {
+                    format!("log {}: registering the example type {file}", log.name)
+                })?;
+        }
+        tracing::info!(log = %log.name, "registered the example record types for agency demo");
+    }
     Ok(())
 }
 

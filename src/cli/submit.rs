@@ -15,7 +15,9 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use stele_core::receipt::Receipt;
 
-use super::client::{block_on, describe_key, load_verifier, problem_message, LogClient, TlsArgs};
+use super::client::{
+    block_on, describe_key, load_verifier, problem_message, read_token, LogClient, TlsArgs,
+};
 use crate::files::write_atomic;
 
 /// Command-line arguments of `stele submit`.
@@ -84,14 +86,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         None
     };
 
-    let token = match (&args.token, &args.token_file) {
-        (Some(t), _) => t.trim().to_string(),
-        (None, Some(f)) => std::fs::read_to_string(f)
-            .with_context(|| format!("reading the token file {}", f.display()))?
-            .trim()
-            .to_string(),
-        (None, None) => bail!("an agency token is needed: --token-file FILE, or STELE_TOKEN"),
-    };
+    let token = read_token(args.token.as_deref(), args.token_file.as_deref())?;
     let client = LogClient::with_tls(&args.log, &args.tls)?;
     if !args.print.is_empty() {
         // The QR code needs the log's name: refuse before submitting, not after.

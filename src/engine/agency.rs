@@ -25,8 +25,11 @@ const BAD_TOKEN: &str = "unknown, revoked or malformed token";
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Agency {
     pub name: AgencyName,
-    /// Record-type patterns it may submit (see [`type_allowed`]).
+    /// Record-type patterns it may submit at most (see [`type_allowed`]);
+    /// what it may write in a log is what that log's registry grants it.
     pub types: Vec<String>,
+    /// May change the record-type registry of every log.
+    pub registry_admin: bool,
 }
 
 /// A fresh token for `agency` and the hash to store for it.
@@ -39,7 +42,8 @@ pub fn new_token(agency: &AgencyName) -> (String, [u8; 32]) {
 
 /// Whether `patterns` allow record type `t`. Patterns: `*` (everything),
 /// `prefix.*` (every type under `prefix.`), or an exact type. No patterns at
-/// all also allows everything (the storage contract's "empty = all").
+/// all sets no limit (the storage contract's "empty = all"): the patterns
+/// only ever narrow what a log's registry grants (its types' `writers`).
 pub fn type_allowed(patterns: &[String], t: &str) -> bool {
     patterns.is_empty()
         || patterns.iter().any(|p| {
@@ -150,6 +154,7 @@ impl Authenticator {
             Some(r) if matches && !r.revoked => Ok(Agency {
                 name,
                 types: r.types.clone(),
+                registry_admin: r.registry_admin,
             }),
             _ => Err(LogError::Unauthorized(BAD_TOKEN.into())),
         }

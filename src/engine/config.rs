@@ -22,6 +22,10 @@ pub struct LogConfig {
     /// beside the key: `mark_file_for(key_file)`); `None`: no mark, storage
     /// is only checked against itself.
     pub mark_file: Option<PathBuf>,
+    /// Accept records of types the registry does not know (unvalidated, no
+    /// `type_version`): for logs that predate the registry. Default false:
+    /// every record's type must be registered.
+    pub accept_unregistered: bool,
 }
 
 /// Sequencer and cache knobs.

@@ -18,6 +18,7 @@ use crate::error::LogError;
 use crate::metrics::LogLabel;
 use crate::names::{AgencyName, LogName};
 use crate::records::Record;
+use crate::registry::{Registry, TypeDefinition};
 
 /// Whether the log takes submissions, and if not, why.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -58,6 +59,19 @@ pub(crate) struct Pending {
     pub agency: AgencyName,
     pub record: Record,
     pub dedup_key: Hash,
+    /// The registry version that validated the record (its leaf's
+    /// `type_version`); None for an unregistered type a log accepts.
+    pub type_version: Option<u32>,
+    /// For a registry entry: the definition it applies.
+    pub definition: Option<Arc<TypeDefinition>>,
+}
+
+impl Request {
+    /// A registry change: sequenced in a batch of its own, so every other
+    /// batch is checked against one registry.
+    pub fn is_registry(&self) -> bool {
+        self.items.iter().any(|p| p.definition.is_some())
+    }
 }
 
 /// A record integrated into the log and everything its receipt is made of.
@@ -131,6 +145,14 @@ pub(crate) struct Log {
     /// Why the last commit failed, until one succeeds (readiness says it;
     /// submissions still try).
     pub commit_failure: RwLock<Option<String>>,
+    /// The record-type registry as of the tree size beside it (the
+    /// sequencer's, published after each registry change; a follower's,
+    /// replayed from storage as the tree grows).
+    pub registry: RwLock<(Arc<Registry>, u64)>,
+    /// Whether records of types the registry does not know are accepted
+    /// (unvalidated, without `type_version`): only for logs that predate
+    /// the registry, by configuration.
+    pub accept_unregistered: bool,
 }
 
 impl Log {
@@ -140,6 +162,19 @@ impl Log {
 
     pub fn set_snapshot(&self, s: Snapshot) {
         *self.snapshot.write().expect("snapshot lock") = Arc::new(s);
+    }
+
+    pub fn registry(&self) -> Arc<Registry> {
+        self.registry.read().expect("registry lock").0.clone()
+    }
+
+    /// The registry and the tree size it covers.
+    pub fn registry_at(&self) -> (Arc<Registry>, u64) {
+        self.registry.read().expect("registry lock").clone()
+    }
+
+    pub fn set_registry(&self, r: Arc<Registry>, size: u64) {
+        *self.registry.write().expect("registry lock") = (r, size);
     }
 
     pub fn status(&self) -> Status {

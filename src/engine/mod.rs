@@ -141,6 +141,8 @@ impl Engine {
                 capacity: ctx.config.queue_capacity,
                 shares: quota::QueueShares::new(quotas.queue_share(ctx.config.queue_capacity)),
                 commit_failure: RwLock::new(None),
+                registry: RwLock::new((Default::default(), 0)),
+                accept_unregistered: lc.accept_unregistered,
             });
             ctx.metrics
                 .tree_size

@@ -313,3 +313,60 @@ fn entry_view(e: StoredEntry) -> Result<EntryView, LogError> {
         leaf_hash: e.leaf_hash,
     })
 }
+
+/// One version of a type with its entry and that entry's inclusion proof.
+pub struct ProvenVersion {
+    pub version: std::sync::Arc<crate::registry::CompiledType>,
+    pub leaf: String,
+    pub proof: Vec<Hash>,
+}
+
+impl Engine {
+    /// The log's record-type registry and the tree size it is read at.
+    pub fn registry(
+        &self,
+        log: &str,
+    ) -> Result<(std::sync::Arc<crate::registry::Registry>, u64), LogError> {
+        Ok(self.log(log)?.registry_at())
+    }
+
+    /// Every version of type `name` in the log, each with its defining
+    /// entry and an inclusion proof against one checkpoint: `(tree size,
+    /// checkpoint, versions)`. `NotFound` for an unknown type.
+    pub async fn type_history(
+        &self,
+        log_name: &str,
+        name: &str,
+    ) -> Result<(u64, Option<String>, Vec<ProvenVersion>), LogError> {
+        let log = self.log(log_name)?;
+        let snapshot = log.snapshot();
+        let size = snapshot.size;
+        let registry = log.registry();
+        // A version applied a moment ago may not be in the served tree yet.
+        let versions: Vec<_> = registry
+            .versions(name)
+            .iter()
+            .filter(|v| v.index < size)
+            .cloned()
+            .collect();
+        if versions.is_empty() {
+            return Err(LogError::NotFound(format!(
+                "record type {name:?} is not registered in log {log_name}"
+            )));
+        }
+        let mut out = Vec::with_capacity(versions.len());
+        for v in versions {
+            let entry = self.entry(log_name, v.index).await?;
+            let p = self
+                .inclusion_proof(log_name, Locator::Index(v.index), Some(size))
+                .await?;
+            out.push(ProvenVersion {
+                version: v,
+                leaf: entry.leaf,
+                proof: p.proof,
+            });
+        }
+        let checkpoint = self.checkpoint_at(log, &snapshot, size).await?;
+        Ok((size, checkpoint, out))
+    }
+}

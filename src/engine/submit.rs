@@ -1,13 +1,80 @@
-//! Writes: a submission is checked against the agency's record types and
-//! the log's status, takes queue slots, and waits for its sequencer's
-//! answer.
+//! Writes: a submission is checked against the agency's record types, the
+//! log's registry (type registered, agency a writer, subject and schema)
+//! and the log's status, takes queue slots, and waits for its sequencer's
+//! answer. A registry change ([`Engine::apply_type`]) takes the same path
+//! as a record of the reserved type `stele.type`.
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use super::agency::{type_allowed, Agency};
-use super::log::{Integrated, Pending, Request};
+use super::log::{Integrated, Log, Pending, Request};
 use super::{Engine, LogError};
+use crate::names::RecordType;
 use crate::records::{dedup_key, Record};
+use crate::registry::{CompiledType, Refusal, Registry, TypeDefinition, Violation, REGISTRY_TYPE};
+
+/// Checks `records` against the log's registry, all or nothing: the
+/// version each is validated by (None: an unregistered type the log
+/// accepts). In a bulk request (`bulk`) errors name the record
+/// (`records[3]`), and every schema violation of every record is reported.
+pub(crate) fn check_records(
+    log: &Log,
+    registry: &Registry,
+    agency: &str,
+    records: &[Record],
+    bulk: bool,
+) -> Result<Vec<Option<u32>>, LogError> {
+    let mut versions = Vec::with_capacity(records.len());
+    let mut violations: Vec<Violation> = Vec::new();
+    for (i, r) in records.iter().enumerate() {
+        let at = |d: String| {
+            if bulk {
+                format!("records[{i}]: {d}")
+            } else {
+                d
+            }
+        };
+        if r.r#type.starts_with("stele.") {
+            let field = if bulk {
+                format!("records[{i}].type")
+            } else {
+                "type".into()
+            };
+            return Err(LogError::invalid(
+                field,
+                at(format!(
+                    "record types under `stele.` are reserved to the log ({REGISTRY_TYPE} entries are made with POST /logs/{{log}}/types)"
+                )),
+            ));
+        }
+        let attributes = match &r.attributes {
+            Some(a) => Some(serde_json::from_str(a).map_err(LogError::internal)?),
+            None => None,
+        };
+        match registry.check_record(agency, &r.r#type, r.subject.as_deref(), attributes.as_ref()) {
+            Ok(v) => versions.push(Some(v)),
+            Err(Refusal::Unknown(_)) if log.accept_unregistered => versions.push(None),
+            Err(Refusal::Unknown(d)) => return Err(LogError::UnknownType(at(d))),
+            Err(Refusal::NotWriter(d)) => return Err(LogError::Forbidden(at(d))),
+            Err(Refusal::Violations(v)) => {
+                violations.extend(v.into_iter().map(|mut v| {
+                    if bulk {
+                        v.pointer = format!("/records/{i}{}", v.pointer);
+                        v.detail = format!("records[{i}]: {}", v.detail);
+                    }
+                    v
+                }));
+                versions.push(None);
+            }
+        }
+    }
+    if violations.is_empty() {
+        Ok(versions)
+    } else {
+        Err(LogError::Violations(Arc::new(violations)))
+    }
+}
 
 impl Engine {
     /// Submits one record and waits for its receipt.
@@ -17,9 +84,70 @@ impl Engine {
         agency: &Agency,
         record: Record,
     ) -> Result<Integrated, LogError> {
-        let mut out = self.submit_bulk(log, agency, vec![record]).await?;
+        let log_ = self.log(log)?;
+        let versions = check_records(
+            log_,
+            &log_.registry(),
+            &agency.name,
+            std::slice::from_ref(&record),
+            false,
+        )
+        .inspect_err(|_| self.ctx.metrics.submitted(log, "rejected", 1))?;
+        let item = self.pending(agency, record, versions[0], None);
+        let mut out = self.enqueue(log, agency, vec![item]).await?;
         out.pop()
             .ok_or_else(|| LogError::bug("no receipt for a submission"))
+    }
+
+    /// Applies a record-type definition to the log's registry: a new
+    /// version (or type) becomes an entry of the log, and is in force for
+    /// every record sequenced after it. Only a registry admin may; the
+    /// definition must compile and be the next version (`Conflict`
+    /// otherwise). The very same definition applied again by the same
+    /// agency answers with its existing entry (`created` false).
+    pub async fn apply_type(
+        &self,
+        log_name: &str,
+        agency: &Agency,
+        def: TypeDefinition,
+    ) -> Result<Integrated, LogError> {
+        let log = self.log(log_name)?;
+        if !agency.registry_admin {
+            return Err(LogError::Forbidden(format!(
+                "agency {} may not change the record-type registry (it is not a registry admin)",
+                agency.name
+            )));
+        }
+        // Compiled here for the errors; the sequencer checks the version
+        // again against the registry in force when it sequences it.
+        CompiledType::compile(def.clone(), 0, &agency.name)?;
+        log.registry().check_change(&def, &agency.name)?;
+        let record = Record {
+            r#type: RecordType::parse(REGISTRY_TYPE).expect("a valid type"),
+            subject: Some(def.name.to_string()),
+            content_hash: None,
+            attributes: Some(def.canonical()),
+        };
+        let item = self.pending(agency, record, None, Some(Arc::new(def)));
+        let mut out = self.enqueue(log_name, agency, vec![item]).await?;
+        out.pop()
+            .ok_or_else(|| LogError::bug("no receipt for a registry entry"))
+    }
+
+    fn pending(
+        &self,
+        agency: &Agency,
+        record: Record,
+        type_version: Option<u32>,
+        definition: Option<Arc<TypeDefinition>>,
+    ) -> Pending {
+        Pending {
+            dedup_key: dedup_key(&agency.name, &record),
+            agency: agency.name.clone(),
+            record,
+            type_version,
+            definition,
+        }
     }
 
     /// Submits records (one request: validated all-or-nothing, one receipt
@@ -33,19 +161,42 @@ impl Engine {
         records: Vec<Record>,
     ) -> Result<Vec<Integrated>, LogError> {
         let log = self.log(log_name)?;
+        let versions = check_records(log, &log.registry(), &agency.name, &records, true)
+            .inspect_err(|_| {
+                self.ctx
+                    .metrics
+                    .submitted(log_name, "rejected", records.len() as u64)
+            })?;
+        let items = records
+            .into_iter()
+            .zip(versions)
+            .map(|(r, v)| self.pending(agency, r, v, None))
+            .collect();
+        self.enqueue(log_name, agency, items).await
+    }
+
+    /// Queues checked items as one request and waits for the answer.
+    async fn enqueue(
+        &self,
+        log_name: &str,
+        agency: &Agency,
+        items: Vec<Pending>,
+    ) -> Result<Vec<Integrated>, LogError> {
+        let log = self.log(log_name)?;
         let m = &self.ctx.metrics;
-        let n = records.len();
+        let n = items.len();
         if n == 0 {
             return Ok(Vec::new());
         }
-        if let Some(bad) = records
+        if let Some(bad) = items
             .iter()
-            .find(|r| !type_allowed(&agency.types, &r.r#type))
+            .filter(|p| p.definition.is_none())
+            .find(|p| !type_allowed(&agency.types, &p.record.r#type))
         {
             m.submitted(log_name, "rejected", n as u64);
             return Err(LogError::Forbidden(format!(
                 "agency {} may not submit records of type {}",
-                agency.name, bad.r#type
+                agency.name, bad.record.r#type
             )));
         }
         let retry_after = self.ctx.config.retry_after;
@@ -53,7 +204,7 @@ impl Engine {
             m.submitted(log_name, "pushback", n as u64);
             return Err(e);
         }
-        let bytes = records.iter().map(Record::size).sum();
+        let bytes = items.iter().map(|p| p.record.size()).sum();
         if let Err(e) = self.quotas.check(&agency.name, n, bytes) {
             m.submitted(log_name, "rate-limited", n as u64);
             return Err(e);
@@ -81,14 +232,6 @@ impl Engine {
         m.queue_depth
             .get_or_create(&log.label)
             .set(log.queue_depth() as i64);
-        let items = records
-            .into_iter()
-            .map(|record| Pending {
-                dedup_key: dedup_key(&agency.name, &record),
-                agency: agency.name.clone(),
-                record,
-            })
-            .collect();
         let (reply, answer) = tokio::sync::oneshot::channel();
         let request = Request {
             items,

@@ -218,7 +218,7 @@ mod fuzz {
 
     fn check(record: &Record) {
         let agency = AgencyName::parse("fuzz").unwrap();
-        let leaf = leaf_bytes(&agency, record, 1_795_000_000_000);
+        let leaf = leaf_bytes(&agency, record, None, 1_795_000_000_000);
         let value: serde_json::Value = serde_json::from_slice(&leaf).unwrap();
         assert_eq!(serde_json_canonicalizer::to_vec(&value).unwrap(), leaf);
     }

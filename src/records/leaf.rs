@@ -54,9 +54,15 @@ pub fn format_ts(ts_ms: i64) -> String {
 }
 
 /// The leaf: RFC 8785 canonical JSON of
-/// `{v:1, agency, type, subject?, content_hash?, attributes?, ts}`.
+/// `{v:1, agency, type, type_version?, subject?, content_hash?, attributes?, ts}`
+/// (`type_version`: the registry version that validated the record).
 /// Never longer than [`MAX_LEAF_BYTES`] for a validated record and agency.
-pub fn leaf_bytes(agency: &AgencyName, record: &Record, ts_ms: i64) -> Vec<u8> {
+pub fn leaf_bytes(
+    agency: &AgencyName,
+    record: &Record,
+    type_version: Option<u32>,
+    ts_ms: i64,
+) -> Vec<u8> {
     let mut out = String::with_capacity(160 + record.attributes.as_ref().map_or(0, |a| a.len()));
     out.push_str("{\"agency\":");
     push_json_string(&mut out, agency);
@@ -76,6 +82,10 @@ pub fn leaf_bytes(agency: &AgencyName, record: &Record, ts_ms: i64) -> Vec<u8> {
     out.push_str(&format_ts(ts_ms));
     out.push_str("\",\"type\":");
     push_json_string(&mut out, &record.r#type);
+    if let Some(v) = type_version {
+        out.push_str(",\"type_version\":");
+        out.push_str(itoa::Buffer::new().format(v));
+    }
     out.push_str(",\"v\":1}");
     debug_assert!(out.len() <= MAX_LEAF_BYTES);
     out.into_bytes()
@@ -111,7 +121,11 @@ mod tests {
             for agency in ["land-registry", "x"] {
                 let name = AgencyName::parse(agency).unwrap();
                 let ts = 1_795_000_000_123;
+                let version = (agency == "x").then_some(7);
                 let mut obj = serde_json::json!({"v": 1, "agency": agency, "type": r.r#type, "ts": format_ts(ts)});
+                if let Some(v) = version {
+                    obj["type_version"] = v.into();
+                }
                 if let Some(s) = &r.subject {
                     obj["subject"] = Value::String(s.clone());
                 }
@@ -123,7 +137,7 @@ mod tests {
                 }
                 let want = serde_json_canonicalizer::to_vec(&obj).unwrap();
                 assert_eq!(
-                    String::from_utf8(leaf_bytes(&name, &r, ts)).unwrap(),
+                    String::from_utf8(leaf_bytes(&name, &r, version, ts)).unwrap(),
                     String::from_utf8(want).unwrap()
                 );
             }
@@ -173,7 +187,12 @@ mod tests {
             "a".repeat(64)
         );
         let r = parse_record(body.as_bytes()).unwrap();
-        let leaf = leaf_bytes(&ag(&"a".repeat(MAX_NAME_LEN)), &r, i64::MAX / 1000);
+        let leaf = leaf_bytes(
+            &ag(&"a".repeat(MAX_NAME_LEN)),
+            &r,
+            Some(u32::MAX),
+            i64::MAX / 1000,
+        );
         assert!(
             leaf.len() <= MAX_LEAF_BYTES,
             "{} > {}",

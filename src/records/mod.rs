@@ -46,8 +46,22 @@ pub const MAX_BULK_RECORDS: usize = 1000;
 /// escapes to at most 6 bytes (`\u001f`), the type and agency are ASCII, and
 /// the fixed parts (keys, punctuation, `content_hash`, `ts`) take far less
 /// than 256 bytes. It is below the tlog-tiles limit of 65,535 bytes.
-pub const MAX_LEAF_BYTES: usize =
-    256 + MAX_NAME_LEN + MAX_TYPE_LEN + 6 * MAX_SUBJECT_CHARS + 80 + MAX_ATTRIBUTES_BYTES;
+/// A registry entry's attributes (its definition) may be larger, up to
+/// [`crate::registry::MAX_DEFINITION_BYTES`].
+pub const MAX_LEAF_BYTES: usize = 256
+    + MAX_NAME_LEN
+    + MAX_TYPE_LEN
+    + 6 * MAX_SUBJECT_CHARS
+    + 80
+    + max(MAX_ATTRIBUTES_BYTES, crate::registry::MAX_DEFINITION_BYTES);
+
+const fn max(a: usize, b: usize) -> usize {
+    if a > b {
+        a
+    } else {
+        b
+    }
+}
 const _: () = assert!(MAX_LEAF_BYTES <= stele_core::tile::MAX_LEAF_SIZE);
 
 /// A validated submission (the body of `POST /logs/{log}/records`).

@@ -176,9 +176,14 @@ pub struct AgencyRecord {
     pub name: String,
     /// SHA-256 of the token's secret part.
     pub token_hash: [u8; 32],
-    /// Record-type patterns it may submit (`*`, `land.*`, `land.transfer`); empty = all.
+    /// Record-type patterns it may submit at most (`*`, `land.*`,
+    /// `land.transfer`); empty = no limit beyond the registry, which grants
+    /// each type to its writers.
     pub types: Vec<String>,
     pub revoked: bool,
+    /// May change the record-type registry of every log
+    /// (`POST /logs/{log}/types`).
+    pub registry_admin: bool,
     /// Creation time, milliseconds since the Unix epoch.
     pub created_ms: i64,
 }
@@ -260,6 +265,10 @@ pub trait LogReader: Send + Sync {
 
     /// The entry with this leaf hash (the lowest index if several).
     async fn entry_by_leaf_hash(&self, log: &str, leaf_hash: &Hash) -> Result<Option<StoredEntry>>;
+
+    /// The registry entries (leaves of type `stele.type`, see
+    /// [`crate::registry`]) with `start <= index < end`, in index order.
+    async fn registry_entries(&self, log: &str, start: u64, end: u64) -> Result<Vec<StoredEntry>>;
 
     /// The checkpoint note the log signed for exactly `tree_size`, if any.
     async fn checkpoint_at(&self, log: &str, tree_size: u64) -> Result<Option<String>>;

@@ -120,6 +120,7 @@ impl Server {
                 origin: "cli.stele.test/default".into(),
                 agency: "cli-test".into(),
                 types: vec![],
+                accept_unregistered: true,
                 env: vec![],
                 config: String::new(),
             };

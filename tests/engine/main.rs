@@ -77,6 +77,7 @@ impl Ctx {
             origin: ORIGIN.into(),
             signer: Arc::new(Signer::from_skey(&self.skey)?),
             mark_file: None,
+            accept_unregistered: true,
         }];
         Engine::start(storage, logs, config, Arc::new(Metrics::new())).await
     }

@@ -53,6 +53,7 @@ fn spec() -> DeploymentSpec {
         origin: ORIGIN.into(),
         agency: AGENCY.into(),
         types: vec!["faults.*".into()],
+        accept_unregistered: true,
         env: vec![],
         config: String::new(),
     }

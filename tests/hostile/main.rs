@@ -49,6 +49,7 @@ async fn deploy(backend: Backend, config: &str) -> Result<(TestStore, Deployment
         origin: ORIGIN.into(),
         agency: AGENCY.into(),
         types: vec![],
+        accept_unregistered: true,
         env: vec![],
         config: config.into(),
     };

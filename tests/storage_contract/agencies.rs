@@ -15,6 +15,7 @@ async fn agencies_add_list_get_revoke(mut ctx: Ctx) -> TestResult {
         token_hash: [1; 32],
         types: vec!["land.*".into(), "parking.status".into()],
         revoked: false,
+        registry_admin: false,
         created_ms: 1_700_000_000_123,
     };
     let health = AgencyRecord {
@@ -22,6 +23,8 @@ async fn agencies_add_list_get_revoke(mut ctx: Ctx) -> TestResult {
         token_hash: [2; 32],
         types: vec![],
         revoked: false,
+        // The admin flag is stored and read back.
+        registry_admin: true,
         created_ms: 1_700_000_000_456,
     };
     ensure!(s.list_agencies().await?.is_empty(), "no agencies at first");

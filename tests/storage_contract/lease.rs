@@ -86,6 +86,7 @@ async fn durable_across_reopen(mut ctx: Ctx) -> TestResult {
         token_hash: [4; 32],
         types: vec!["parking.*".into()],
         revoked: false,
+        registry_admin: true,
         created_ms: 5,
     };
     s.add_agency(&agency).await?;

@@ -13,6 +13,16 @@ pub async fn register_agency(
     name: &str,
     types: &[&str],
 ) -> anyhow::Result<String> {
+    register_agency_as(storage, name, types, false).await
+}
+
+/// [`register_agency`], as a registry admin if `registry_admin`.
+pub async fn register_agency_as(
+    storage: &dyn Agencies,
+    name: &str,
+    types: &[&str],
+    registry_admin: bool,
+) -> anyhow::Result<String> {
     let (token, token_hash) = new_token(&AgencyName::parse(name)?);
     storage
         .add_agency(&AgencyRecord {
@@ -20,6 +30,7 @@ pub async fn register_agency(
             token_hash,
             types: types.iter().map(|t| t.to_string()).collect(),
             revoked: false,
+            registry_admin,
             created_ms: chrono::Utc::now().timestamp_millis(),
         })
         .await?;

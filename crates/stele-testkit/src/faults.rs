@@ -94,6 +94,10 @@ impl LogReader for Faulty {
         }
         Ok(out)
     }
+    async fn registry_entries(&self, log: &str, start: u64, end: u64) -> Result<Vec<StoredEntry>> {
+        self.check()?;
+        self.inner.registry_entries(log, start, end).await
+    }
     async fn read_entries(&self, log: &str, start: u64, end: u64) -> Result<Vec<StoredEntry>> {
         self.check()?;
         let mut out = self.inner.read_entries(log, start, end).await?;

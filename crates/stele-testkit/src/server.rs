@@ -41,6 +41,12 @@ pub struct AppOptions {
     pub agency: String,
     /// Its record-type patterns (empty: all).
     pub agency_types: Vec<String>,
+    /// Whether the agency is a registry admin.
+    pub agency_admin: bool,
+    /// Whether the log accepts record types its registry does not know.
+    /// On by default: most suites submit ad-hoc types; the registry suite
+    /// turns it off, as production has it.
+    pub accept_unregistered: bool,
 }
 
 impl Default for AppOptions {
@@ -56,6 +62,8 @@ impl Default for AppOptions {
             log: "default".into(),
             agency: "test-agency".into(),
             agency_types: vec![],
+            agency_admin: false,
+            accept_unregistered: true,
         }
     }
 }
@@ -103,10 +111,17 @@ pub async fn spawn_app_with(backend: Backend, opts: AppOptions) -> anyhow::Resul
         origin: origin.clone(),
         signer: Arc::new(signer),
         mark_file: None,
+        accept_unregistered: opts.accept_unregistered,
     }];
     let engine = Engine::start(storage.clone(), logs, opts.engine.clone(), metrics.clone()).await?;
     let types: Vec<&str> = opts.agency_types.iter().map(String::as_str).collect();
-    let token = register_agency(storage.as_ref(), &opts.agency, &types).await?;
+    let token = crate::agency::register_agency_as(
+        storage.as_ref(),
+        &opts.agency,
+        &types,
+        opts.agency_admin,
+    )
+    .await?;
 
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;

@@ -2,6 +2,7 @@
 //! `commit.rs`), and hand the committed batch to a receipt task.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 
 use bytes::Bytes;
 use stele_core::{leaf_hash, Hash};
@@ -12,9 +13,11 @@ use super::commit::Commit;
 use super::receipts::Answers;
 use super::{Mode, Sequencer};
 use crate::engine::log::Request;
+use crate::engine::submit::check_records;
 use crate::error::LogError;
 use crate::error::DATABASE_UNAVAILABLE;
 use crate::records::leaf_bytes;
+use crate::registry::{Change, CompiledType, Registry};
 use crate::storage::{NewEntry, StoredEntry};
 
 /// Where each submitted record ended up.
@@ -42,6 +45,10 @@ impl Sequencer {
         let max = self.ctx.config.max_batch.max(1);
         let deadline = Instant::now() + self.ctx.config.max_wait;
         let mut n = first.items.len();
+        // A registry change is a batch of its own.
+        if first.is_registry() {
+            return vec![first];
+        }
         let mut requests = vec![first];
         while n < max {
             let next = match self.rx.try_recv() {
@@ -55,7 +62,7 @@ impl Sequencer {
                 }
                 Err(mpsc::error::TryRecvError::Disconnected) => break,
             };
-            if n + next.items.len() > max {
+            if n + next.items.len() > max || next.is_registry() {
                 self.held = Some(next);
                 break;
             }
@@ -70,6 +77,10 @@ impl Sequencer {
         let name = self.log.name.clone();
         let old_size = self.builder.size();
         let reply = self.reply();
+        let requests = self.recheck(requests, &reply);
+        if requests.is_empty() {
+            return Mode::Writer;
+        }
 
         // Deduplicate within the batch here; against storage optimistically:
         // the commit fails with `Duplicate` (writing nothing) if a key is
@@ -85,7 +96,14 @@ impl Sequencer {
             if entries.is_empty() {
                 break (entries, slots, HashMap::new());
             }
-            match self.commit(old_size, &entries, ts_ms).await {
+            let registry = match self.registry_after(&requests, &slots, &entries) {
+                Ok(r) => r,
+                Err(e) => {
+                    reply.fail_all(requests, e);
+                    return Mode::Writer;
+                }
+            };
+            match self.commit(old_size, &entries, ts_ms, registry).await {
                 Ok(overlay) => break (entries, slots, overlay),
                 Err(Commit::Duplicate(why)) if !looked_up => {
                     tracing::debug!(log = %name, "batch repeats stored records ({why}); looking them up");
@@ -147,6 +165,70 @@ impl Sequencer {
     }
 }
 
+impl Sequencer {
+    /// Checks every request against the registry in force now: a record
+    /// validated by another version than the current one (the registry
+    /// changed while it queued) is checked again, and a request whose
+    /// records no longer pass is answered with the error and dropped; a
+    /// registry change is checked to still be the next version.
+    fn recheck(&self, requests: Vec<Request>, reply: &super::Reply) -> Vec<Request> {
+        let registry = &self.registry;
+        let mut out = Vec::with_capacity(requests.len());
+        for mut r in requests {
+            let result = if let Some(def) = r.items.iter().find_map(|p| p.definition.clone()) {
+                let agency = r.items[0].agency.clone();
+                registry.check_change(&def, &agency).map(|_| ())
+            } else {
+                let stale = r.items.iter().any(|p| {
+                    registry.current(&p.record.r#type).map(|t| t.def.version) != p.type_version
+                });
+                if stale {
+                    let records: Vec<_> = r.items.iter().map(|p| p.record.clone()).collect();
+                    let bulk = r.items.len() > 1;
+                    check_records(&self.log, registry, &r.items[0].agency, &records, bulk).map(
+                        |versions| {
+                            for (p, v) in r.items.iter_mut().zip(versions) {
+                                p.type_version = v;
+                            }
+                        },
+                    )
+                } else {
+                    Ok(())
+                }
+            };
+            match result {
+                Ok(()) => out.push(r),
+                Err(e) => reply.answer(r, Err(e)),
+            }
+        }
+        out
+    }
+
+    /// The registry after this batch, if it changes it: each new entry
+    /// that applies a definition is compiled at its index.
+    fn registry_after(
+        &self,
+        requests: &[Request],
+        slots: &[Vec<Slot>],
+        entries: &[NewEntry],
+    ) -> Result<Option<Arc<Registry>>, LogError> {
+        let mut next: Option<Registry> = None;
+        for (r, s) in requests.iter().zip(slots) {
+            for (p, slot) in r.items.iter().zip(s) {
+                let (Some(def), Slot::New { pos, created: true }) = (&p.definition, slot) else {
+                    continue;
+                };
+                let registry = next.get_or_insert_with(|| (*self.registry).clone());
+                if registry.check_change(def, &p.agency)? == Change::New {
+                    let t = CompiledType::compile((**def).clone(), entries[*pos].index, &p.agency)?;
+                    registry.insert(Arc::new(t));
+                }
+            }
+        }
+        Ok(next.map(Arc::new))
+    }
+}
+
 /// The stored duplicates found by one look-up: dedup key → index, and
 /// index → (leaf, leaf hash) for their receipts. A stored leaf that is not
 /// UTF-8 is corrupt storage, never answered.
@@ -188,7 +270,7 @@ fn sequence(
                 });
             } else {
                 let pos = entries.len();
-                let leaf = Bytes::from(leaf_bytes(&p.agency, &p.record, ts_ms));
+                let leaf = Bytes::from(leaf_bytes(&p.agency, &p.record, p.type_version, ts_ms));
                 entries.push(NewEntry {
                     index: old_size + pos as u64,
                     leaf_hash: leaf_hash(&leaf),

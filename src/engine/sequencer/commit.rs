@@ -2,6 +2,7 @@
 //! `commit_batch`, and only on `Ok` adopt the new state.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 
 use bytes::Bytes;
 use stele_core::checkpoint::Checkpoint;
@@ -15,6 +16,7 @@ use crate::engine::log::Status;
 use crate::engine::tiles::Snapshot;
 use crate::error::LogError;
 use crate::error::DATABASE_UNAVAILABLE;
+use crate::registry::Registry;
 use crate::storage::{Batch, NewEntry, StorageError};
 
 /// Tiles a batch changed, by `(level, index)`: the receipts of that batch
@@ -27,6 +29,8 @@ pub(crate) struct Prepared {
     pub ts_ms: i64,
     pub note: String,
     changed: Vec<(TileId, Vec<u8>)>,
+    /// The registry after this batch, if the batch changes it.
+    registry: Option<Arc<Registry>>,
 }
 
 /// Why a batch was not committed.
@@ -54,6 +58,7 @@ impl Sequencer {
         old_size: u64,
         entries: &[NewEntry],
         ts_ms: i64,
+        registry: Option<Arc<Registry>>,
     ) -> Result<Overlay, Commit> {
         let name = self.log.name.clone();
         let hashes: Vec<Hash> = entries.iter().map(|e| e.leaf_hash).collect();
@@ -96,6 +101,7 @@ impl Sequencer {
             ts_ms,
             note,
             changed,
+            registry,
         };
         match result {
             Ok(()) => {
@@ -152,6 +158,12 @@ impl Sequencer {
         let new_size = p.builder.size();
         self.builder = p.builder;
         self.last_ts = p.ts_ms;
+        // The registry changes before the batch's checkpoint is served, so
+        // a registry entry's receipt means its version is in force.
+        if let Some(r) = p.registry {
+            self.registry = r;
+        }
+        self.log.set_registry(self.registry.clone(), new_size);
         let mut partials = self.log.snapshot().partials.clone();
         let mut overlay = HashMap::with_capacity(p.changed.len());
         for (id, data) in p.changed {

@@ -102,6 +102,9 @@ pub(crate) struct Sequencer {
     lease: Option<Box<dyn WriterLease>>,
     /// A request that did not fit the last batch; it starts the next one.
     held: Option<Request>,
+    /// The record-type registry of the committed tree (published to the
+    /// log, for submissions, after each change).
+    registry: Arc<crate::registry::Registry>,
 }
 
 impl Sequencer {
@@ -120,6 +123,7 @@ impl Sequencer {
             last_ts: 0,
             lease: None,
             held: None,
+            registry: Default::default(),
         }
     }
 

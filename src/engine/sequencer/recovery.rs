@@ -2,6 +2,7 @@
 //! finding out what happened to a commit whose outcome is unknown.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -14,6 +15,7 @@ use super::{mark, Mode, Sequencer, MAX_BACKOFF};
 use crate::engine::log::Status;
 use crate::engine::tiles::{ProofJob, Snapshot, TileSource};
 use crate::error::DATABASE_UNAVAILABLE;
+use crate::registry::Registry;
 use crate::storage::{Batch, StorageError};
 
 /// Why the stored state could not be taken over.
@@ -183,6 +185,9 @@ impl Sequencer {
         if mark.as_ref().map(|(_, m)| m.size) != Some(cp.size) {
             self.mark(&note_text).await.map_err(Recovery::Refuse)?;
         }
+        let registry = self.replay_registry(&Registry::default(), 0, size).await?;
+        self.registry = Arc::new(registry);
+        self.log.set_registry(self.registry.clone(), size);
         self.builder = builder;
         self.last_ts = state.last_ts_ms;
         self.log
@@ -193,6 +198,41 @@ impl Sequencer {
             .get_or_create(&self.log.label)
             .set(size as i64);
         Ok(())
+    }
+
+    /// `base` with the registry entries of `start..end` replayed onto it.
+    /// An entry that breaks the registry's rules means storage was written
+    /// around the sequencer: refuse.
+    async fn replay_registry(
+        &self,
+        base: &Registry,
+        start: u64,
+        end: u64,
+    ) -> Result<Registry, Recovery> {
+        let entries = self
+            .ctx
+            .storage
+            .registry_entries(&self.log.name, start, end)
+            .await?;
+        let mut registry = base.clone();
+        for e in entries {
+            match registry.replay(e.index, &e.leaf) {
+                Ok(true) => {}
+                Ok(false) => {
+                    return Err(Recovery::Refuse(format!(
+                        "storage returned entry {} as a registry entry, but it is not one",
+                        e.index
+                    )))
+                }
+                Err(why) => {
+                    return Err(Recovery::Refuse(format!(
+                        "the registry entry at index {} breaks the registry's rules: {why}",
+                        e.index
+                    )))
+                }
+            }
+        }
+        Ok(registry)
     }
 
     /// After a commit with an unknown outcome: find out what storage holds.
@@ -273,6 +313,21 @@ impl Sequencer {
         };
         match checked {
             Ok(cp) => {
+                // The registry follows the tree (a reader answers the
+                // registry's reads with it); if it cannot be read now, the
+                // next refresh tries again from where it is.
+                let (registry, covered) = self.log.registry_at();
+                if cp.size > covered {
+                    match self.replay_registry(&registry, covered, cp.size).await {
+                        Ok(r) => self.log.set_registry(Arc::new(r), cp.size),
+                        Err(Recovery::Refuse(why)) => {
+                            tracing::error!(log = %self.log.name, "{why}");
+                        }
+                        Err(Recovery::Storage(e)) => {
+                            tracing::warn!(log = %self.log.name, "could not read the registry: {e}");
+                        }
+                    }
+                }
                 self.log
                     .set_snapshot(Snapshot::new(cp.size, Some(note_text), HashMap::new()));
                 self.ctx

@@ -16,6 +16,7 @@ fn agency_from(row: &PgRow) -> Result<AgencyRecord> {
         token_hash: hash_from(&token_hash)?.0,
         types: row.try_get("types").map_err(map_err)?,
         revoked: row.try_get("revoked").map_err(map_err)?,
+        registry_admin: row.try_get("registry_admin").map_err(map_err)?,
         created_ms: created.timestamp_millis(),
     })
 }
@@ -24,13 +25,14 @@ fn agency_from(row: &PgRow) -> Result<AgencyRecord> {
 impl Agencies for PostgresStorage {
     async fn add_agency(&self, agency: &AgencyRecord) -> Result<()> {
         sqlx::query(
-            "INSERT INTO agencies (name, token_hash, types, revoked, created) \
-             VALUES ($1, $2, $3, $4, $5)",
+            "INSERT INTO agencies (name, token_hash, types, revoked, registry_admin, created) \
+             VALUES ($1, $2, $3, $4, $5, $6)",
         )
         .bind(&agency.name)
         .bind(agency.token_hash.as_slice())
         .bind(&agency.types)
         .bind(agency.revoked)
+        .bind(agency.registry_admin)
         .bind(ts_from_ms(agency.created_ms)?)
         .execute(&mut *self.conn(Pool::Auth).await?)
         .await
@@ -40,7 +42,7 @@ impl Agencies for PostgresStorage {
 
     async fn list_agencies(&self) -> Result<Vec<AgencyRecord>> {
         let rows = sqlx::query(
-            "SELECT name, token_hash, types, revoked, created FROM agencies ORDER BY name",
+            "SELECT name, token_hash, types, revoked, registry_admin, created FROM agencies ORDER BY name",
         )
         .fetch_all(&mut *self.conn(Pool::Auth).await?)
         .await
@@ -50,7 +52,7 @@ impl Agencies for PostgresStorage {
 
     async fn agency(&self, name: &str) -> Result<Option<AgencyRecord>> {
         let row = sqlx::query(
-            "SELECT name, token_hash, types, revoked, created FROM agencies WHERE name = $1",
+            "SELECT name, token_hash, types, revoked, registry_admin, created FROM agencies WHERE name = $1",
         )
         .bind(name)
         .fetch_optional(&mut *self.conn(Pool::Auth).await?)

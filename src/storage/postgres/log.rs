@@ -111,6 +111,28 @@ impl LogReader for PostgresStorage {
         rows.iter().map(entry_from).collect()
     }
 
+    async fn registry_entries(&self, log: &str, start: u64, end: u64) -> Result<Vec<StoredEntry>> {
+        let end = end.min(i64::MAX as u64);
+        if start >= end {
+            return Ok(Vec::new());
+        }
+        // The predicate of the partial index `entries_registry` (migration 0004).
+        let rows = sqlx::query(
+            "SELECT idx, leaf, leaf_hash FROM entries \
+             WHERE log = $1 AND idx >= $2 AND idx < $3 \
+             AND substring(leaf FROM octet_length(leaf) - 26) = \
+                 '\\x2c2274797065223a227374656c652e74797065222c2276223a317d'::bytea \
+             ORDER BY idx",
+        )
+        .bind(log)
+        .bind(to_i64(start, "index")?)
+        .bind(to_i64(end, "index")?)
+        .fetch_all(&mut *self.conn(Pool::Read).await?)
+        .await
+        .map_err(map_err)?;
+        rows.iter().map(entry_from).collect()
+    }
+
     async fn entry_by_leaf_hash(&self, log: &str, leaf_hash: &Hash) -> Result<Option<StoredEntry>> {
         let row = sqlx::query(
             "SELECT idx, leaf, leaf_hash FROM entries \

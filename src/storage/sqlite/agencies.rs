@@ -14,6 +14,7 @@ fn agency_from(row: &SqliteRow) -> Result<AgencyRecord> {
         types: serde_json::from_str(&types)
             .map_err(|e| StorageError::Other(format!("agency types: {e}")))?,
         revoked: get(row, "revoked")?,
+        registry_admin: get(row, "registry_admin")?,
         created_ms: get(row, "created")?,
     })
 }
@@ -24,12 +25,13 @@ impl Agencies for SqliteStorage {
         let types = serde_json::to_string(&agency.types)
             .map_err(|e| StorageError::Other(format!("agency types: {e}")))?;
         sqlx::query(
-            "INSERT INTO agencies (name, token_hash, types, revoked, created) VALUES (?, ?, ?, ?, ?)",
+            "INSERT INTO agencies (name, token_hash, types, revoked, registry_admin, created) VALUES (?, ?, ?, ?, ?, ?)",
         )
         .bind(&agency.name)
         .bind(agency.token_hash.as_slice())
         .bind(types)
         .bind(agency.revoked)
+        .bind(agency.registry_admin)
         .bind(agency.created_ms)
         .execute(&self.writer)
         .await
@@ -39,7 +41,7 @@ impl Agencies for SqliteStorage {
 
     async fn list_agencies(&self) -> Result<Vec<AgencyRecord>> {
         let rows = sqlx::query(
-            "SELECT name, token_hash, types, revoked, created FROM agencies ORDER BY name",
+            "SELECT name, token_hash, types, revoked, registry_admin, created FROM agencies ORDER BY name",
         )
         .fetch_all(&self.reader)
         .await
@@ -49,7 +51,7 @@ impl Agencies for SqliteStorage {
 
     async fn agency(&self, name: &str) -> Result<Option<AgencyRecord>> {
         let row = sqlx::query(
-            "SELECT name, token_hash, types, revoked, created FROM agencies WHERE name = ?",
+            "SELECT name, token_hash, types, revoked, registry_admin, created FROM agencies WHERE name = ?",
         )
         .bind(name)
         .fetch_optional(&self.reader)

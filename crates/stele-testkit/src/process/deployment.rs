@@ -29,6 +29,10 @@ pub struct DeploymentSpec {
     /// The agency to register, and the record-type patterns it may submit.
     pub agency: String,
     pub types: Vec<String>,
+    /// Whether the log accepts record types its registry does not know
+    /// (`accept_unregistered_types`): suites about other things submit
+    /// ad-hoc types; the registry's suite leaves it off, as production does.
+    pub accept_unregistered: bool,
     /// More environment variables for the servers.
     pub env: Vec<(String, String)>,
     /// More configuration (TOML sections such as `[http]` or `[quotas]`),
@@ -94,8 +98,8 @@ impl Deployment {
         std::fs::write(
             &config_file,
             format!(
-                "{embedded}{}\n[[logs]]\nname = {:?}\norigin = {:?}\nkey_file = {key_arg:?}\n",
-                spec.config, spec.log, spec.origin
+                "{embedded}{}\n[[logs]]\nname = {:?}\norigin = {:?}\nkey_file = {key_arg:?}\naccept_unregistered_types = {}\n",
+                spec.config, spec.log, spec.origin, spec.accept_unregistered
             ),
         )?;
         let options = ServeOptions {
