@@ -2,9 +2,10 @@
 //!
 //! Order of checks (the first failure answers): bearer token (`401`),
 //! content type (`415`), body size (`413`), body syntax and fields (`400`,
-//! `422`, `413` for attributes), then the engine (unknown log `404`, record
-//! type not allowed `403`, pushback `503`). A rejected request appends
-//! nothing.
+//! `422`, `413` for attributes), then the engine (unknown log `404`; the
+//! log's registry: type not registered `422`, agency not a writer `403`,
+//! subject or attributes breaking the type's rules `422`; pushback `503`).
+//! A rejected request appends nothing.
 
 use axum::extract::State;
 use axum::http::{header, HeaderValue, StatusCode};
@@ -32,9 +33,9 @@ use crate::wire;
         (status = 201, description = "Recorded", body = wire::Receipt),
         (status = 200, description = "Duplicate: the existing record's receipt", body = wire::Receipt),
         (status = 400, description = "Not UTF-8, not JSON, or not an object; a repeated key; a number beyond any IEEE double (`urn:stele:problem:malformed`)", body = wire::Problem, content_type = "application/problem+json"),
-        (status = 403, description = "Record type not allowed for this agency (`urn:stele:problem:forbidden`)", body = wire::Problem, content_type = "application/problem+json"),
+        (status = 403, description = "The agency is not a writer of this record type in this log, or its `--types` exclude it (`urn:stele:problem:forbidden`)", body = wire::Problem, content_type = "application/problem+json"),
         (status = 413, description = "Body or attributes too large (`urn:stele:problem:too-large`)", body = wire::Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Invalid or unknown field; a number RFC 8785 would store as another number; a format control in the subject or an attribute key (`urn:stele:problem:invalid-field`, `field` names it)", body = wire::Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid or unknown field; a number RFC 8785 would store as another number; a format control in the subject or an attribute key (`urn:stele:problem:invalid-field`, `field` names it); a record type not registered in the log (`urn:stele:problem:unknown-type`); a subject or attributes that break the type's rules (`urn:stele:problem:schema-violation`: `pointer` and `keyword` of the first violation, `errors` all of them, of every failing record)", body = wire::Problem, content_type = "application/problem+json"),
         WriteProblems,
     )
 )]
@@ -71,9 +72,9 @@ pub async fn submit(
         (status = 201, description = "Recorded", body = wire::Receipts),
         (status = 200, description = "Every record was a duplicate", body = wire::Receipts),
         (status = 400, description = "Malformed body: not UTF-8, not JSON, not an object, a repeated key (`urn:stele:problem:malformed`)", body = wire::Problem, content_type = "application/problem+json"),
-        (status = 403, description = "A record type is not allowed for this agency (`urn:stele:problem:forbidden`)", body = wire::Problem, content_type = "application/problem+json"),
+        (status = 403, description = "The agency is not a writer of a record's type in this log, or its `--types` exclude it (`urn:stele:problem:forbidden`; `detail` names the record)", body = wire::Problem, content_type = "application/problem+json"),
         (status = 413, description = "Body, a record, a record's attributes, or the number of records too large (`urn:stele:problem:too-large`)", body = wire::Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Invalid or unknown field; a number RFC 8785 would store as another number; a format control in the subject or an attribute key (`urn:stele:problem:invalid-field`, `field` names it)", body = wire::Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid or unknown field; a number RFC 8785 would store as another number; a format control in the subject or an attribute key (`urn:stele:problem:invalid-field`, `field` names it); a record type not registered in the log (`urn:stele:problem:unknown-type`); a subject or attributes that break the type's rules (`urn:stele:problem:schema-violation`: `pointer` and `keyword` of the first violation, `errors` all of them, of every failing record)", body = wire::Problem, content_type = "application/problem+json"),
         WriteProblems,
     )
 )]

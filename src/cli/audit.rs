@@ -79,6 +79,69 @@ pub struct AuditState {
     pub size: u64,
     /// The partial hash tiles of the tree of `size`.
     pub tiles: Vec<EdgeTile>,
+    /// The registry entries of the prefix, `(index, leaf)`, replayed to
+    /// resume the check of the records' rules.
+    #[serde(default)]
+    pub registry: Vec<(u64, String)>,
+}
+
+/// Which rules of the record-type registry the audit checks.
+#[derive(Clone, Copy, Debug)]
+pub struct Rules {
+    /// Records of types never registered, naming no version, pass (a log
+    /// configured with `accept_unregistered_types`).
+    pub allow_unregistered: bool,
+}
+
+/// The registry replayed so far, and the first rule broken.
+struct RuleCheck {
+    /// None: the tree only (opaque leaves).
+    rules: Option<Rules>,
+    registry: crate::registry::Registry,
+    entries: Vec<(u64, String)>,
+    broken: Option<Alarm>,
+}
+
+impl RuleCheck {
+    fn resume(rules: Option<Rules>, prior: Option<&AuditState>) -> anyhow::Result<Self> {
+        let mut registry = crate::registry::Registry::default();
+        let entries = prior.map(|s| s.registry.clone()).unwrap_or_default();
+        for (index, leaf) in &entries {
+            registry
+                .replay(*index, leaf.as_bytes(), true)
+                .map_err(|e| {
+                    anyhow::anyhow!("the saved audit state's registry is unusable: {e}")
+                })?;
+        }
+        Ok(RuleCheck {
+            rules,
+            registry,
+            entries,
+            broken: None,
+        })
+    }
+
+    /// Checks the leaf at `index`; the first violation is kept (and raised
+    /// only once the root proves the entries authentic).
+    fn check(&mut self, index: u64, leaf: &[u8]) {
+        let Some(rules) = self.rules.filter(|_| self.broken.is_none()) else {
+            return;
+        };
+        match self.registry.replay(index, leaf, rules.allow_unregistered) {
+            Ok(true) => self
+                .entries
+                .push((index, String::from_utf8_lossy(leaf).into_owned())),
+            Ok(false) => {}
+            Err(why) => {
+                let text = String::from_utf8_lossy(leaf);
+                let shown: String = text.chars().take(2000).collect();
+                self.broken = Some(Alarm {
+                    what: format!("entry {index} breaks the log's record-type rules: {why}"),
+                    evidence: format!("leaf: {shown}"),
+                });
+            }
+        }
+    }
 }
 
 /// One partial hash tile of the audited prefix.
@@ -119,7 +182,7 @@ fn resume(prior: Option<&AuditState>, cp: &Checkpoint) -> anyhow::Result<(TreeBu
     Ok((builder, edge))
 }
 
-fn snapshot(size: u64, edge: &Edge) -> anyhow::Result<AuditState> {
+fn snapshot(size: u64, edge: &Edge, rules: &RuleCheck) -> anyhow::Result<AuditState> {
     let mut tiles = Vec::new();
     for id in partial_tiles(size) {
         let d = edge
@@ -139,7 +202,11 @@ fn snapshot(size: u64, edge: &Edge) -> anyhow::Result<AuditState> {
             hashes: b64().encode(&d[..want]),
         });
     }
-    Ok(AuditState { size, tiles })
+    Ok(AuditState {
+        size,
+        tiles,
+        registry: rules.entries.clone(),
+    })
 }
 
 fn progress(len: u64, start: u64, show: bool) -> indicatif::ProgressBar {
@@ -190,17 +257,22 @@ async fn check_tiles<S: TileSource + ?Sized>(
     Ok(Ok(()))
 }
 
-/// Audits the tree up to `cp` (already verified), resuming from `slot`.
-/// On success `slot` holds the audited state at `cp.size` and the answer is
-/// the number of entries fetched and hashed by this call; after each chunk
-/// the progress is put in `slot` and handed to `save`.
+/// Audits the tree up to `cp` (already verified), resuming from `slot`,
+/// and every entry against the record-type registry replayed from the
+/// entries themselves (`rules`). On success `slot` holds the audited state
+/// at `cp.size` and the answer is the number of entries fetched and hashed
+/// by this call; after each chunk the progress is put in `slot` and handed
+/// to `save` (progress stops being saved at the first broken rule).
 pub async fn audit<S: TileSource + ?Sized>(
     source: &S,
     cp: &Checkpoint,
     slot: &mut Option<AuditState>,
     concurrency: usize,
+    rules: Option<Rules>,
     save: &mut (dyn FnMut(&AuditState) -> anyhow::Result<()> + Send),
 ) -> anyhow::Result<Result<u64, Alarm>> {
+    let prior = slot.as_ref().filter(|s| s.size <= cp.size);
+    let mut checks = RuleCheck::resume(rules, prior)?;
     let (mut builder, mut edge) = resume(slot.as_ref(), cp)?;
     let start = builder.size();
     let pb = progress(cp.size, start, source.show_progress());
@@ -247,6 +319,9 @@ pub async fn audit<S: TileSource + ?Sized>(
             } else {
                 0
             };
+            for (j, l) in leaves.iter().enumerate().skip(skip) {
+                checks.check(k * TILE_WIDTH + j as u64, l);
+            }
             let hashes: Vec<Hash> = leaves[skip..].iter().map(|l| leaf_hash(l)).collect();
             for (id, data) in builder.append(&hashes) {
                 if id.is_full() {
@@ -262,9 +337,11 @@ pub async fn audit<S: TileSource + ?Sized>(
         if let Err(alarm) = check_tiles(source, full_tiles, concurrency).await? {
             return Ok(Err(alarm));
         }
-        let progress = snapshot(builder.size(), &edge)?;
-        save(&progress)?;
-        *slot = Some(progress);
+        if checks.broken.is_none() {
+            let progress = snapshot(builder.size(), &edge, &checks)?;
+            save(&progress)?;
+            *slot = Some(progress);
+        }
         chunk_start = chunk_end;
     }
     pb.finish_and_clear();
@@ -282,7 +359,7 @@ pub async fn audit<S: TileSource + ?Sized>(
             evidence: String::new(),
         }));
     }
-    let state = snapshot(cp.size, &edge)?;
+    let state = snapshot(cp.size, &edge, &checks)?;
     let mut partial = Vec::new();
     for t in &state.tiles {
         partial.push((
@@ -291,6 +368,11 @@ pub async fn audit<S: TileSource + ?Sized>(
         ));
     }
     if let Err(alarm) = check_tiles(source, partial, concurrency).await? {
+        return Ok(Err(alarm));
+    }
+    // The entries are authentic (they rebuild the signed root): a broken
+    // rule among them is the log's.
+    if let Some(alarm) = checks.broken {
         return Ok(Err(alarm));
     }
     *slot = Some(state);

@@ -21,7 +21,7 @@ use stele_core::merkle::verify_consistency;
 use stele_core::note::{open_checkpoint, Verifier};
 use stele_core::Hash;
 
-use super::audit::{audit, Alarm, AuditState};
+use super::audit::{audit, Alarm, AuditState, Rules};
 use super::client::{block_on, describe_key, load_verifier, LogClient, TlsArgs};
 use crate::files::write_atomic;
 
@@ -46,9 +46,19 @@ pub struct Args {
     #[arg(long)]
     pub once: bool,
     /// Also rebuild the tree from the entry bundles and hash tiles and check
-    /// it reproduces each checkpoint's root (resumable through --state).
+    /// it reproduces each checkpoint's root, and replay the record-type
+    /// registry from the entries and check every record against the
+    /// version in force at its index (resumable through --state).
     #[arg(long)]
     pub audit: bool,
+    /// With --audit: records of types the registry never defined, naming no
+    /// version, pass (a log configured with `accept_unregistered_types`).
+    #[arg(long, requires = "audit")]
+    pub allow_unregistered: bool,
+    /// With --audit: check the tree only, not the records' rules (a
+    /// tlog-tiles log whose leaves are not Stele records).
+    #[arg(long, requires = "audit", conflicts_with = "allow_unregistered")]
+    pub tree_only: bool,
     #[command(flatten)]
     pub tls: TlsArgs,
     /// Tiles fetched at once while auditing.
@@ -246,11 +256,31 @@ async fn poll_once(
                 None => Ok(()),
             }
         };
-        match audit(client, &cp, &mut state.audit, args.concurrency, &mut save).await {
-            Ok(Ok(hashed)) => msg.push_str(&format!(
-                ", audited: the {} entries rebuilt from the tiles reproduce the root ({hashed} fetched now)",
-                cp.size
-            )),
+        let rules = (!args.tree_only).then_some(Rules {
+            allow_unregistered: args.allow_unregistered,
+        });
+        match audit(
+            client,
+            &cp,
+            &mut state.audit,
+            args.concurrency,
+            rules,
+            &mut save,
+        )
+        .await
+        {
+            Ok(Ok(hashed)) => {
+                msg.push_str(&format!(
+                    ", audited: the {} entries rebuilt from the tiles reproduce the root ({hashed} fetched now)",
+                    cp.size
+                ));
+                if rules.is_some() {
+                    msg.push_str(&format!(
+                        " and follow the record-type registry ({} registry entries)",
+                        state.audit.as_ref().map_or(0, |a| a.registry.len())
+                    ));
+                }
+            }
             Ok(Err(alarm)) => return Poll::Alarm(alarm),
             Err(e) => return Poll::Unchecked(e),
         }

@@ -308,8 +308,15 @@ impl Registry {
     /// and an auditor does for every leaf: a registry entry is checked and
     /// applied; a record is checked against the version in force (it must
     /// name it in `type_version`). `Ok(true)` for a registry entry. An
-    /// `Err` is the first rule the leaf breaks, in words.
-    pub fn replay(&mut self, index: u64, leaf: &[u8]) -> Result<bool, String> {
+    /// `Err` is the first rule the leaf breaks, in words. With
+    /// `allow_unregistered`, a record of a type not registered at its index
+    /// that names no version passes (a log configured to accept them).
+    pub fn replay(
+        &mut self,
+        index: u64,
+        leaf: &[u8],
+        allow_unregistered: bool,
+    ) -> Result<bool, String> {
         let leaf: Value =
             serde_json::from_slice(leaf).map_err(|e| format!("leaf is not JSON: {e}"))?;
         let field = |k: &str| leaf.get(k).and_then(Value::as_str);
@@ -341,9 +348,16 @@ impl Registry {
                 }
             };
         }
-        let version = self
-            .check_record(agency, r#type, field("subject"), leaf.get("attributes"))
-            .map_err(|r| r.describe())?;
+        let version =
+            match self.check_record(agency, r#type, field("subject"), leaf.get("attributes")) {
+                Ok(v) => v,
+                Err(Refusal::Unknown(_))
+                    if allow_unregistered && leaf.get("type_version").is_none() =>
+                {
+                    return Ok(false)
+                }
+                Err(r) => return Err(r.describe()),
+            };
         match leaf.get("type_version").and_then(Value::as_u64) {
             Some(v) if v == u64::from(version) => Ok(false),
             Some(v) => Err(format!(

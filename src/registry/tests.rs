@@ -228,37 +228,48 @@ fn replay_follows_the_registry_through_versions() {
     let record =
         r#"{"type":"land.transfer","subject":"XH-1","attributes":{"deed":"2026/1","area_m2":5}}"#;
     let mut r = Registry::default();
-    assert_eq!(r.replay(0, &registry_leaf("admin", &v1)), Ok(true));
+    assert_eq!(r.replay(0, &registry_leaf("admin", &v1), false), Ok(true));
     assert_eq!(
-        r.replay(1, &record_leaf("land-registry", record, Some(1))),
+        r.replay(1, &record_leaf("land-registry", record, Some(1)), false),
         Ok(false)
     );
     // The notary is not a writer of version 1 ...
     assert!(r
-        .replay(2, &record_leaf("notary", record, Some(1)))
+        .replay(2, &record_leaf("notary", record, Some(1)), false)
         .unwrap_err()
         .contains("not a writer"));
-    assert_eq!(r.replay(3, &registry_leaf("admin", &v2)), Ok(true));
+    assert_eq!(r.replay(3, &registry_leaf("admin", &v2), false), Ok(true));
     // ... but of version 2; and a record must name the version in force.
     assert_eq!(
-        r.replay(4, &record_leaf("notary", record, Some(2))),
+        r.replay(4, &record_leaf("notary", record, Some(2)), false),
         Ok(false)
     );
     assert!(r
-        .replay(5, &record_leaf("notary", record, Some(1)))
+        .replay(5, &record_leaf("notary", record, Some(1)), false)
         .unwrap_err()
         .contains("version 2 was in force"));
     assert!(r
-        .replay(6, &record_leaf("notary", record, None))
+        .replay(6, &record_leaf("notary", record, None), false)
         .unwrap_err()
         .contains("no type_version"));
     // A registry entry rewriting version 1 is caught.
     let mut rewrite = land();
     rewrite.writers = vec![Writer::Any];
     assert!(r
-        .replay(7, &registry_leaf("admin", &rewrite))
+        .replay(7, &registry_leaf("admin", &rewrite), false)
         .unwrap_err()
         .contains("already exists"));
+    // Unregistered types pass only where the log accepts them, and only
+    // without a version.
+    let other = r#"{"type":"other.thing"}"#;
+    assert!(r.replay(8, &record_leaf("x", other, None), false).is_err());
+    assert_eq!(r.replay(8, &record_leaf("x", other, None), true), Ok(false));
+    assert!(r
+        .replay(8, &record_leaf("x", other, Some(1)), true)
+        .is_err());
+    assert!(r
+        .replay(8, &record_leaf("notary", record, None), true)
+        .is_err());
     assert_eq!(r.versions("land.transfer").len(), 2);
     assert_eq!(r.versions("land.transfer")[1].index, 3);
 }

@@ -84,7 +84,35 @@ pub async fn serve_embedded_first_start_and_graceful_stop() -> TestResult {
         .map_err(|e| anyhow::anyhow!("{e}"))?
         .vkey();
     let verifier = Verifier::from_vkey(&vkey).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let body = json!({"type": "land.transfer", "subject": "parcel-9"});
+    // The first start registered the example types and granted them to demo.
+    let types: serde_json::Value =
+        reqwest::get(format!("{}/logs/default/types", server.base_url()))
+            .await?
+            .json()
+            .await?;
+    let names: Vec<&str> = types["types"]
+        .as_array()
+        .map(|t| t.iter().filter_map(|t| t["name"].as_str()).collect())
+        .unwrap_or_default();
+    ensure_eq!(
+        names,
+        vec![
+            "disease.covid-test",
+            "health.vaccination",
+            "land.transfer",
+            "parking.status"
+        ],
+        "{types}"
+    );
+    let unknown = json!({"type": "land.survey", "subject": "XH-9"});
+    let (status, problem) = post_record(&server.base_url(), &token, &unknown).await?;
+    ensure_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{problem}");
+    ensure_eq!(
+        problem["type"],
+        "urn:stele:problem:unknown-type",
+        "{problem}"
+    );
+    let body = json!({"type": "land.transfer", "subject": "XH-9", "attributes": {"deed": "2026/9", "area_m2": 50}});
     let (status, receipt) = post_record(&server.base_url(), &token, &body).await?;
     ensure_eq!(status, StatusCode::CREATED, "{receipt}");
     let receipt: Receipt = serde_json::from_value(receipt)?;
@@ -101,7 +129,8 @@ pub async fn serve_embedded_first_start_and_graceful_stop() -> TestResult {
     }
     let (status, again) = post_record(&server.base_url(), &token, &body).await?;
     ensure_eq!(status, StatusCode::OK, "{again}");
-    ensure_eq!(again["index"], 0);
+    // Indexes 0–3 are the example types' registry entries.
+    ensure_eq!(again["index"], 4);
     check(&server, &vkey, &[receipt, serde_json::from_value(again)?]).await?;
     stop(server).await
 }
@@ -121,7 +150,7 @@ pub async fn serve_production_requires_a_key() -> TestResult {
     let key_arg = key.to_str().unwrap_or_default().to_string();
     std::fs::write(
         dir.join("stele.toml"),
-        format!("[[logs]]\nname = \"default\"\norigin = \"records.example.gov/default\"\nkey_file = {key_arg:?}\n"),
+        format!("[[logs]]\nname = \"default\"\norigin = \"records.example.gov/default\"\nkey_file = {key_arg:?}\naccept_unregistered_types = true\n"),
     )?;
     let common = ["--config", "stele.toml", "--database-url", url.as_str()];
 

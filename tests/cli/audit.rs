@@ -27,7 +27,12 @@ fn audit_rebuilds_large_log() -> TestResult {
     let dir = tempfile::tempdir()?;
     let state = dir.path().join("audit.json");
     let started = Instant::now();
-    let out = monitor(&s.url, &s.vkey, &state, &["--audit"]);
+    let out = monitor(
+        &s.url,
+        &s.vkey,
+        &state,
+        &["--audit", "--allow-unregistered"],
+    );
     let audited = started.elapsed();
     expect_fine(&out)?;
     ensure(out.stdout.contains("audited: the 100000 entries"), || {
@@ -36,7 +41,12 @@ fn audit_rebuilds_large_log() -> TestResult {
     eprintln!("audit test: appended 100,000 entries in {built:.1?}, audited them in {audited:.1?}");
     // Resumes: only the new entries (and the partial bundle) are fetched.
     s.bulk("audit-more", 1000)?;
-    let out = monitor(&s.url, &s.vkey, &state, &["--audit"]);
+    let out = monitor(
+        &s.url,
+        &s.vkey,
+        &state,
+        &["--audit", "--allow-unregistered"],
+    );
     expect_fine(&out)?;
     let fetched: u64 = out
         .stdout
@@ -67,7 +77,7 @@ pub fn audit_speed_one_million() -> TestResult {
     );
     w.serve(&tree, 1_000_000);
     let started = Instant::now();
-    let out = w.monitor(None, &["--audit"]);
+    let out = w.monitor(None, &["--audit", "--tree-only"]);
     let took = started.elapsed();
     expect_fine(&out)?;
     ensure(out.stdout.contains("audited: the 1000000 entries"), || {
@@ -83,7 +93,7 @@ fn audit_detects_tampered_entries() -> TestResult {
     let w = Watched::new("audit")?;
     let tree = Tree::new("a", 700);
     w.serve(&tree, 700);
-    let out = w.monitor(None, &["--audit"]);
+    let out = w.monitor(None, &["--audit", "--tree-only"]);
     expect_fine(&out)?;
     ensure(out.stdout.contains("audited: the 700 entries"), || {
         out.show()
@@ -99,14 +109,14 @@ fn audit_detects_tampered_entries() -> TestResult {
     );
     let fresh = w.state.with_file_name("fresh.json");
     expect_alarm(
-        &w.monitor(Some(&fresh), &["--audit"]),
+        &w.monitor(Some(&fresh), &["--audit", "--tree-only"]),
         "differs from the one rebuilt",
     )?;
     // Served hash tiles consistent with the forged entries: the root gives it away.
     w.fake.state.lock().unwrap().files = files;
     let fresh2 = w.state.with_file_name("fresh2.json");
     expect_alarm(
-        &w.monitor(Some(&fresh2), &["--audit"]),
+        &w.monitor(Some(&fresh2), &["--audit", "--tree-only"]),
         "audit: the entries rebuild",
     )
 }

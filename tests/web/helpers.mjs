@@ -71,6 +71,20 @@ export async function startServer() {
   const logs = (await (await fetch(`${base}/logs`)).json()).logs;
   const demo = readFileSync(logPath, 'utf8').match(/\bdemo\.[A-Za-z0-9_-]{20,}/);
   assert.ok(demo, 'the first start prints the demo token');
+  // The suites submit records of many shapes by many agencies: every type
+  // they use gets a version open to any agency and any attributes (the
+  // example types' v1 stay in the log before it).
+  const registered = (await (await fetch(`${base}/logs/${logs[0].name}/types`)).json()).types;
+  for (const name of ['land.transfer', 'land.survey', 'land.mortgage', 'health.vaccination', 'health.visit', 'parking.status']) {
+    const current = registered.find((t) => t.name === name);
+    const def = { name, version: current ? current.version + 1 : 1, description: `${name} (any shape, for the browser tests)`, schema: true, writers: ['*'] };
+    const r = await fetch(`${base}/logs/${logs[0].name}/types`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${demo[0]}`, 'content-type': 'application/json' },
+      body: JSON.stringify(def),
+    });
+    assert.ok(r.ok, `applying ${name}: ${r.status} ${await r.text()}`);
+  }
   return {
     work,
     data,

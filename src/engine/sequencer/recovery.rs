@@ -216,7 +216,7 @@ impl Sequencer {
             .await?;
         let mut registry = base.clone();
         for e in entries {
-            match registry.replay(e.index, &e.leaf) {
+            match registry.replay(e.index, &e.leaf, false) {
                 Ok(true) => {}
                 Ok(false) => {
                     return Err(Recovery::Refuse(format!(

@@ -160,10 +160,17 @@ impl<V: LogView> LogChecker<V> {
             bundles: Mutex::default(),
         };
         let mut nothing = |_: &AuditState| Ok(());
-        audit(&source, &checkpoint, &mut None, PARALLEL, &mut nothing)
-            .await
-            .with_context(|| self.at("auditing"))?
-            .map_err(|alarm| anyhow!(self.at(alarm)))?;
+        audit(
+            &source,
+            &checkpoint,
+            &mut None,
+            PARALLEL,
+            self.rules,
+            &mut nothing,
+        )
+        .await
+        .with_context(|| self.at("auditing"))?
+        .map_err(|alarm| anyhow!(self.at(alarm)))?;
 
         let bundles = source.bundles.into_inner().expect("bundles lock");
         let mut leaves = Vec::with_capacity(size as usize);
