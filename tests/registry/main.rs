@@ -34,16 +34,20 @@ const LAND_V1: &str = include_str!("../../examples/types/land.transfer.toml");
 
 fn main() {
     let mut suite = Suite::new();
-    suite.per_backend("apply_list_show_and_supersede", Backend::ALL, |b| {
-        apply_list_show_and_supersede(b)
-    });
-    suite.per_backend("refusals_append_nothing", Backend::ALL, |b| {
-        refusals_append_nothing(b)
-    });
+    suite.per_backend(
+        "apply_list_show_and_supersede",
+        Backend::ALL,
+        apply_list_show_and_supersede,
+    );
+    suite.per_backend(
+        "refusals_append_nothing",
+        Backend::ALL,
+        refusals_append_nothing,
+    );
     suite.per_backend(
         "grants_are_per_log_and_survive_a_restart",
         Backend::ALL,
-        |b| grants_are_per_log_and_survive_a_restart(b),
+        grants_are_per_log_and_survive_a_restart,
     );
     suite.add_async(
         "audit_catches_logs_that_break_the_rules",
