@@ -42,6 +42,16 @@ enum Mode {
     Tiles,
 }
 
+/// What the submitted records look like.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum Shape {
+    /// `bench.load` records with `--pad` bytes of padding.
+    Bench,
+    /// Valid records of the four example types (`examples/types/`), in
+    /// turn: what the registry's validation costs is measured with them.
+    Examples,
+}
+
 #[derive(Debug, Parser)]
 #[command(
     name = "load",
@@ -74,6 +84,9 @@ struct Args {
     /// Bytes of padding in each record's attributes.
     #[arg(long, default_value_t = 64)]
     pad: usize,
+    /// The records submitted.
+    #[arg(long, value_enum, default_value = "bench")]
+    shape: Shape,
     /// PID of the server, to report its peak resident memory.
     #[arg(long)]
     server_pid: Option<u32>,
@@ -117,6 +130,35 @@ fn record_body(client: usize, n: u64, pad: &str, run: u64) -> String {
     format!(
         "{{\"type\":\"bench.load\",\"subject\":\"run{run}-c{client}-n{n}\",\"attributes\":{{\"seq\":{n},\"pad\":\"{pad}\"}}}}"
     )
+}
+
+/// A valid record of one of the four example types, unique per run,
+/// client and `n`.
+fn example_body(client: usize, n: u64, run: u64) -> String {
+    let u = (run % 1000) * 1_000_000_000_000 + (client as u64 % 1000) * 1_000_000_000 + n;
+    match n % 4 {
+        0 => format!(
+            "{{\"type\":\"land.transfer\",\"subject\":\"XH-{}\",\"attributes\":{{\"deed\":\"2026/{}\",\"area_m2\":{},\"use\":\"residential\"}}}}",
+            n % 100_000_000,
+            n % 10_000_000_000,
+            u + 1
+        ),
+        1 => format!(
+            "{{\"type\":\"health.vaccination\",\"subject\":\"facility-{}\",\"attributes\":{{\"vaccine\":\"covid-19\",\"lot\":\"L{u}\",\"doses\":{}}}}}",
+            client % 1_000_000,
+            1 + n % 100
+        ),
+        2 => format!(
+            "{{\"type\":\"disease.covid-test\",\"subject\":\"site-{}\",\"attributes\":{{\"date\":\"2026-12-02\",\"tests\":{u},\"positive\":{},\"method\":\"pcr\"}}}}",
+            client % 1_000_000,
+            n % 100
+        ),
+        _ => format!(
+            "{{\"type\":\"parking.status\",\"subject\":\"lot-{}\",\"attributes\":{{\"free\":{u},\"capacity\":{}}}}}",
+            client % 1_000_000,
+            u + 100
+        ),
+    }
 }
 
 #[derive(Default)]
@@ -228,7 +270,10 @@ async fn client_loop(
     while !shared.stop.load(Ordering::Relaxed) {
         let (method, path, body, ops) = match args.mode {
             Mode::Submit => {
-                let body = record_body(id, n, &pad, run);
+                let body = match args.shape {
+                    Shape::Bench => record_body(id, n, &pad, run),
+                    Shape::Examples => example_body(id, n, run),
+                };
                 n += 1;
                 (Method::POST, format!("{prefix}/records"), body, 1)
             }
@@ -239,7 +284,10 @@ async fn client_loop(
                         body.push(',');
                     }
                     n += 1;
-                    body.push_str(&record_body(id, n, &pad, run));
+                    match args.shape {
+                        Shape::Bench => body.push_str(&record_body(id, n, &pad, run)),
+                        Shape::Examples => body.push_str(&example_body(id, n, run)),
+                    }
                 }
                 body.push_str("]}");
                 (

@@ -305,6 +305,7 @@ function renderLog(log) {
     msgEl('p', 'logs.checkpoint', {}, { class: 'hint', id: `${headingId}-cp` }),
     cpPre,
     el('div', { class: 'buttons' }, pinBtn),
+    renderTypes(log, headingId),
   );
   fetchText(`/logs/${encodeURIComponent(log.name)}/checkpoint`)
     .then((note) => {
@@ -321,6 +322,40 @@ function renderLog(log) {
     })
     .catch((e) => setMsg(cpPre, 'logs.error', { reason: v.messageOf(e) }));
   return box;
+}
+
+/** The log's record types from its registry, each with its schema. */
+function renderTypes(log, headingId) {
+  const list = el('div', { class: 'types', 'aria-live': 'polite' });
+  setMsg(list, 'common.loading');
+  fetchJson(`/logs/${encodeURIComponent(log.name)}/types`)
+    .then((answer) => {
+      if (!answer.types.length) {
+        setMsg(list, 'logs.typesNone');
+        return;
+      }
+      list.replaceChildren(
+        ...answer.types.map((t) => {
+          const d = t.definition;
+          return el(
+            'details',
+            { class: 'type', 'data-type': t.name },
+            el(
+              'summary',
+              {},
+              data('strong', t.name),
+              ' ',
+              msgEl('span', 'logs.typeVersion', { version: t.version, index: t.index, writers: (d.writers || []).join(', ') }),
+              d.description ? el('span', { class: 'hint' }, ' — ', data('span', d.description)) : '',
+            ),
+            msgEl('p', 'logs.typeSchema', {}, { class: 'hint' }),
+            data('pre', JSON.stringify({ subject: d.subject, schema: d.schema }, null, 2)),
+          );
+        }),
+      );
+    })
+    .catch((e) => setMsg(list, 'logs.error', { reason: v.messageOf(e) }));
+  return el('section', { 'aria-labelledby': `${headingId}-types` }, msgEl('h4', 'logs.types', {}, { id: `${headingId}-types` }), list);
 }
 
 // ---------- look-up

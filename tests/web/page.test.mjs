@@ -60,17 +60,18 @@ before(async () => {
   assert.ok(existsSync(chromiumPath), `Chromium not found at ${chromiumPath} (apt-get install chromium, or set CHROMIUM)`);
   mkdirSync(artifacts, { recursive: true });
   work = mkdtempSync(join(tmpdir(), 'stele-web-'));
-  const { addr, data } = await startServer();
+  const { addr } = await startServer();
   base = `http://${addr}`;
-  const out = execFileSync(stele, ['agency', 'add', 'web-test', '--data-dir', data], { encoding: 'utf8' });
-  const token = out.split(/\s+/).find((w) => w.startsWith('web-test.') && w.length > 30);
-  assert.ok(token, `no token in: ${out}`);
+  // The first start's agency `demo` writes the example types.
+  const banner = readFileSync(join(work, 'serve.log'), 'utf8');
+  const token = (banner.match(/\bdemo\.[A-Za-z0-9_-]{20,}/) || [])[0];
+  assert.ok(token, `no demo token in: ${banner}`);
   const logs = await (await fetch(`${base}/logs`)).json();
   ({ vkey, origin } = logs.logs[0]);
   logUrl = `${base}/logs/${logs.logs[0].name}`;
-  for (const [i, subject] of ['parcel-17', 'parcel-18', 'parcel-19'].entries()) {
+  for (const [i, subject] of ['XH-17', 'XH-18', 'XH-19'].entries()) {
     const rec = join(work, `rec${i}.json`);
-    writeFileSync(rec, JSON.stringify({ type: 'land.transfer', subject, attributes: { district: 'north' } }));
+    writeFileSync(rec, JSON.stringify({ type: 'land.transfer', subject, attributes: { deed: `2026/${17 + i}`, area_m2: 120, use: 'residential' } }));
     execFileSync(stele, ['submit', '--log', logUrl, '--token', token, rec], { encoding: 'utf8' });
   }
   receipt = JSON.parse(readFileSync(join(work, 'rec1.receipt.json'), 'utf8'));
@@ -121,7 +122,7 @@ test('a real receipt verifies in the browser', async () => {
 
 test('tampered receipts fail and name the failed step', async () => {
   const cases = [
-    ['leaf', { ...receipt, leaf: receipt.leaf.replace('parcel-18', 'parcel-81') }, 'leaf hash'],
+    ['leaf', { ...receipt, leaf: receipt.leaf.replace('XH-18', 'XH-81') }, 'leaf hash'],
     ['proof hash', { ...receipt, inclusion_proof: [receipt.inclusion_proof[0].replace(/^./, (c) => (c === '0' ? '1' : '0'))] }, 'inclusion proof'],
     ['index', { ...receipt, index: receipt.index + 1 }, 'inclusion proof'],
     ['checkpoint size', { ...receipt, checkpoint: receipt.checkpoint.replace(/\n(\d+)\n/, (m, n) => `\n${Number(n) + 1}\n`) }, 'checkpoint signature'],
@@ -195,4 +196,19 @@ test('the page fits a phone-width screen', async () => {
     assert.equal(await page.locator(`label[for="${id}"]`).count(), 1, `no label for #${id}`);
   }
   await page.setViewportSize({ width: 1100, height: 1400 });
+});
+
+test('the logs list shows the registry: every record type with its rules', async () => {
+  await page.goto(`${base}/`);
+  await page.waitForSelector('.log details.type[data-type="land.transfer"]');
+  const names = await page.locator('.log details.type').evaluateAll((ds) => ds.map((d) => d.dataset.type));
+  assert.deepEqual(names, ['disease.covid-test', 'health.vaccination', 'land.transfer', 'parking.status']);
+  const land = page.locator('.log details.type[data-type="land.transfer"]');
+  await land.locator('summary').click();
+  const summary = await land.locator('summary').innerText();
+  assert.match(summary, /version 1, defined by entry 0; writers: land-registry, demo/);
+  const rules = JSON.parse(await land.locator('pre').innerText());
+  assert.equal(rules.subject.pattern, '[A-Z]{2}-[0-9]{1,8}');
+  assert.equal(rules.schema.properties.area_m2.exclusiveMinimum, 0);
+  await page.screenshot({ path: join(artifacts, 'web-types.png'), fullPage: true });
 });

@@ -82,6 +82,10 @@ export default {
   'logs.checkpoint': 'Latest checkpoint:',
   'logs.sigValid': '✓ valid, by the published key; tree size {size}',
   'logs.sigInvalid': '✗ {reason}',
+  'logs.types': 'Record types (the log’s registry: every change to it is an entry of the log)',
+  'logs.typesNone': 'No record types are registered in this log.',
+  'logs.typeVersion': 'version {version}, defined by entry {index}; writers: {writers}',
+  'logs.typeSchema': 'What a record of this type must look like (subject rule and JSON Schema of its attributes):',
 
   'lookup.h': 'Look up an entry',
   'lookup.log': 'Log',

@@ -81,6 +81,10 @@ export default {
   'logs.checkpoint': '最新检查点：',
   'logs.sigValid': '✓ 有效，由公布的公钥签名；树大小 {size}',
   'logs.sigInvalid': '✗ {reason}',
+  'logs.types': '记录类型（日志的类型登记簿：每次变更本身都是日志中的一个条目）',
+  'logs.typesNone': '此日志尚未登记任何记录类型。',
+  'logs.typeVersion': '第 {version} 版，由条目 {index} 定义；可写入的机构：{writers}',
+  'logs.typeSchema': '此类型的记录应满足的规则（主题规则及其属性的 JSON 模式）：',
 
   'lookup.h': '查询条目',
   'lookup.log': '日志',
