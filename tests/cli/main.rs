@@ -21,6 +21,7 @@ use stele_testkit::store::{Backend, TestStore};
 mod audit;
 mod fake;
 mod monitor;
+mod types;
 mod verify;
 
 /// A test of the shared server.
@@ -234,7 +235,11 @@ fn main() {
     for &(name, test) in verify::TESTS.iter().chain(monitor::WITH_SERVER) {
         with_server(&mut suite, name, test);
     }
-    for &(name, test) in monitor::TESTS.iter().chain(audit::TESTS) {
+    for &(name, test) in monitor::TESTS
+        .iter()
+        .chain(audit::TESTS)
+        .chain(types::TESTS)
+    {
         suite.add(name, Needs::Nothing, test);
     }
     suite.add(
