@@ -221,7 +221,21 @@ async function showPage() {
 
 function selectLog(name) {
   state.log = state.logs.find((l) => l.name === name) || state.logs[0] || null;
-  if (state.log) $('f-log').value = state.log.name;
+  if (state.log) {
+    $('f-log').value = state.log.name;
+    offerRegisteredTypes(state.log);
+  }
+}
+
+/** The type filter offers every type of the log's registry (and the types of the records seen). */
+async function offerRegisteredTypes(log) {
+  try {
+    const answer = await fetchJson(`/logs/${encodeURIComponent(log.name)}/types`);
+    for (const t of answer.types) state.seen.types.add(t.name);
+    remember([]);
+  } catch {
+    // The filter still learns the types of the records it shows.
+  }
 }
 
 async function restart() {

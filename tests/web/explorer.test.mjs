@@ -97,6 +97,10 @@ test('the explorer pages through 1,000 records by agency and type, every proof v
   await page.goto(`${server.base}/explorer`);
   await page.waitForSelector('#checkpoint-status[data-state="ok"]');
   assert.match(await page.innerText('#checkpoint-status'), new RegExp(`tree size ${total}, signed by key .* pinned in this browser`));
+  // The type filter offers the registry's types, also those no record uses yet.
+  await page.waitForFunction(() => [...document.querySelectorAll('#types-seen option')].some((o) => o.value === 'land.survey'));
+  const offered = await page.locator('#types-seen option').evaluateAll((os) => os.map((o) => o.value));
+  for (const t of ['disease.covid-test', 'land.survey', 'land.mortgage', 'health.visit']) assert.ok(offered.includes(t), `${t} offered: ${offered}`);
 
   const f = { agency: 'hospital', type: 'health.vaccination' };
   const want = expected(f);
