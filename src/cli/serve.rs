@@ -83,7 +83,11 @@ pub async fn serve(config: Config, addr_file: Option<PathBuf>) -> anyhow::Result
     let engine = Engine::start(storage.clone(), logs, settings.engine, metrics.clone()).await?;
     if config.quick_start() {
         ensure_demo_agency(storage.as_ref()).await?;
-        register_example_types(&engine).await?;
+        // Not fatal: a log that is not writable now (another process is its
+        // writer) gets them at a later first start, or by `stele type apply`.
+        if let Err(e) = register_example_types(&engine).await {
+            tracing::warn!("the example record types were not registered: {e:#}");
+        }
     }
 
     let listener = api::serve::bind(settings.listen).await?;
