@@ -7,12 +7,19 @@ use std::time::Duration;
 use stele_testkit::agency::parse_token;
 use stele_testkit::process::{ServeOptions, ServerProcess};
 
-use super::{ensure, stele, TestResult};
+use super::fake::{Tree, Watched};
+use super::{ensure, expect_alarm, expect_fine, stele, TestResult};
 
-pub const TESTS: &[(&str, fn() -> TestResult)] = &[(
-    "type_commands_on_the_quick_start",
-    type_commands_on_the_quick_start,
-)];
+pub const TESTS: &[(&str, fn() -> TestResult)] = &[
+    (
+        "type_commands_on_the_quick_start",
+        type_commands_on_the_quick_start,
+    ),
+    (
+        "audit_alarms_on_a_record_that_breaks_its_type",
+        audit_alarms_on_a_record_that_breaks_its_type,
+    ),
+];
 
 const V2: &str = r#"
 name = "parking.status"
@@ -173,4 +180,52 @@ fn type_commands_on_the_quick_start() -> TestResult {
     )?;
     drop(server);
     Ok(())
+}
+
+/// A log (served by the test, as tiles) whose entry 300 breaks its type's
+/// schema: `stele monitor --audit` passes the log before it and raises an
+/// alarm naming the entry and the rule once it is published.
+fn audit_alarms_on_a_record_that_breaks_its_type() -> TestResult {
+    use stele::names::{AgencyName, RecordType};
+    use stele::records::{leaf_bytes, parse_record, Record};
+    use stele::registry::{TypeDefinition, REGISTRY_TYPE};
+    let def = TypeDefinition::parse(include_str!("../../examples/types/parking.status.toml"))?;
+    let entry = Record {
+        r#type: RecordType::parse(REGISTRY_TYPE)?,
+        subject: Some(def.name.to_string()),
+        content_hash: None,
+        attributes: Some(def.canonical()),
+    };
+    let ts = 1_795_000_000_000;
+    let mut leaves = vec![leaf_bytes(
+        &AgencyName::parse("registrar")?,
+        &entry,
+        None,
+        ts,
+    )];
+    for i in 0..400 {
+        let free = if i == 299 { -1 } else { i };
+        let body = format!(
+            r#"{{"type":"parking.status","subject":"lot-{i}","attributes":{{"free":{free},"capacity":500}}}}"#
+        );
+        let r = parse_record(body.as_bytes())?;
+        leaves.push(leaf_bytes(&AgencyName::parse("parking")?, &r, Some(1), ts));
+    }
+    let hashes = leaves.iter().map(|l| stele_core::leaf_hash(l)).collect();
+    let tree = Tree { leaves, hashes };
+    let w = Watched::new("registry")?;
+    w.serve(&tree, 300);
+    let out = w.monitor(None, &["--audit"]);
+    expect_fine(&out)?;
+    ensure(
+        out.stdout
+            .contains("follow the record-type registry (1 registry entries)"),
+        || out.show(),
+    )?;
+    w.serve(&tree, 401);
+    let out = w.monitor(None, &["--audit"]);
+    expect_alarm(
+        &out,
+        "entry 300 breaks the log's record-type rules: /attributes/free (minimum)",
+    )
 }
