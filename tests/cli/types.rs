@@ -8,9 +8,9 @@ use stele_testkit::agency::parse_token;
 use stele_testkit::process::{ServeOptions, ServerProcess};
 
 use super::fake::{Tree, Watched};
-use super::{ensure, expect_alarm, expect_fine, stele, TestResult};
+use super::{ensure, expect_alarm, expect_fine, stele, Test, TestResult};
 
-pub const TESTS: &[(&str, fn() -> TestResult)] = &[
+pub const TESTS: &[(&str, Test)] = &[
     (
         "type_commands_on_the_quick_start",
         type_commands_on_the_quick_start,
