@@ -179,6 +179,10 @@ impl CompiledType {
             }),
             _ => {}
         }
+        // The common case, a valid record, without building error reports.
+        if self.validator.is_valid(attributes) {
+            return out;
+        }
         for e in self
             .validator
             .iter_errors(attributes)
