@@ -10,7 +10,6 @@ use std::time::Instant;
 use super::agency::{type_allowed, Agency};
 use super::log::{Integrated, Log, Pending, Request};
 use super::{Engine, LogError};
-use crate::names::RecordType;
 use crate::records::{dedup_key, Record};
 use crate::registry::{CompiledType, Refusal, Registry, TypeDefinition, Violation, REGISTRY_TYPE};
 
@@ -122,12 +121,7 @@ impl Engine {
         // again against the registry in force when it sequences it.
         CompiledType::compile(def.clone(), 0, &agency.name)?;
         log.registry().check_change(&def, &agency.name)?;
-        let record = Record {
-            r#type: RecordType::parse(REGISTRY_TYPE).expect("a valid type"),
-            subject: Some(def.name.to_string()),
-            content_hash: None,
-            attributes: Some(def.canonical()),
-        };
+        let record = crate::registry::entry_record(&def);
         let item = self.pending(agency, record, None, Some(Arc::new(def)));
         let mut out = self.enqueue(log_name, agency, vec![item]).await?;
         out.pop()

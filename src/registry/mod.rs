@@ -205,6 +205,18 @@ impl CompiledType {
     }
 }
 
+/// The record a registry entry is: type `stele.type`, the type's name as
+/// its subject, the canonical definition as its attributes (the leaf adds
+/// the applying agency and the time).
+pub fn entry_record(def: &TypeDefinition) -> crate::records::Record {
+    crate::records::Record {
+        r#type: RecordType::parse(REGISTRY_TYPE).expect("a valid type"),
+        subject: Some(def.name.to_string()),
+        content_hash: None,
+        attributes: Some(def.canonical()),
+    }
+}
+
 /// What applying a definition would do.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Change {

@@ -204,12 +204,7 @@ fn record_leaf(agency: &str, body: &str, version: Option<u32>) -> Vec<u8> {
 }
 
 fn registry_leaf(agency: &str, def: &TypeDefinition) -> Vec<u8> {
-    let r = crate::records::Record {
-        r#type: RecordType::parse(REGISTRY_TYPE).unwrap(),
-        subject: Some(def.name.to_string()),
-        content_hash: None,
-        attributes: Some(def.canonical()),
-    };
+    let r = entry_record(def);
     leaf_bytes(
         &AgencyName::parse(agency).unwrap(),
         &r,

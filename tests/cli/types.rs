@@ -186,16 +186,11 @@ fn type_commands_on_the_quick_start() -> TestResult {
 /// schema: `stele monitor --audit` passes the log before it and raises an
 /// alarm naming the entry and the rule once it is published.
 fn audit_alarms_on_a_record_that_breaks_its_type() -> TestResult {
-    use stele::names::{AgencyName, RecordType};
-    use stele::records::{leaf_bytes, parse_record, Record};
-    use stele::registry::{TypeDefinition, REGISTRY_TYPE};
+    use stele::names::AgencyName;
+    use stele::records::{leaf_bytes, parse_record};
+    use stele::registry::{entry_record, TypeDefinition};
     let def = TypeDefinition::parse(include_str!("../../examples/types/parking.status.toml"))?;
-    let entry = Record {
-        r#type: RecordType::parse(REGISTRY_TYPE)?,
-        subject: Some(def.name.to_string()),
-        content_hash: None,
-        attributes: Some(def.canonical()),
-    };
+    let entry = entry_record(&def);
     let ts = 1_795_000_000_000;
     let mut leaves = vec![leaf_bytes(
         &AgencyName::parse("registrar")?,

@@ -8,9 +8,9 @@ use std::collections::HashMap;
 use anyhow::ensure;
 use async_trait::async_trait;
 use stele::cli::audit::{audit, AuditState, Rules, TileSource};
-use stele::names::{AgencyName, RecordType};
-use stele::records::{leaf_bytes, parse_record, Record};
-use stele::registry::{TypeDefinition, Writer, REGISTRY_TYPE};
+use stele::names::AgencyName;
+use stele::records::{leaf_bytes, parse_record};
+use stele::registry::{entry_record, TypeDefinition, Writer};
 use stele_core::checkpoint::Checkpoint;
 use stele_core::leaf_hash;
 use stele_core::note::Signer;
@@ -86,12 +86,7 @@ impl TileSource for Crafted {
 const LAND: &str = include_str!("../../examples/types/land.transfer.toml");
 
 fn definition(leaf_agency: &str, def: &TypeDefinition) -> Vec<u8> {
-    let r = Record {
-        r#type: RecordType::parse(REGISTRY_TYPE).unwrap(),
-        subject: Some(def.name.to_string()),
-        content_hash: None,
-        attributes: Some(def.canonical()),
-    };
+    let r = entry_record(def);
     leaf_bytes(
         &AgencyName::parse(leaf_agency).unwrap(),
         &r,
