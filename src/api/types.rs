@@ -58,8 +58,7 @@ pub async fn apply(
 ) -> Result<Response, Problem> {
     let text = std::str::from_utf8(&body)
         .map_err(|e| Problem::malformed(format!("body is not UTF-8: {e}")))?;
-    crate::records::parse_strict_json(text)?;
-    let def = TypeDefinition::from_json(text)?;
+    let def = TypeDefinition::from_value(crate::records::parse_strict_json(text)?)?;
     let entry = state.engine.apply_type(&log, &agency, def).await?;
     let status = if entry.created {
         StatusCode::CREATED

@@ -117,6 +117,8 @@ impl Integrated {
 /// One request (a single submission or a bulk one) waiting for receipts.
 pub(crate) struct Request {
     pub items: Vec<Pending>,
+    /// A bulk request: errors name the record (`records[3]`).
+    pub bulk: bool,
     pub reply: oneshot::Sender<Result<Vec<Integrated>, LogError>>,
     pub enqueued: Instant,
     /// Holds `items.len()` queue slots until the request is answered...

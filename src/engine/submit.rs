@@ -47,9 +47,13 @@ pub(crate) fn check_records(
                 )),
             ));
         }
+        // Only a registered type's records are parsed back for its schema
+        // (an unregistered one is refused, or accepted as it is).
         let attributes = match &r.attributes {
-            Some(a) => Some(serde_json::from_str(a).map_err(LogError::internal)?),
-            None => None,
+            Some(a) if registry.current(&r.r#type).is_some() => {
+                Some(serde_json::from_str(a).map_err(LogError::internal)?)
+            }
+            _ => None,
         };
         match registry.check_record(agency, &r.r#type, r.subject.as_deref(), attributes.as_ref()) {
             Ok(v) => versions.push(Some(v)),
@@ -83,17 +87,9 @@ impl Engine {
         agency: &Agency,
         record: Record,
     ) -> Result<Integrated, LogError> {
-        let log_ = self.log(log)?;
-        let versions = check_records(
-            log_,
-            &log_.registry(),
-            &agency.name,
-            std::slice::from_ref(&record),
-            false,
-        )
-        .inspect_err(|_| self.ctx.metrics.submitted(log, "rejected", 1))?;
-        let item = self.pending(agency, record, versions[0], None);
-        let mut out = self.enqueue(log, agency, vec![item]).await?;
+        let mut out = self
+            .submit_records(log, agency, vec![record], false)
+            .await?;
         out.pop()
             .ok_or_else(|| LogError::bug("no receipt for a submission"))
     }
@@ -123,7 +119,7 @@ impl Engine {
         log.registry().check_change(&def, &agency.name)?;
         let record = crate::registry::entry_record(&def);
         let item = self.pending(agency, record, None, Some(Arc::new(def)));
-        let mut out = self.enqueue(log_name, agency, vec![item]).await?;
+        let mut out = self.enqueue(log_name, agency, vec![item], false).await?;
         out.pop()
             .ok_or_else(|| LogError::bug("no receipt for a registry entry"))
     }
@@ -154,8 +150,20 @@ impl Engine {
         agency: &Agency,
         records: Vec<Record>,
     ) -> Result<Vec<Integrated>, LogError> {
+        self.submit_records(log_name, agency, records, true).await
+    }
+
+    /// Checks records against the log's registry and queues them as one
+    /// request; `bulk`: errors name the record (`records[3]`).
+    async fn submit_records(
+        &self,
+        log_name: &str,
+        agency: &Agency,
+        records: Vec<Record>,
+        bulk: bool,
+    ) -> Result<Vec<Integrated>, LogError> {
         let log = self.log(log_name)?;
-        let versions = check_records(log, &log.registry(), &agency.name, &records, true)
+        let versions = check_records(log, &log.registry(), &agency.name, &records, bulk)
             .inspect_err(|_| {
                 self.ctx
                     .metrics
@@ -166,7 +174,7 @@ impl Engine {
             .zip(versions)
             .map(|(r, v)| self.pending(agency, r, v, None))
             .collect();
-        self.enqueue(log_name, agency, items).await
+        self.enqueue(log_name, agency, items, bulk).await
     }
 
     /// Queues checked items as one request and waits for the answer.
@@ -175,6 +183,7 @@ impl Engine {
         log_name: &str,
         agency: &Agency,
         items: Vec<Pending>,
+        bulk: bool,
     ) -> Result<Vec<Integrated>, LogError> {
         let log = self.log(log_name)?;
         let m = &self.ctx.metrics;
@@ -229,6 +238,7 @@ impl Engine {
         let (reply, answer) = tokio::sync::oneshot::channel();
         let request = Request {
             items,
+            bulk,
             reply,
             enqueued: Instant::now(),
             _permit: permit,

@@ -97,6 +97,10 @@ impl<'de> Deserialize<'de> for Writer {
     }
 }
 
+fn not_a_definition(e: impl std::fmt::Display) -> LogError {
+    LogError::invalid("definition", format!("not a valid type definition: {e}"))
+}
+
 impl TypeDefinition {
     /// Parses a definition file: JSON if it starts with `{`, else TOML.
     /// Errors say where (`schema`, a line of the TOML).
@@ -104,17 +108,19 @@ impl TypeDefinition {
         if text.trim_start().starts_with('{') {
             Self::from_json(text)
         } else {
-            toml::from_str(text).map_err(|e| {
-                LogError::invalid("definition", format!("not a valid type definition: {e}"))
-            })
+            toml::from_str(text).map_err(not_a_definition)
         }
     }
 
-    /// Parses the JSON form (a request body, a registry entry's attributes).
+    /// Parses the JSON form.
     pub fn from_json(text: &str) -> Result<TypeDefinition, LogError> {
-        serde_json::from_str(text).map_err(|e| {
-            LogError::invalid("definition", format!("not a valid type definition: {e}"))
-        })
+        serde_json::from_str(text).map_err(not_a_definition)
+    }
+
+    /// The definition in a parsed JSON value (a request body read with the
+    /// records layer's strict parser, a registry entry's attributes).
+    pub fn from_value(v: Value) -> Result<TypeDefinition, LogError> {
+        serde_json::from_value(v).map_err(not_a_definition)
     }
 
     /// RFC 8785 canonical JSON of the whole definition, defaults written

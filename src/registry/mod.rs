@@ -61,15 +61,6 @@ pub enum Refusal {
 }
 
 impl Refusal {
-    /// As the engine answers a single record.
-    pub fn into_error(self) -> LogError {
-        match self {
-            Refusal::Unknown(d) => LogError::UnknownType(d),
-            Refusal::NotWriter(d) => LogError::Forbidden(d),
-            Refusal::Violations(v) => LogError::Violations(Arc::new(v)),
-        }
-    }
-
     /// One sentence, for an auditor's report.
     pub fn describe(&self) -> String {
         match self {
@@ -343,7 +334,7 @@ impl Registry {
             let attrs = leaf
                 .get("attributes")
                 .ok_or("registry entry has no definition (attributes)")?;
-            let def = TypeDefinition::from_json(&attrs.to_string()).map_err(|e| e.to_string())?;
+            let def = TypeDefinition::from_value(attrs.clone()).map_err(|e| e.to_string())?;
             if field("subject") != Some(def.name.as_str()) {
                 return Err(format!(
                     "registry entry's subject is not the type it defines ({})",

@@ -184,8 +184,7 @@ impl Sequencer {
                 });
                 if stale {
                     let records: Vec<_> = r.items.iter().map(|p| p.record.clone()).collect();
-                    let bulk = r.items.len() > 1;
-                    check_records(&self.log, registry, &r.items[0].agency, &records, bulk).map(
+                    check_records(&self.log, registry, &r.items[0].agency, &records, r.bulk).map(
                         |versions| {
                             for (p, v) in r.items.iter_mut().zip(versions) {
                                 p.type_version = v;

@@ -47,6 +47,31 @@ fn entry_from(row: &PgRow) -> Result<StoredEntry> {
     })
 }
 
+impl PostgresStorage {
+    /// The entries `start <= index < end` that `sql` selects (its
+    /// parameters: log, start, end).
+    async fn entries_in(
+        &self,
+        sql: &str,
+        log: &str,
+        start: u64,
+        end: u64,
+    ) -> Result<Vec<StoredEntry>> {
+        let end = end.min(i64::MAX as u64);
+        if start >= end {
+            return Ok(Vec::new());
+        }
+        let rows = sqlx::query(sql)
+            .bind(log)
+            .bind(to_i64(start, "index")?)
+            .bind(to_i64(end, "index")?)
+            .fetch_all(&mut *self.conn(Pool::Read).await?)
+            .await
+            .map_err(map_err)?;
+        rows.iter().map(entry_from).collect()
+    }
+}
+
 #[async_trait]
 impl LogReader for PostgresStorage {
     async fn log_state(&self, log: &str) -> Result<Option<LogState>> {
@@ -94,43 +119,18 @@ impl LogReader for PostgresStorage {
     }
 
     async fn read_entries(&self, log: &str, start: u64, end: u64) -> Result<Vec<StoredEntry>> {
-        let end = end.min(i64::MAX as u64);
-        if start >= end {
-            return Ok(Vec::new());
-        }
-        let rows = sqlx::query(
-            "SELECT idx, leaf, leaf_hash FROM entries \
-             WHERE log = $1 AND idx >= $2 AND idx < $3 ORDER BY idx",
-        )
-        .bind(log)
-        .bind(to_i64(start, "index")?)
-        .bind(to_i64(end, "index")?)
-        .fetch_all(&mut *self.conn(Pool::Read).await?)
-        .await
-        .map_err(map_err)?;
-        rows.iter().map(entry_from).collect()
+        const ALL: &str = "SELECT idx, leaf, leaf_hash FROM entries \
+             WHERE log = $1 AND idx >= $2 AND idx < $3 ORDER BY idx";
+        self.entries_in(ALL, log, start, end).await
     }
 
     async fn registry_entries(&self, log: &str, start: u64, end: u64) -> Result<Vec<StoredEntry>> {
-        let end = end.min(i64::MAX as u64);
-        if start >= end {
-            return Ok(Vec::new());
-        }
         // The predicate of the partial index `entries_registry` (migration 0004).
-        let rows = sqlx::query(
-            "SELECT idx, leaf, leaf_hash FROM entries \
+        const REGISTRY: &str = "SELECT idx, leaf, leaf_hash FROM entries \
              WHERE log = $1 AND idx >= $2 AND idx < $3 \
-             AND substring(leaf FROM octet_length(leaf) - 26) = \
-                 '\\x2c2274797065223a227374656c652e74797065222c2276223a317d'::bytea \
-             ORDER BY idx",
-        )
-        .bind(log)
-        .bind(to_i64(start, "index")?)
-        .bind(to_i64(end, "index")?)
-        .fetch_all(&mut *self.conn(Pool::Read).await?)
-        .await
-        .map_err(map_err)?;
-        rows.iter().map(entry_from).collect()
+             AND substring(leaf FROM octet_length(leaf) - 26) = '\\x2c2274797065223a227374656c652e74797065222c2276223a317d'::bytea \
+             ORDER BY idx";
+        self.entries_in(REGISTRY, log, start, end).await
     }
 
     async fn entry_by_leaf_hash(&self, log: &str, leaf_hash: &Hash) -> Result<Option<StoredEntry>> {
