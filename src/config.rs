@@ -212,6 +212,27 @@ pub struct LogSettings {
     /// a record type must be registered first).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub accept_unregistered_types: bool,
+    /// A C2SP tlog-policy file naming the log's witnesses (each with its
+    /// URL) and the quorum. With it, `GET checkpoint` serves only
+    /// checkpoints the quorum cosigned, and the writer checks the
+    /// witnesses before it signs after any start. The policy must list
+    /// this log's key in a `log` line. Without it: no witnesses.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub witness_policy: Option<PathBuf>,
+    /// Milliseconds between witnessing rounds. Default 1000.
+    #[serde(default = "default_witness_interval_ms")]
+    pub witness_interval_ms: u64,
+    /// Longest one request to a witness may take, in milliseconds. Default 5000.
+    #[serde(default = "default_witness_timeout_ms")]
+    pub witness_timeout_ms: u64,
+}
+
+fn default_witness_interval_ms() -> u64 {
+    1000
+}
+
+fn default_witness_timeout_ms() -> u64 {
+    5000
 }
 
 /// Sequencer knobs (per log).
@@ -274,6 +295,9 @@ impl Default for Config {
                 origin: "stele.localhost/default".into(),
                 key_file: None,
                 accept_unregistered_types: false,
+                witness_policy: None,
+                witness_interval_ms: default_witness_interval_ms(),
+                witness_timeout_ms: default_witness_timeout_ms(),
             }],
             sequencer: SequencerSettings::default(),
             limits: Limits::default(),

@@ -28,6 +28,15 @@ pub struct HttpLabels {
     pub status: u16,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct WitnessLabels {
+    pub log: String,
+    /// The witness's name in the log's policy.
+    pub witness: String,
+    /// `cosigned`, `size-conflict`, `refused`, `alarm`, `failed`
+    pub outcome: String,
+}
+
 /// Every metric the service exports.
 pub struct Metrics {
     pub registry: Registry,
@@ -38,6 +47,11 @@ pub struct Metrics {
     pub queue_depth: Family<LogLabel, Gauge>,
     pub tree_size: Family<LogLabel, Gauge>,
     pub http_requests: Family<HttpLabels, Counter>,
+    /// Size of the latest checkpoint a quorum of witnesses cosigned.
+    pub witnessed_tree_size: Family<LogLabel, Gauge>,
+    /// 1 while the last witnessing round reached the quorum, 0 while it did not.
+    pub witness_quorum: Family<LogLabel, Gauge>,
+    pub witness_requests: Family<WitnessLabels, Counter>,
     pub connections_open: Gauge,
     pub connections_refused: Counter,
 }
@@ -93,6 +107,24 @@ impl Metrics {
             "HTTP requests by method, route and status",
             http_requests.clone(),
         );
+        let witnessed_tree_size = Family::<LogLabel, Gauge>::default();
+        registry.register(
+            "witnessed_tree_size",
+            "Size of the latest checkpoint a quorum of the log's witnesses cosigned (the published one)",
+            witnessed_tree_size.clone(),
+        );
+        let witness_quorum = Family::<LogLabel, Gauge>::default();
+        registry.register(
+            "witness_quorum",
+            "1 while the log's latest checkpoint reached its witness quorum, 0 while publication is stopped",
+            witness_quorum.clone(),
+        );
+        let witness_requests = Family::<WitnessLabels, Counter>::default();
+        registry.register(
+            "witness_requests",
+            "add-checkpoint requests to each witness, by outcome",
+            witness_requests.clone(),
+        );
         let connections_open = Gauge::default();
         registry.register(
             "connections_open",
@@ -116,6 +148,9 @@ impl Metrics {
             queue_depth,
             tree_size,
             http_requests,
+            witnessed_tree_size,
+            witness_quorum,
+            witness_requests,
         }
     }
 

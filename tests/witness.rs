@@ -23,7 +23,7 @@
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -42,6 +42,7 @@ use stele_core::witness::{
 };
 use stele_core::{leaf_hash, Hash, EMPTY_ROOT};
 use stele_testkit::pg::{fresh_database, pg_policy, TestDb};
+use stele_testkit::process::WitnessProcess;
 
 const LOG: &str = "example.com/log";
 /// Configured, but never sent a checkpoint.
@@ -201,7 +202,14 @@ impl Setup {
     }
 
     async fn start(&self, env: &[(&str, &str)]) -> Result<WitnessProcess> {
-        WitnessProcess::start(&self.config, self.dir.path(), env).await
+        WitnessProcess::start(
+            Path::new(&bin()),
+            &self.config,
+            self.dir.path(),
+            "127.0.0.1:0",
+            env,
+        )
+        .await
     }
 
     fn root(&self, size: u64) -> Hash {
@@ -229,86 +237,6 @@ impl Setup {
             db.drop_db().await?;
         }
         Ok(())
-    }
-}
-
-/// A running `stele witness serve`; killed when dropped.
-struct WitnessProcess {
-    child: Option<Child>,
-    addr: String,
-    log_path: PathBuf,
-}
-
-static PROCESS_COUNTER: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-
-impl WitnessProcess {
-    async fn start(config: &Path, dir: &Path, env: &[(&str, &str)]) -> Result<Self> {
-        let n = PROCESS_COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let addr_file = dir.join(format!("addr-{n}"));
-        let log_path = dir.join(format!("witness-{n}.log"));
-        let log = std::fs::File::create(&log_path)?;
-        let mut cmd = Command::new(bin());
-        cmd.args(["witness", "serve", "--config"])
-            .arg(config)
-            .args(["--listen", "127.0.0.1:0", "--addr-file"])
-            .arg(&addr_file)
-            .env_remove("STELE_WITNESS_DATABASE_URL")
-            .env_remove(TEST_PAUSE_ENV)
-            .stdin(Stdio::null())
-            .stdout(Stdio::from(log.try_clone()?))
-            .stderr(Stdio::from(log));
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
-        let child = cmd.spawn().context("spawning stele witness serve")?;
-        let mut p = WitnessProcess {
-            child: Some(child),
-            addr: String::new(),
-            log_path,
-        };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Ok(text) = std::fs::read_to_string(&addr_file) {
-                if text.ends_with('\n') {
-                    p.addr = text.trim().to_string();
-                    break;
-                }
-            }
-            if let Some(status) = p.child.as_mut().unwrap().try_wait()? {
-                bail!("witness exited with {status}: {}", p.output());
-            }
-            ensure!(
-                Instant::now() < deadline,
-                "witness did not listen: {}",
-                p.output()
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        let client = reqwest::Client::new();
-        let health = client.get(format!("{}/healthz", p.url())).send().await?;
-        ensure!(health.status() == 200, "healthz {}", health.status());
-        Ok(p)
-    }
-
-    fn url(&self) -> String {
-        format!("http://{}", self.addr)
-    }
-
-    fn output(&self) -> String {
-        std::fs::read_to_string(&self.log_path).unwrap_or_default()
-    }
-
-    fn kill9(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-impl Drop for WitnessProcess {
-    fn drop(&mut self) {
-        self.kill9();
     }
 }
 

@@ -151,6 +151,8 @@ impl AppState {
         read::tile,
         read::entry,
         read::entry_by_hash,
+        read::receipt,
+        read::witness_policy,
         read::inclusion,
         read::consistency,
         records::submit,
@@ -215,6 +217,8 @@ pub fn router(state: AppState) -> Router {
         .route("/logs/{log}/tile/{*path}", get(read::tile))
         .route("/logs/{log}/entries", get(read::entry_by_hash))
         .route("/logs/{log}/entries/{index}", get(read::entry))
+        .route("/logs/{log}/entries/{index}/receipt", get(read::receipt))
+        .route("/logs/{log}/witness-policy", get(read::witness_policy))
         .route("/logs/{log}/proofs/inclusion", get(read::inclusion))
         .route("/logs/{log}/proofs/consistency", get(read::consistency))
         .route("/logs/{log}/types", get(types::list))

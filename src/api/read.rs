@@ -2,7 +2,7 @@
 //! authentication; nothing here writes.
 
 use axum::extract::State;
-use axum::http::{header, HeaderValue};
+use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use stele_core::tile::TilePath;
@@ -144,6 +144,67 @@ pub async fn entry(
 ) -> Result<Json<wire::Entry>, Problem> {
     let index = parse_u63("index", &index)?;
     Ok(Json(entry_body(state.engine.entry(&log, index).await?)))
+}
+
+/// A receipt for one entry, against the latest witnessed checkpoint.
+///
+/// With a witness policy: the inclusion proof of the entry in the latest
+/// checkpoint a quorum of the log's witnesses cosigned, and that
+/// checkpoint with their cosignature lines (a *witnessed* receipt; the
+/// `Stele-Receipt-Kind` header says `witnessed`). `503` with
+/// `Retry-After` while no witnessed checkpoint covers the entry yet.
+/// Without a policy: against the latest checkpoint (`log-signed`).
+#[utoipa::path(
+    get,
+    path = "/logs/{log}/entries/{index}/receipt",
+    tag = "entries",
+    params(("log" = String, Path, description = "Log name", pattern = "^[a-z0-9-]{1,64}$"), ("index" = u64, Path, description = "Entry index", minimum = 0, maximum = 9223372036854775807_u64)),
+    responses(
+        (status = 200, description = "The receipt", body = wire::Receipt,
+            headers(("Stele-Receipt-Kind" = String, description = "`witnessed` (the checkpoint carries the witness quorum's cosignatures) or `log-signed`"))),
+        (status = 404, description = "Unknown log, or index beyond the log", body = wire::Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Index not a decimal integer below 2^63", body = wire::Problem, content_type = "application/problem+json"),
+        ReadProblems,
+    )
+)]
+pub async fn receipt(
+    State(state): State<AppState>,
+    PathParams((log, index)): PathParams<(String, String)>,
+) -> Result<Response, Problem> {
+    let index = parse_u63("index", &index)?;
+    let r = state.engine.receipt(&log, index, None).await?;
+    Ok(super::records::receipt_response(StatusCode::OK, &r))
+}
+
+/// The log's witness policy (C2SP tlog-policy), to pin.
+///
+/// The witnesses whose cosignatures the log collects and the quorum a
+/// published checkpoint meets. Verifiers pin this file
+/// (`stele verify --policy`, the web page).
+#[utoipa::path(
+    get,
+    path = "/logs/{log}/witness-policy",
+    tag = "tiles",
+    params(("log" = String, Path, description = "Log name", pattern = "^[a-z0-9-]{1,64}$")),
+    responses(
+        (status = 200, description = "The policy file", body = String, content_type = "text/plain; charset=utf-8"),
+        (status = 404, description = "Unknown log, or a log without a witness policy", body = wire::Problem, content_type = "application/problem+json"),
+        ReadProblems,
+    )
+)]
+pub async fn witness_policy(
+    State(state): State<AppState>,
+    PathParams(log): PathParams<String>,
+) -> Result<Response, Problem> {
+    let text = state.engine.witness_policy(&log)?;
+    Ok((
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; charset=utf-8"),
+        )],
+        text,
+    )
+        .into_response())
 }
 
 /// Look an entry up by its leaf hash.

@@ -11,7 +11,7 @@ use axum::extract::State;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 
-use super::extract::{Bearer, JsonBytes, PathParams};
+use super::extract::{Bearer, JsonBytes, PathParams, QueryPairs};
 use super::problem::{Problem, WriteProblems};
 use super::{receipt_json, AppState};
 use crate::records::{parse_bulk, parse_record};
@@ -26,12 +26,17 @@ use crate::wire;
     post,
     path = "/logs/{log}/records",
     tag = "records",
-    params(("log" = String, Path, description = "Log name", pattern = "^[a-z0-9-]{1,64}$")),
+    params(
+        ("log" = String, Path, description = "Log name", pattern = "^[a-z0-9-]{1,64}$"),
+        ("wait" = Option<String>, Query, description = "`integrated` (default): answer once the record is committed, with a log-signed receipt. `witnessed`: answer once a checkpoint that covers it reached the log's witness quorum, with that checkpoint (a log with a witness policy only; `503` naming the entry if the quorum is not reached within two witnessing intervals and two witness timeouts — the record is stored all the same)", pattern = "^(integrated|witnessed)$"),
+    ),
     request_body(content = wire::RecordRequest, content_type = "application/json"),
     security(("bearer" = [])),
     responses(
-        (status = 201, description = "Recorded", body = wire::Receipt),
-        (status = 200, description = "Duplicate: the existing record's receipt", body = wire::Receipt),
+        (status = 201, description = "Recorded", body = wire::Receipt,
+            headers(("Stele-Receipt-Kind" = String, description = "`witnessed` or `log-signed`"))),
+        (status = 200, description = "Duplicate: the existing record's receipt", body = wire::Receipt,
+            headers(("Stele-Receipt-Kind" = String, description = "`witnessed` or `log-signed`"))),
         (status = 400, description = "Not UTF-8, not JSON, or not an object; a repeated key; a number beyond any IEEE double (`urn:stele:problem:malformed`)", body = wire::Problem, content_type = "application/problem+json"),
         (status = 403, description = "The agency is not a writer of this record type in this log, or its `--types` exclude it (`urn:stele:problem:forbidden`)", body = wire::Problem, content_type = "application/problem+json"),
         (status = 413, description = "Body or attributes too large (`urn:stele:problem:too-large`)", body = wire::Problem, content_type = "application/problem+json"),
@@ -43,16 +48,54 @@ pub async fn submit(
     State(state): State<AppState>,
     PathParams(log): PathParams<String>,
     Bearer(agency): Bearer,
+    query: QueryPairs,
     JsonBytes(body, _held): JsonBytes,
 ) -> Result<Response, Problem> {
+    query.only(&["wait"])?;
+    let witnessed = match query.get("wait") {
+        None | Some("integrated") => false,
+        Some("witnessed") => true,
+        Some(_) => {
+            return Err(Problem::invalid(
+                "wait",
+                "must be `integrated` (the default) or `witnessed`",
+            ))
+        }
+    };
+    let wait = if witnessed {
+        Some(state.engine.witness_wait(&log)?)
+    } else {
+        None
+    };
     let record = parse_record(&body)?;
-    let submitted = state.engine.submit(&log, &agency, record).await?;
+    let mut submitted = state.engine.submit(&log, &agency, record).await?;
     let status = if submitted.created {
         StatusCode::CREATED
     } else {
         StatusCode::OK
     };
-    Ok(json_response(status, receipt_json::receipt(&submitted)))
+    if let Some(wait) = wait {
+        let created = submitted.created;
+        submitted = state
+            .engine
+            .receipt(&log, submitted.index, Some(wait))
+            .await?;
+        submitted.created = created;
+    }
+    Ok(receipt_response(status, &submitted))
+}
+
+/// A receipt with the header saying its kind.
+pub(super) fn receipt_response(status: StatusCode, r: &crate::engine::Integrated) -> Response {
+    let mut resp = json_response(status, receipt_json::receipt(r));
+    let kind = if crate::engine::is_cosigned(&r.checkpoint) {
+        "witnessed"
+    } else {
+        "log-signed"
+    };
+    resp.headers_mut()
+        .insert("stele-receipt-kind", HeaderValue::from_static(kind));
+    resp
 }
 
 /// Submit up to 1,000 records at once.

@@ -51,6 +51,53 @@ pub fn load_verifier(vkey: Option<&str>, vkey_file: Option<&Path>) -> anyhow::Re
     Verifier::from_vkey(text).map_err(|e| anyhow!("verifier key {text:?}: {e}"))
 }
 
+/// Reads a C2SP tlog-policy file (`--policy`).
+pub fn load_policy(path: &Path) -> anyhow::Result<stele_core::policy::Policy> {
+    let text = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    stele_core::policy::Policy::parse(&text).map_err(|e| {
+        anyhow!(
+            "witness policy {} line {}: {}",
+            path.display(),
+            e.line,
+            e.message
+        )
+    })
+}
+
+/// The log key from `--vkey`/`--vkey-file`, or else from the policy's one
+/// `log` line.
+pub fn load_log_key(
+    vkey: Option<&str>,
+    vkey_file: Option<&Path>,
+    policy: Option<&stele_core::policy::Policy>,
+) -> anyhow::Result<Verifier> {
+    match (vkey, vkey_file, policy) {
+        (None, None, Some(p)) => match p.logs() {
+            [one] => Ok(one.verifier.clone()),
+            [] => bail!("the witness policy has no `log` line: give the log's key with --vkey"),
+            _ => bail!("the witness policy names several logs: choose one with --vkey"),
+        },
+        _ => load_verifier(vkey, vkey_file),
+    }
+}
+
+/// Checks a checkpoint note under a witness policy: `Ok` names the
+/// witnesses whose cosignatures verified (with when they cosigned).
+pub fn check_quorum(policy: &stele_core::policy::Policy, note: &str) -> Result<String, String> {
+    let w = policy.verify(note).map_err(|e| e.to_string())?;
+    let names: Vec<String> = w
+        .cosignatures
+        .iter()
+        .map(|(name, c)| {
+            let when = chrono::DateTime::from_timestamp(c.timestamp as i64, 0)
+                .map(|t| t.format("%Y-%m-%dT%H:%M:%SZ").to_string())
+                .unwrap_or_else(|| c.timestamp.to_string());
+            format!("{name} at {when}")
+        })
+        .collect();
+    Ok(format!("cosigned by {}", names.join(", ")))
+}
+
 /// `name (key id 1a2b3c4d)`.
 pub fn describe_key(v: &Verifier) -> String {
     format!("{} (key id {:08x})", v.name(), v.key_id())

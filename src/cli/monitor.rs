@@ -22,7 +22,9 @@ use stele_core::note::{open_checkpoint, Verifier};
 use stele_core::Hash;
 
 use super::audit::{audit, Alarm, AuditState, Rules};
-use super::client::{block_on, describe_key, load_verifier, LogClient, TlsArgs};
+use super::client::{
+    block_on, check_quorum, describe_key, load_log_key, load_policy, LogClient, TlsArgs,
+};
 use crate::files::write_atomic;
 
 /// Command-line arguments of `stele monitor`.
@@ -59,6 +61,11 @@ pub struct Args {
     /// tlog-tiles log whose leaves are not Stele records).
     #[arg(long, requires = "audit", conflicts_with = "allow_unregistered")]
     pub tree_only: bool,
+    /// A witness policy (C2SP tlog-policy) to require: every checkpoint
+    /// must carry valid cosignatures of its quorum, or it is an alarm.
+    /// Without --vkey, the log key is the policy's `log` line.
+    #[arg(long, value_name = "FILE")]
+    pub policy: Option<PathBuf>,
     #[command(flatten)]
     pub tls: TlsArgs,
     /// Tiles fetched at once while auditing.
@@ -110,7 +117,12 @@ enum Poll {
 
 /// Runs the command; the exit code is the process's.
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let verifier = load_verifier(args.vkey.as_deref(), args.vkey_file.as_deref())?;
+    let policy = args.policy.as_deref().map(load_policy).transpose()?;
+    let verifier = load_log_key(
+        args.vkey.as_deref(),
+        args.vkey_file.as_deref(),
+        policy.as_ref(),
+    )?;
     let client = LogClient::with_tls(&args.url, &args.tls)?;
     let mut state = match &args.state {
         Some(p) => State::load(p)?.unwrap_or_default(),
@@ -146,7 +158,14 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     }
 
     loop {
-        let poll = block_on(poll_once(&client, &verifier, &mut state, &mut last, &args));
+        let poll = block_on(poll_once(
+            &client,
+            &verifier,
+            policy.as_ref(),
+            &mut state,
+            &mut last,
+            &args,
+        ));
         match poll {
             Poll::Fine(msg) => {
                 if let Some(p) = &args.state {
@@ -187,6 +206,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
 async fn poll_once(
     client: &LogClient,
     verifier: &Verifier,
+    policy: Option<&stele_core::policy::Policy>,
     state: &mut State,
     last: &mut Option<Checkpoint>,
     args: &Args,
@@ -211,6 +231,20 @@ async fn poll_once(
         return Poll::Alarm(a);
     }
     let mut msg = format!("tree size {}, root {}", cp.size, cp.root.to_base64());
+    if let Some(p) = policy {
+        match check_quorum(p, &note) {
+            Ok(who) => msg.push_str(&format!(", {who}")),
+            Err(why) => {
+                return Poll::Alarm(Alarm {
+                    what: format!(
+                        "the checkpoint of size {} does not meet the witness policy: {why}",
+                        cp.size
+                    ),
+                    evidence: format!("checkpoint served:\n{note}"),
+                })
+            }
+        }
+    }
     if let Some(prev) = last.as_ref() {
         if cp.size > prev.size {
             let proof = match client.consistency(prev.size, cp.size).await {

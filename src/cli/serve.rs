@@ -197,12 +197,36 @@ pub fn load_logs(config: &Config) -> anyhow::Result<Vec<LogConfig>> {
             );
         }
         tracing::info!(log = %log.name, origin = %log.origin, vkey = %signer.vkey(), "log");
+        let witnesses = match &log.witness_policy {
+            Some(policy) => {
+                let text = std::fs::read_to_string(policy).with_context(|| {
+                    format!(
+                        "log {:?}: cannot read the witness policy {}",
+                        log.name,
+                        policy.display()
+                    )
+                })?;
+                let w = crate::engine::WitnessConfig::new(
+                    text,
+                    &signer.vkey(),
+                    std::time::Duration::from_millis(log.witness_interval_ms),
+                    std::time::Duration::from_millis(log.witness_timeout_ms),
+                )
+                .with_context(|| {
+                    format!("log {:?}: witness policy {}", log.name, policy.display())
+                })?;
+                tracing::info!(log = %log.name, policy = %policy.display(), witnesses = w.policy.witnesses().len(), "witness policy");
+                Some(w)
+            }
+            None => None,
+        };
         out.push(LogConfig {
             name: log.name.clone(),
             origin: log.origin.clone(),
             signer: Arc::new(signer),
             mark_file: Some(crate::engine::mark_file_for(&path)),
             accept_unregistered: log.accept_unregistered_types,
+            witnesses,
         });
     }
     Ok(out)

@@ -18,7 +18,10 @@ use stele_core::receipt::{Receipt, Step};
 use stele_core::tlog_proof::TlogProof;
 use stele_core::{leaf_hash, Hash};
 
-use super::client::{block_on, describe_key, load_verifier, LogClient, TlsArgs};
+use super::client::{
+    block_on, check_quorum, describe_key, load_log_key, load_policy, LogClient, TlsArgs,
+};
+use stele_core::policy::Policy;
 
 /// Command-line arguments of `stele verify`.
 #[derive(Debug, clap::Args)]
@@ -41,6 +44,12 @@ pub struct Args {
     /// receipt's checkpoint consistent with it.
     #[arg(long, value_name = "URL")]
     pub online: Option<String>,
+    /// A witness policy (C2SP tlog-policy) to require: the receipt's
+    /// checkpoint must carry valid cosignatures of its quorum (a witnessed
+    /// receipt), and with --online so must the live checkpoint. Without
+    /// --vkey, the log key is the policy's `log` line.
+    #[arg(long, value_name = "FILE")]
+    pub policy: Option<PathBuf>,
     #[command(flatten)]
     pub tls: TlsArgs,
 }
@@ -52,6 +61,7 @@ pub const STEP_SIGNATURE: &str = "checkpoint signature";
 pub const STEP_INCLUSION: &str = "inclusion proof";
 pub const STEP_TLOG_PROOF: &str = "tlog-proof";
 pub const STEP_ONLINE: &str = "consistency with the live log";
+pub const STEP_QUORUM: &str = "witness quorum";
 
 fn step_name(s: Step) -> &'static str {
     match s {
@@ -103,14 +113,33 @@ impl Report {
 
 /// Runs the command; the exit code is the process's.
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let verifier = load_verifier(args.vkey.as_deref(), args.vkey_file.as_deref())?;
+    let policy = args.policy.as_deref().map(load_policy).transpose()?;
+    let verifier = load_log_key(
+        args.vkey.as_deref(),
+        args.vkey_file.as_deref(),
+        policy.as_ref(),
+    )?;
+    if let Some(p) = &policy {
+        anyhow::ensure!(
+            p.logs()
+                .iter()
+                .any(|l| l.verifier.vkey() == verifier.vkey()),
+            "the witness policy does not name the log key {}",
+            describe_key(&verifier)
+        );
+    }
     let input = read_input(&args.receipt)?;
     let text = String::from_utf8(input).context("the receipt is not UTF-8")?;
     let trimmed = text.trim_start();
 
     let mut report = Report::new();
     let checkpoint = if trimmed.starts_with('{') {
-        verify_receipt(&text, &verifier, &mut report)
+        verify_receipt(&text, &verifier, &mut report).map(|(cp, note)| {
+            if let Some(p) = &policy {
+                check_policy_step(&mut report, p, &note, "the receipt's checkpoint");
+            }
+            cp
+        })
     } else if trimmed.starts_with("c2sp.org/tlog-proof@") {
         let leaf_path = match &args.leaf {
             Some(p) => p.clone(),
@@ -123,7 +152,12 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 leaf_path.display()
             )
         })?;
-        verify_tlog_proof(&text, &leaf, &verifier, &mut report)
+        verify_tlog_proof(&text, &leaf, &verifier, &mut report).map(|(cp, note)| {
+            if let Some(p) = &policy {
+                check_policy_step(&mut report, p, &note, "the proof's checkpoint");
+            }
+            cp
+        })
     } else {
         anyhow::bail!(
             "{}: neither a receipt (JSON) nor a c2sp.org/tlog-proof@v1",
@@ -133,11 +167,24 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
 
     if let Some(url) = &args.online {
         match checkpoint {
-            Some(cp) => verify_online(url, &args.tls, &cp, &verifier, &mut report),
+            Some(cp) => verify_online(url, &args.tls, &cp, &verifier, policy.as_ref(), &mut report),
             None => report.skipped(&[STEP_ONLINE]),
         }
     }
     Ok(report.finish())
+}
+
+/// The witness-quorum step: the note must carry valid cosignatures of the
+/// policy's quorum.
+fn check_policy_step(report: &mut Report, policy: &Policy, note: &str, what: &str) {
+    match check_quorum(policy, note) {
+        Ok(who) => report.ok(STEP_QUORUM, format!("{what} is {who}; the quorum is met")),
+        Err(why) if !crate::engine::is_cosigned(note) => report.fail(
+            STEP_QUORUM,
+            format!("{what} is signed by the log only (a log-signed receipt; fetch the witnessed one at GET /logs/<log>/entries/<index>/receipt): {why}"),
+        ),
+        Err(why) => report.fail(STEP_QUORUM, format!("{what}: {why}")),
+    }
 }
 
 fn read_input(path: &Path) -> anyhow::Result<Vec<u8>> {
@@ -157,8 +204,13 @@ fn parse_hashes(hex: &[String]) -> Result<Vec<Hash>, String> {
         .collect()
 }
 
-/// Checks a receipt; returns its verified checkpoint when every step held.
-fn verify_receipt(text: &str, verifier: &Verifier, report: &mut Report) -> Option<Checkpoint> {
+/// Checks a receipt; returns its verified checkpoint (and its note) when
+/// every step held.
+fn verify_receipt(
+    text: &str,
+    verifier: &Verifier,
+    report: &mut Report,
+) -> Option<(Checkpoint, String)> {
     let all = [
         STEP_PARSE,
         STEP_LEAF_HASH,
@@ -251,7 +303,7 @@ fn verify_receipt(text: &str, verifier: &Verifier, report: &mut Report) -> Optio
             report.fail(step_name(e.step), e.detail);
         }
     }
-    report.failed.is_none().then_some(cp)
+    report.failed.is_none().then_some((cp, receipt.checkpoint))
 }
 
 /// Checks a tlog-proof against the leaf bytes.
@@ -260,7 +312,7 @@ fn verify_tlog_proof(
     leaf: &[u8],
     verifier: &Verifier,
     report: &mut Report,
-) -> Option<Checkpoint> {
+) -> Option<(Checkpoint, String)> {
     let all = [STEP_PARSE, STEP_LEAF_HASH, STEP_SIGNATURE, STEP_INCLUSION];
     let t = match TlogProof::parse(text) {
         Ok(t) => t,
@@ -301,7 +353,7 @@ fn verify_tlog_proof(
         report.fail(step_name(e.step), e.detail);
         return None;
     }
-    Some(cp)
+    Some((cp, t.checkpoint))
 }
 
 /// Fetches the live checkpoint and proves `cp` consistent with it.
@@ -310,6 +362,7 @@ fn verify_online(
     tls: &TlsArgs,
     cp: &Checkpoint,
     verifier: &Verifier,
+    policy: Option<&Policy>,
     report: &mut Report,
 ) {
     let result = block_on(async {
@@ -321,12 +374,41 @@ fn verify_online(
                 client.url("checkpoint")
             )
         })?;
+        let witnessed = match policy {
+            Some(p) => Some(check_quorum(p, &note).map_err(|why| {
+                anyhow::anyhow!(
+                    "the live checkpoint at {} does not meet the witness policy: {why}",
+                    client.url("checkpoint")
+                )
+            })?),
+            None => None,
+        };
         if live.size < cp.size {
-            anyhow::bail!(
-                "the live tree has {} leaves, fewer than the receipt's {}: the log rolled back",
+            // A log with witnesses publishes the latest *witnessed*
+            // checkpoint, which may lag a log-signed receipt: then the
+            // receipt's tree must extend the live one, which a log that
+            // rolled back cannot prove.
+            let proof = client.consistency(live.size, cp.size).await.map_err(|e| {
+                anyhow::anyhow!(
+                    "the live tree has {} leaves, fewer than the receipt's {}, and the log cannot prove the receipt's tree extends it (rolled back?): {e:#}",
+                    live.size,
+                    cp.size
+                )
+            })?;
+            verify_consistency(live.size, cp.size, &live.root, &cp.root, &proof).map_err(|e| {
+                anyhow::anyhow!(
+                    "the receipt's tree of {} is not an extension of the live tree of {}: {e}",
+                    cp.size,
+                    live.size
+                )
+            })?;
+            return Ok(format!(
+                "the receipt's tree of {} extends the live checkpoint's tree of {}{} ({} proof hashes)",
+                cp.size,
                 live.size,
-                cp.size
-            );
+                witnessed.map(|w| format!(", {w}")).unwrap_or_default(),
+                proof.len()
+            ));
         }
         if live.size == cp.size {
             if live.root != cp.root {

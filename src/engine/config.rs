@@ -26,6 +26,9 @@ pub struct LogConfig {
     /// `type_version`): for logs that predate the registry. Default false:
     /// every record's type must be registered.
     pub accept_unregistered: bool,
+    /// The log's witness policy: publish only checkpoints its quorum
+    /// cosigned (`witnessing`). None: publish every signed checkpoint.
+    pub witnesses: Option<super::witnessing::WitnessConfig>,
 }
 
 /// Sequencer and cache knobs.

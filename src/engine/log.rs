@@ -155,9 +155,16 @@ pub(crate) struct Log {
     /// (unvalidated, without `type_version`): only for logs that predate
     /// the registry, by configuration.
     pub accept_unregistered: bool,
+    /// The log's witnesses, if it has a policy.
+    pub witnesses: Option<Arc<super::witnessing::Federation>>,
 }
 
 impl Log {
+    /// Why the witnesses say this log's tree must not be extended, if they do.
+    pub fn witness_alarm(&self) -> Option<String> {
+        self.witnesses.as_ref().and_then(|f| f.alarm())
+    }
+
     pub fn snapshot(&self) -> Arc<Snapshot> {
         self.snapshot.read().expect("snapshot lock").clone()
     }

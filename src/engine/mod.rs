@@ -37,6 +37,7 @@ mod read;
 mod sequencer;
 mod submit;
 mod tiles;
+mod witnessing;
 
 pub use crate::error::LogError;
 pub use agency::Agency;
@@ -45,6 +46,7 @@ pub use log::Integrated;
 pub use quota::{QuotaConfig, Rate};
 pub use read::{ConsistencyProof, EntryView, InclusionProof, Locator, LogInfo, TileData};
 pub use sequencer::mark_file_for;
+pub use witnessing::{is_cosigned, Published, WitnessConfig};
 
 /// Longest `ready()` waits for the database to answer a ping.
 const READY_PING_TIMEOUT: Duration = Duration::from_secs(1);
@@ -119,6 +121,14 @@ impl Engine {
             let vkey = lc.signer.vkey();
             let verifier = stele_core::note::Verifier::from_vkey(&vkey)
                 .map_err(|e| anyhow::anyhow!("log {}: {e}", lc.name))?;
+            let witnesses = match lc.witnesses {
+                Some(w) => {
+                    Some(Arc::new(witnessing::Federation::new(w).map_err(|e| {
+                        anyhow::anyhow!("log {}: witnesses: {e}", lc.name)
+                    })?))
+                }
+                None => None,
+            };
             let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
             let log = Arc::new(Log {
                 label: LogLabel {
@@ -143,6 +153,7 @@ impl Engine {
                 commit_failure: RwLock::new(None),
                 registry: RwLock::new((Default::default(), 0)),
                 accept_unregistered: lc.accept_unregistered,
+                witnesses,
             });
             ctx.metrics
                 .tree_size
@@ -151,6 +162,14 @@ impl Engine {
             let mut seq = Sequencer::new(log.clone(), ctx.clone(), rx, stop_rx.clone());
             let mode = seq.become_writer().await;
             tasks.push(tokio::spawn(seq.run(mode)));
+            if let Some(f) = &log.witnesses {
+                tasks.push(tokio::spawn(witnessing::run(
+                    f.clone(),
+                    log.clone(),
+                    ctx.clone(),
+                    stop_rx.clone(),
+                )));
+            }
             by_name.insert(lc.name, log.clone());
             engine_logs.push(log);
         }
@@ -211,7 +230,7 @@ impl Engine {
                 ))
             }
         }
-        let problems: Vec<String> = self
+        let mut problems: Vec<String> = self
             .logs
             .iter()
             .filter_map(|l| match l.status() {
@@ -224,6 +243,15 @@ impl Engine {
                 Status::Stopped => Some(format!("log {}: shutting down", l.name)),
             })
             .collect();
+        for l in &self.logs {
+            let Some(f) = &l.witnesses else { continue };
+            if l.status() != Status::Writable {
+                continue;
+            }
+            if let Some(why) = f.alarm().or_else(|| f.failure()) {
+                problems.push(format!("log {}: {why}", l.name));
+            }
+        }
         if problems.is_empty() {
             Ok(())
         } else {

@@ -9,8 +9,9 @@ use stele_core::Hash;
 use super::cache;
 use super::log::Log;
 use super::tiles::{ProofJob, Snapshot};
-use super::{Engine, LogError};
+use super::{Engine, Integrated, LogError};
 use crate::storage::StoredEntry;
+use std::sync::Arc;
 
 /// A public view of a log.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -75,13 +76,114 @@ impl Engine {
             .collect()
     }
 
-    /// Latest checkpoint note.
+    /// Latest published checkpoint note: with a witness policy, the latest
+    /// one a quorum cosigned (with their cosignature lines); without, the
+    /// latest the log signed.
     pub async fn checkpoint(&self, log: &str) -> Result<String, LogError> {
         let log = self.log(log)?;
+        if let Some(f) = &log.witnesses {
+            return match f.published() {
+                Some(p) => Ok(p.note.to_string()),
+                None => Err(LogError::Pushback {
+                    detail: format!(
+                        "no checkpoint of this log has reached its witness quorum yet{}",
+                        f.failure().map(|w| format!(" ({w})")).unwrap_or_default()
+                    ),
+                    retry_after: self.retry_after(),
+                }),
+            };
+        }
         log.snapshot()
             .checkpoint
             .clone()
             .ok_or_else(|| LogError::NotFound("the log has no checkpoint yet".into()))
+    }
+
+    /// How long `?wait=witnessed` waits: two witnessing intervals and two
+    /// witness timeouts. `422` for a log without a witness policy.
+    pub fn witness_wait(&self, log: &str) -> Result<std::time::Duration, LogError> {
+        let log = self.log(log)?;
+        match &log.witnesses {
+            Some(f) => Ok(f.config.interval * 2 + f.config.timeout * 2),
+            None => Err(LogError::invalid(
+                "wait",
+                format!(
+                    "log {} has no witness policy: there is no witnessed checkpoint to wait for",
+                    log.name
+                ),
+            )),
+        }
+    }
+
+    /// The log's witness policy file, as configured (`NotFound` without one).
+    pub fn witness_policy(&self, log: &str) -> Result<String, LogError> {
+        let log = self.log(log)?;
+        log.witnesses
+            .as_ref()
+            .map(|f| f.config.policy_text.clone())
+            .ok_or_else(|| LogError::NotFound(format!("log {} has no witness policy", log.name)))
+    }
+
+    /// A receipt for entry `index`: with a witness policy, against the
+    /// latest witnessed checkpoint (waiting up to `wait` for one that
+    /// covers the entry; without `wait`, or when it runs out, `503` naming
+    /// what is missing); without a policy, against the latest checkpoint.
+    pub async fn receipt(
+        &self,
+        log_name: &str,
+        index: u64,
+        wait: Option<std::time::Duration>,
+    ) -> Result<Integrated, LogError> {
+        let log = self.log(log_name)?;
+        let snapshot = log.snapshot();
+        if index >= snapshot.size {
+            return Err(LogError::NotFound(format!(
+                "no entry {index}: the tree has {} entries",
+                snapshot.size
+            )));
+        }
+        let (size, note) = match &log.witnesses {
+            None => match &snapshot.checkpoint {
+                Some(c) => (snapshot.size, Arc::<str>::from(c.as_str())),
+                None => return Err(LogError::NotFound("the log has no checkpoint yet".into())),
+            },
+            Some(f) => {
+                let mut rx = f.subscribe();
+                let deadline = wait.map(|w| tokio::time::Instant::now() + w);
+                loop {
+                    let current = rx.borrow_and_update().clone();
+                    if let Some(p) = current.filter(|p| p.size > index) {
+                        break (p.size, p.note.clone());
+                    }
+                    let waited = match deadline {
+                        Some(d) => tokio::time::timeout_at(d, rx.changed()).await,
+                        None => Ok(Ok(())),
+                    };
+                    if deadline.is_none() || !matches!(waited, Ok(Ok(()))) {
+                        return Err(LogError::Pushback {
+                            detail: format!(
+                                "entry {index} is integrated and has a log-signed receipt, but no checkpoint that covers it has reached the witness quorum yet{}",
+                                f.failure().map(|w| format!(" ({w})")).unwrap_or_default()
+                            ),
+                            retry_after: self.retry_after(),
+                        });
+                    }
+                }
+            }
+        };
+        let snapshot = log.snapshot();
+        let source = self.source(log, &snapshot);
+        let (leaf_hash, proof) = source.leaf_and_inclusion(index, size).await?;
+        let entry = self.entry(log_name, index).await?;
+        Ok(Integrated {
+            origin: log.origin.clone(),
+            index,
+            leaf: Bytes::from(entry.leaf.into_bytes()),
+            leaf_hash,
+            proof,
+            checkpoint: note,
+            created: false,
+        })
     }
 
     pub async fn tile(&self, log: &str, path: TilePath) -> Result<TileData, LogError> {
@@ -298,6 +400,11 @@ impl Engine {
         snapshot: &Snapshot,
         size: u64,
     ) -> Result<Option<String>, LogError> {
+        if let Some(p) = log.witnesses.as_ref().and_then(|f| f.published()) {
+            if p.size == size {
+                return Ok(Some(p.note.to_string()));
+            }
+        }
         if size == snapshot.size && snapshot.checkpoint.is_some() {
             return Ok(snapshot.checkpoint.clone());
         }

@@ -276,6 +276,10 @@ pub trait LogReader: Send + Sync {
     /// Every checkpoint the log signed, oldest first, as `(tree_size, note)`
     /// (for audits and tests).
     async fn checkpoints(&self, log: &str) -> Result<Vec<(u64, String)>>;
+
+    /// The latest witnessed checkpoint stored for the log (a quorum of its
+    /// witnesses cosigned it): `(tree size, note with cosignature lines)`.
+    async fn witnessed_checkpoint(&self, log: &str) -> Result<Option<(u64, String)>>;
 }
 
 /// Writing a log: only its sequencer calls these, and only while it holds
@@ -296,6 +300,13 @@ pub trait LogWriter: Send + Sync {
     /// leaf and leaf hash), in one look-up: a batch repeating stored records
     /// is answered from this alone.
     async fn find_dedup(&self, log: &str, keys: &[Hash]) -> Result<Vec<(Hash, StoredEntry)>>;
+
+    /// Stores `note` as the log's latest witnessed checkpoint, durably, if
+    /// `tree_size` is at least the stored one's and at most the tree's
+    /// size; returns whether it did (false: a larger one is stored, or the
+    /// tree is smaller). An equal size replaces the note (more, or newer,
+    /// cosignatures of the same tree).
+    async fn store_witnessed(&self, log: &str, tree_size: u64, note: &str) -> Result<bool>;
 }
 
 /// The one-writer-per-log lock.

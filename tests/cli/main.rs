@@ -124,6 +124,7 @@ impl Server {
                 accept_unregistered: true,
                 env: vec![],
                 config: String::new(),
+                log_config: String::new(),
             };
             let deployment =
                 Deployment::on_store(&stele_testkit::stele_bin!(), &store, spec).await?;

@@ -78,6 +78,7 @@ impl Ctx {
             signer: Arc::new(Signer::from_skey(&self.skey)?),
             mark_file: None,
             accept_unregistered: true,
+            witnesses: None,
         }];
         Engine::start(storage, logs, config, Arc::new(Metrics::new())).await
     }

@@ -25,6 +25,7 @@ mod load;
 mod outage;
 mod rollback;
 mod two_writers;
+mod witnessed;
 
 use load::Collector;
 
@@ -44,6 +45,12 @@ fn main() {
     );
     suite.per_backend("rollback_refused", Backend::ALL, rollback::rollback);
     suite.per_backend("two_writers", Backend::ALL, two_writers::two_writers);
+    suite.per_backend("witness_federation", Backend::ALL, witnessed::federation);
+    suite.per_backend(
+        "witnessed_rollback_and_fork",
+        Backend::ALL,
+        witnessed::rollback_and_fork,
+    );
     suite.run()
 }
 
@@ -56,6 +63,7 @@ fn spec() -> DeploymentSpec {
         accept_unregistered: true,
         env: vec![],
         config: String::new(),
+        log_config: String::new(),
     }
 }
 

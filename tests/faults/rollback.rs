@@ -79,7 +79,7 @@ async fn submit(server: &ServerProcess, token: &str, prefix: &str, n: usize) -> 
 
 /// The server answers `/healthz` but `/readyz` says 503 with `why`; with a
 /// token, a submission is refused with `why` too.
-async fn refuses(server: &ServerProcess, token: Option<&str>, why: &str) -> Result<()> {
+pub(super) async fn refuses(server: &ServerProcess, token: Option<&str>, why: &str) -> Result<()> {
     wait_for(
         &format!("{}/healthz", server.base_url()),
         Duration::from_secs(60),
@@ -112,7 +112,7 @@ async fn refuses(server: &ServerProcess, token: Option<&str>, why: &str) -> Resu
 
 const SQLITE_FILES: [&str; 3] = ["stele.db", "stele.db-wal", "stele.db-shm"];
 
-fn save(store: &TestStore, to: &Path) -> Result<()> {
+pub(super) fn save(store: &TestStore, to: &Path) -> Result<()> {
     match store.database_url() {
         Some(url) => run(cmd("pg_dump", &["-Fc", "-f", &dump(to), url]))?
             .ok()
@@ -129,7 +129,7 @@ fn save(store: &TestStore, to: &Path) -> Result<()> {
     }
 }
 
-fn restore(store: &TestStore, from: &Path) -> Result<()> {
+pub(super) fn restore(store: &TestStore, from: &Path) -> Result<()> {
     match store.database_url() {
         Some(url) => run(cmd(
             "pg_restore",
@@ -158,7 +158,7 @@ fn restore(store: &TestStore, from: &Path) -> Result<()> {
 
 /// An empty database: PostgreSQL's schema dropped (`stele serve` migrates
 /// it again), SQLite's files removed.
-fn wipe(store: &TestStore) -> Result<()> {
+pub(super) fn wipe(store: &TestStore) -> Result<()> {
     match store.database_url() {
         Some(url) => run(cmd(
             "psql",

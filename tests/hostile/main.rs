@@ -52,6 +52,7 @@ async fn deploy(backend: Backend, config: &str) -> Result<(TestStore, Deployment
         accept_unregistered: true,
         env: vec![],
         config: config.into(),
+        log_config: String::new(),
     };
     let deployment = Deployment::on_store(&stele_testkit::stele_bin!(), &store, spec).await?;
     Ok((store, deployment))

@@ -464,6 +464,7 @@ fn log_config(name: &str, skey: &str) -> anyhow::Result<LogConfig> {
         signer: Arc::new(Signer::from_skey(skey).map_err(|e| anyhow::anyhow!("{e}"))?),
         mark_file: None,
         accept_unregistered: false,
+        witnesses: None,
     })
 }
 

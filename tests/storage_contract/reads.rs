@@ -20,6 +20,7 @@ pub const TESTS: &[(&str, TestFn<Ctx>)] = stele_testkit::tests![Ctx:
     dedup_lookup,
     tiles_never_narrow,
     checkpoints_are_stored_and_listed,
+    witnessed_checkpoint_only_moves_forward,
     readers_never_see_a_partial_batch,
 ];
 
@@ -231,6 +232,47 @@ async fn checkpoints_are_stored_and_listed(mut ctx: Ctx) -> TestResult {
     );
     ensure!(s.checkpoint_at(LOG, u64::MAX).await?.is_none(), "huge size");
     ensure!(s.checkpoints("other").await?.is_empty(), "unknown log");
+    ctx.finish().await
+}
+
+/// The latest witnessed checkpoint: durable, never moved back, never
+/// beyond the tree, replaced at the same size (newer cosignatures).
+async fn witnessed_checkpoint_only_moves_forward(mut ctx: Ctx) -> TestResult {
+    let s = ctx.open_log().await?;
+    ensure!(
+        s.witnessed_checkpoint(LOG).await?.is_none(),
+        "none at first"
+    );
+    ctx.commit(&*s, 10).await?;
+    ensure!(s.store_witnessed(LOG, 4, "at 4\n").await?, "store at 4");
+    ensure!(
+        s.witnessed_checkpoint(LOG).await? == Some((4, "at 4\n".into())),
+        "read back at 4"
+    );
+    ensure!(
+        !s.store_witnessed(LOG, 3, "at 3\n").await?,
+        "a smaller size is refused"
+    );
+    ensure!(
+        !s.store_witnessed(LOG, 11, "at 11\n").await?,
+        "beyond the tree is refused"
+    );
+    ensure!(
+        s.store_witnessed(LOG, 4, "at 4 again\n").await?,
+        "the same size replaces"
+    );
+    ensure!(s.store_witnessed(LOG, 10, "at 10\n").await?, "store at 10");
+    ensure!(!s.store_witnessed("other", 0, "x\n").await?, "unknown log");
+    ctx.close_all().await;
+    let s = ctx.open().await?;
+    ensure!(
+        s.witnessed_checkpoint(LOG).await? == Some((10, "at 10\n".into())),
+        "durable across a reopen"
+    );
+    ensure!(
+        s.witnessed_checkpoint("other").await?.is_none(),
+        "unknown log reads none"
+    );
     ctx.finish().await
 }
 

@@ -368,6 +368,9 @@ pub enum AddCheckpointResponse {
     Refused { status: u16, message: String },
 }
 
+/// Most characters of a refusal's text kept in [`AddCheckpointResponse::Refused`].
+const MAX_MESSAGE_CHARS: usize = 256;
+
 /// Reads a witness's answer. A `409` whose content type is
 /// `text/x.tlog.size` must hold `<size>\n`; anything else there is an
 /// error. Content-type parameters are ignored.
@@ -393,7 +396,7 @@ pub fn parse_response(
         }
         _ => Ok(AddCheckpointResponse::Refused {
             status,
-            message: short(text.trim_end()).to_owned(),
+            message: text.trim_end().chars().take(MAX_MESSAGE_CHARS).collect(),
         }),
     }
 }

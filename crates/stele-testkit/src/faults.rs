@@ -125,6 +125,10 @@ impl LogReader for Faulty {
         self.check()?;
         self.inner.checkpoints(log).await
     }
+    async fn witnessed_checkpoint(&self, log: &str) -> Result<Option<(u64, String)>> {
+        self.check()?;
+        self.inner.witnessed_checkpoint(log).await
+    }
 }
 
 #[async_trait]
@@ -160,6 +164,10 @@ impl LogWriter for Faulty {
     async fn find_dedup(&self, log: &str, keys: &[Hash]) -> Result<Vec<(Hash, StoredEntry)>> {
         self.check()?;
         self.inner.find_dedup(log, keys).await
+    }
+    async fn store_witnessed(&self, log: &str, tree_size: u64, note: &str) -> Result<bool> {
+        self.check()?;
+        self.inner.store_witnessed(log, tree_size, note).await
     }
 }
 

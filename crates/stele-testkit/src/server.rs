@@ -112,6 +112,7 @@ pub async fn spawn_app_with(backend: Backend, opts: AppOptions) -> anyhow::Resul
         signer: Arc::new(signer),
         mark_file: None,
         accept_unregistered: opts.accept_unregistered,
+        witnesses: None,
     }];
     let engine = Engine::start(storage.clone(), logs, opts.engine.clone(), metrics.clone()).await?;
     let types: Vec<&str> = opts.agency_types.iter().map(String::as_str).collect();

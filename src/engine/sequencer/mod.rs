@@ -181,6 +181,9 @@ impl Sequencer {
 
     /// Still the writer? If the lease was lost, becomes a follower.
     fn check_lease(&mut self) -> Mode {
+        if let Some(why) = self.log.witness_alarm() {
+            return self.refused(why);
+        }
         if self.lease.as_ref().is_some_and(|l| l.is_held()) {
             return Mode::Writer;
         }
@@ -209,6 +212,12 @@ impl Sequencer {
                 }
             }
         };
+        // A witness showed this tree is not an extension of what it
+        // cosigned: sign nothing more.
+        if let Some(why) = self.log.witness_alarm() {
+            self.held = Some(first);
+            return self.refused(why);
+        }
         let requests = self.gather(first, backlog).await;
         self.process(requests).await
     }

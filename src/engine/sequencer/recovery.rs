@@ -197,6 +197,15 @@ impl Sequencer {
             .tree_size
             .get_or_create(&self.log.label)
             .set(size as i64);
+        // Before signing anything new: what the witnesses cosigned must be
+        // a prefix of this tree (an unreachable witness is only a failure;
+        // the high-water mark still guards this key).
+        if let Some(f) = self.log.witnesses.clone() {
+            f.load(&self.log, &self.ctx).await;
+            if let Some(alarm) = f.collect(&self.log, &self.ctx, true).await {
+                return Err(Recovery::Refuse(alarm));
+            }
+        }
         Ok(())
     }
 

@@ -168,6 +168,18 @@ impl LogReader for PostgresStorage {
         .map_err(map_err)?;
         rows.into_iter().map(|(s, n)| Ok((to_u64(s)?, n))).collect()
     }
+    async fn witnessed_checkpoint(&self, log: &str) -> Result<Option<(u64, String)>> {
+        let row: Option<(Option<i64>, Option<String>)> =
+            sqlx::query_as("SELECT witnessed_size, witnessed_note FROM logs WHERE name = $1")
+                .bind(log)
+                .fetch_optional(&mut *self.conn(Pool::Read).await?)
+                .await
+                .map_err(map_err)?;
+        match row {
+            Some((Some(size), Some(note))) => Ok(Some((to_u64(size)?, note))),
+            _ => Ok(None),
+        }
+    }
 }
 
 #[async_trait]
@@ -182,6 +194,21 @@ impl LogWriter for PostgresStorage {
         .await
         .map_err(map_err)?;
         crate::storage::expect_origin(self.log_state(name).await?, name, origin)
+    }
+
+    async fn store_witnessed(&self, log: &str, tree_size: u64, note: &str) -> Result<bool> {
+        let size = to_i64(tree_size, "tree size")?;
+        let done = sqlx::query(
+            "UPDATE logs SET witnessed_size = $2, witnessed_note = $3 WHERE name = $1 \
+             AND tree_size >= $2 AND (witnessed_size IS NULL OR witnessed_size <= $2)",
+        )
+        .bind(log)
+        .bind(size)
+        .bind(note)
+        .execute(&mut *self.conn(Pool::Write).await?)
+        .await
+        .map_err(map_err)?;
+        Ok(done.rows_affected() == 1)
     }
 
     async fn commit_batch(&self, batch: &Batch<'_>) -> Result<()> {

@@ -139,6 +139,18 @@ impl LogReader for SqliteStorage {
         .map_err(map_err)?;
         rows.into_iter().map(|(s, n)| Ok((to_u64(s)?, n))).collect()
     }
+    async fn witnessed_checkpoint(&self, log: &str) -> Result<Option<(u64, String)>> {
+        let row: Option<(Option<i64>, Option<String>)> =
+            sqlx::query_as("SELECT witnessed_size, witnessed_note FROM logs WHERE name = ?")
+                .bind(log)
+                .fetch_optional(&self.reader)
+                .await
+                .map_err(map_err)?;
+        match row {
+            Some((Some(size), Some(note))) => Ok(Some((to_u64(size)?, note))),
+            _ => Ok(None),
+        }
+    }
 }
 
 #[async_trait]
@@ -151,6 +163,21 @@ impl LogWriter for SqliteStorage {
             .await
             .map_err(map_err)?;
         crate::storage::expect_origin(self.log_state(name).await?, name, origin)
+    }
+
+    async fn store_witnessed(&self, log: &str, tree_size: u64, note: &str) -> Result<bool> {
+        let size = to_i64(tree_size, "tree size")?;
+        let done = sqlx::query(
+            "UPDATE logs SET witnessed_size = ?2, witnessed_note = ?3 WHERE name = ?1 \
+             AND tree_size >= ?2 AND (witnessed_size IS NULL OR witnessed_size <= ?2)",
+        )
+        .bind(log)
+        .bind(size)
+        .bind(note)
+        .execute(&self.writer)
+        .await
+        .map_err(map_err)?;
+        Ok(done.rows_affected() == 1)
     }
 
     async fn commit_batch(&self, batch: &Batch<'_>) -> Result<()> {

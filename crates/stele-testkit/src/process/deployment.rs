@@ -38,6 +38,8 @@ pub struct DeploymentSpec {
     /// More configuration (TOML sections such as `[http]` or `[quotas]`),
     /// written before the log's `[[logs]]` table.
     pub config: String,
+    /// More keys of the log's `[[logs]]` table (e.g. `witness_policy`).
+    pub log_config: String,
 }
 
 /// Key, configuration, storage and an agency token. The files live in a
@@ -98,8 +100,8 @@ impl Deployment {
         std::fs::write(
             &config_file,
             format!(
-                "{embedded}{}\n[[logs]]\nname = {:?}\norigin = {:?}\nkey_file = {key_arg:?}\naccept_unregistered_types = {}\n",
-                spec.config, spec.log, spec.origin, spec.accept_unregistered
+                "{embedded}{}\n[[logs]]\nname = {:?}\norigin = {:?}\nkey_file = {key_arg:?}\naccept_unregistered_types = {}\n{}\n",
+                spec.config, spec.log, spec.origin, spec.accept_unregistered, spec.log_config
             ),
         )?;
         let options = ServeOptions {

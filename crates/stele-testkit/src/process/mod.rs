@@ -22,9 +22,11 @@ use anyhow::{anyhow, bail, ensure, Context, Result};
 
 mod cluster;
 mod deployment;
+mod witness;
 
 pub use cluster::{free_port, pg_cluster_available, PgCluster};
 pub use deployment::{Deployment, DeploymentSpec};
+pub use witness::WitnessProcess;
 
 /// The `stele` binary of the test crate that expands it: `STELE_BIN` when
 /// set (to test another build), else the one cargo built for the tests.
