@@ -48,11 +48,12 @@ if [ "${PG_PRIVATE:-0}" = 1 ]; then
 fi
 
 # write_config FILE KEY DATA_DIR [DATABASE_URL]: one log "default" signed
-# with the key file KEY (created here). It accepts record types its registry
+# with the key file KEY (created here; its vkey in KEY.vkey). The log's
+# table is the file's last, so keys appended to FILE are the log's. It accepts record types its registry
 # does not know (the load tool's `bench.load`), unvalidated; benches/registry.sh
 # measures what validation costs.
 write_config() {
-  "$STELE" keygen --origin "bench.stele.test/default" --out "$2" >/dev/null 2>&1
+  "$STELE" keygen --origin "bench.stele.test/default" --out "$2" 2>/dev/null | grep -o 'bench.stele.test/default+[^ ]*' > "$2.vkey"
   {
     [ -n "${4:-}" ] && echo "database_url = \"$4\""
     cat <<EOT

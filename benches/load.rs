@@ -93,6 +93,10 @@ struct Args {
     /// PostgreSQL URL for the raw COPY ceiling (a scratch table is created and dropped).
     #[arg(long)]
     copy_ceiling: Option<String>,
+    /// Submit mode: `witnessed` sends `?wait=witnessed` (each answer waits
+    /// for a checkpoint the log's witness quorum cosigned).
+    #[arg(long)]
+    wait: Option<String>,
     /// A label printed with the results.
     #[arg(long, default_value = "")]
     label: String,
@@ -275,7 +279,11 @@ async fn client_loop(
                     Shape::Examples => example_body(id, n, run),
                 };
                 n += 1;
-                (Method::POST, format!("{prefix}/records"), body, 1)
+                let path = match &args.wait {
+                    Some(w) => format!("{prefix}/records?wait={w}"),
+                    None => format!("{prefix}/records"),
+                };
+                (Method::POST, path, body, 1)
             }
             Mode::Bulk => {
                 let mut body = String::from("{\"records\":[");

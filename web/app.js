@@ -20,6 +20,9 @@ import {
   msgEl,
   pin,
   pinned,
+  pinnedPolicies,
+  pinPolicy,
+  unpinPolicy,
   renderSteps,
   resolveReceipt,
   setResult,
@@ -28,45 +31,107 @@ import {
   verifyResolved,
 } from './common.js';
 import { Camera, cameraAvailable, decodeFile } from './scan.js';
+import { parsePolicy } from './policy.js';
 
 let logs = [];
 let camera = null;
 
 // ---------- the verifier key
 
-function currentKey() {
-  const text = $('vkey').value.trim();
-  if (!text) return null;
-  return v.parseVkey(text);
-}
-
-function updateKeyInfo() {
-  const info = $('vkey-info');
-  let key;
-  try {
-    key = currentKey();
-  } catch (e) {
-    setMsg(info, 'key.unusable', { reason: v.messageOf(e) });
-    return;
-  }
-  if (!key) {
-    setMsg(info, 'key.none');
-    return;
-  }
-  const p = pinned()[key.name];
-  const state = p === key.vkey ? 'key.statePinned' : p ? 'key.stateDiffers' : 'key.stateNotPinned';
-  setMsg(info, 'key.info', { name: key.name, keyId: key.keyId, state: { key: state } });
-}
-
-function useKeyFor(origin) {
-  const p = pinned()[origin];
-  if (p) {
-    $('vkey').value = p;
-    updateKeyInfo();
+/**
+ * A field holding something pinned per log origin (the verifier key, the
+ * witness policy): parsing its box, saying what it holds and whether that
+ * is pinned, filling it from the pin for a log, and its pin/forget buttons.
+ */
+function pinnableField({ box, info, parse, originOf, valueOf, pins, msgs, describe }) {
+  const current = () => {
+    const text = $(box).value;
+    return text.trim() ? parse(text) : null;
+  };
+  const update = () => {
+    let item;
+    try {
+      item = current();
+    } catch (e) {
+      setMsg($(info), msgs.unusable, { reason: v.messageOf(e) });
+      return;
+    }
+    if (!item) {
+      setMsg($(info), msgs.none);
+      return;
+    }
+    const p = pins.all()[originOf(item)];
+    const state = p === valueOf(item) ? msgs.pinned : p ? msgs.differs : msgs.notPinned;
+    setMsg($(info), msgs.info, { ...describe(item), state: { key: state } });
+  };
+  const useFor = (origin) => {
+    const p = pins.all()[origin];
+    if (!p) return false;
+    $(box).value = p;
+    update();
     return true;
-  }
-  return false;
+  };
+  const wire = (pinBtn, unpinBtn) => {
+    $(box).addEventListener('input', update);
+    $(pinBtn).addEventListener('click', () => {
+      let item;
+      try {
+        item = current();
+      } catch (e) {
+        setResult($('verify-result'), false, msgs.cannotPin, { reason: v.messageOf(e) });
+        return;
+      }
+      if (!item) return;
+      pins.set(originOf(item), valueOf(item));
+      update();
+    });
+    $(unpinBtn).addEventListener('click', () => {
+      let item = null;
+      try {
+        item = current();
+      } catch {
+        item = null;
+      }
+      if (!item) return;
+      pins.unset(originOf(item));
+      update();
+    });
+  };
+  return { current, update, useFor, wire };
 }
+
+const keyField = pinnableField({
+  box: 'vkey',
+  info: 'vkey-info',
+  parse: (text) => v.parseVkey(text.trim()),
+  originOf: (key) => key.name,
+  valueOf: (key) => key.vkey,
+  pins: { all: pinned, set: pin, unset: unpin },
+  msgs: { unusable: 'key.unusable', none: 'key.none', info: 'key.info', pinned: 'key.statePinned', differs: 'key.stateDiffers', notPinned: 'key.stateNotPinned', cannotPin: 'key.cannotPin' },
+  describe: (key) => ({ name: key.name, keyId: key.keyId }),
+});
+
+function quorumName(policy) {
+  if (policy.quorum === null) return 'none';
+  return 'witness' in policy.quorum ? policy.witnesses[policy.quorum.witness].name : policy.groups[policy.quorum.group].name;
+}
+
+const policyField = pinnableField({
+  box: 'policy',
+  info: 'policy-info',
+  parse: (text) => parsePolicy(text.endsWith('\n') ? text : `${text}\n`),
+  originOf: (policy) => (policy.logs.length ? policy.logs[0].name : ''),
+  valueOf: (policy) => policy.text,
+  pins: { all: pinnedPolicies, set: pinPolicy, unset: unpinPolicy },
+  msgs: { unusable: 'policy.unusable', none: 'policy.none', info: 'policy.info', pinned: 'policy.statePinned', differs: 'policy.stateDiffers', notPinned: 'policy.stateNotPinned', cannotPin: 'policy.unusable' },
+  describe: (policy) => ({ origin: policy.logs.length ? policy.logs[0].name : '', witnesses: policy.witnesses.length, quorum: quorumName(policy) }),
+});
+
+const currentKey = keyField.current;
+const updateKeyInfo = keyField.update;
+const useKeyFor = keyField.useFor;
+const currentPolicy = policyField.current;
+const updatePolicyInfo = policyField.update;
 
 // ---------- receipt verification
 
@@ -113,6 +178,7 @@ async function verifyNow() {
   }
   const receipt = resolved.receipt;
   if (!$('vkey').value.trim() && receipt && typeof receipt.log === 'string') useKeyFor(receipt.log);
+  if (!$('policy').value.trim() && receipt && typeof receipt.log === 'string') policyField.useFor(receipt.log);
   let key;
   try {
     key = currentKey();
@@ -126,7 +192,15 @@ async function verifyNow() {
     list.replaceChildren();
     return;
   }
-  const r = verifyResolved(resolved, key);
+  let policy;
+  try {
+    policy = currentPolicy();
+  } catch (e) {
+    setResult(result, false, 'policy.unusable', { reason: v.messageOf(e) });
+    list.replaceChildren();
+    return;
+  }
+  const r = verifyResolved(resolved, key, policy);
   renderSteps(list, r.steps);
   if (r.ok) {
     setResult(result, true, 'verify.ok', { index: receipt.index, log: receipt.log, size: r.checkpoint.size, keyId: key.keyId });
@@ -473,30 +547,7 @@ async function lookup(ev) {
 
 function init() {
   initPage();
-  $('vkey').addEventListener('input', updateKeyInfo);
-  $('pin-key').addEventListener('click', () => {
-    let key;
-    try {
-      key = currentKey();
-    } catch (e) {
-      setResult($('verify-result'), false, 'key.cannotPin', { reason: v.messageOf(e) });
-      return;
-    }
-    if (!key) return;
-    pin(key.name, key.vkey);
-    updateKeyInfo();
-  });
-  $('unpin-key').addEventListener('click', () => {
-    let key = null;
-    try {
-      key = currentKey();
-    } catch {
-      key = null;
-    }
-    if (!key) return;
-    unpin(key.name);
-    updateKeyInfo();
-  });
+  keyField.wire('pin-key', 'unpin-key');
   $('server-key').addEventListener('click', async () => {
     if (!logs.length) await refreshLogs().catch(() => []);
     let origin = null;
@@ -510,6 +561,25 @@ function init() {
       $('vkey').value = log.vkey;
       updateKeyInfo();
     }
+  });
+  policyField.wire('pin-policy', 'unpin-policy');
+  $('server-policy').addEventListener('click', async () => {
+    if (!logs.length) await refreshLogs().catch(() => []);
+    let origin = null;
+    try {
+      origin = JSON.parse(receiptText()).log;
+    } catch {
+      origin = null;
+    }
+    const log = logs.find((l) => l.origin === origin) || logs[0];
+    if (!log) return;
+    try {
+      $('policy').value = await fetchText(`/logs/${encodeURIComponent(log.name)}/witness-policy`);
+    } catch {
+      setResult($('verify-result'), false, 'policy.noServerPolicy');
+      return;
+    }
+    updatePolicyInfo();
   });
   $('verify-btn').addEventListener('click', verifyNow);
   $('share-btn').addEventListener('click', shareLink);
@@ -539,6 +609,7 @@ function init() {
   window.addEventListener('hashchange', loadReceiptFromHash);
   setAttrMsg($('receipt'), 'placeholder', 'verify.receiptPlaceholder');
   updateKeyInfo();
+  updatePolicyInfo();
   showLogs();
   loadReceiptFromHash();
 }

@@ -4,6 +4,8 @@
 // its language switch.
 
 import * as v from './verify.js';
+import { checkQuorum } from './policy.js';
+import en from './i18n/en.js';
 import { apply, initLangSwitch, setMsg, t } from './i18n.js';
 import { encodeQR } from './vendor/qr/index.js';
 import { QR_ECC, fromShortLink } from './links.js';
@@ -46,6 +48,7 @@ export const STEP_NAMES = {
   [v.STEP_SIGNATURE]: 'step.signature',
   [v.STEP_INCLUSION]: 'step.inclusion',
   [v.STEP_TLOG_PROOF]: 'step.tlogProof',
+  [v.STEP_QUORUM]: 'step.quorum',
   fetch: 'step.fetch',
 };
 
@@ -115,29 +118,44 @@ export async function fetchBytes(url) {
   return new Uint8Array(await r.arrayBuffer());
 }
 
-// ---------- keys pinned in this browser (origin → vkey)
+// ---------- what is pinned in this browser, by log origin
 
-const PIN_STORE = 'stele.pinned-vkeys';
-
-export function pinned() {
-  try {
-    return JSON.parse(localStorage.getItem(PIN_STORE) || '{}') || {};
-  } catch {
-    return {};
-  }
+/** A map kept in localStorage under `name`: `all()`, `set(origin, value)`, `unset(origin)`. */
+function pinStore(name) {
+  const all = () => {
+    try {
+      return JSON.parse(localStorage.getItem(name) || '{}') || {};
+    } catch {
+      return {};
+    }
+  };
+  const save = (p) => localStorage.setItem(name, JSON.stringify(p));
+  return {
+    all,
+    set(origin, value) {
+      const p = all();
+      p[origin] = value;
+      save(p);
+    },
+    unset(origin) {
+      const p = all();
+      delete p[origin];
+      save(p);
+    },
+  };
 }
 
-export function pin(origin, vkey) {
-  const p = pinned();
-  p[origin] = vkey;
-  localStorage.setItem(PIN_STORE, JSON.stringify(p));
-}
+/** Verifier keys (origin → vkey). */
+const keys = pinStore('stele.pinned-vkeys');
+/** Witness policies (origin → the policy file's text). */
+const policies = pinStore('stele.pinnedPolicies');
 
-export function unpin(origin) {
-  const p = pinned();
-  delete p[origin];
-  localStorage.setItem(PIN_STORE, JSON.stringify(p));
-}
+export const pinned = keys.all;
+export const pin = keys.set;
+export const unpin = keys.unset;
+export const pinnedPolicies = policies.all;
+export const pinPolicy = policies.set;
+export const unpinPolicy = policies.unset;
 
 /** The logs this server serves (`GET /logs`). */
 export async function loadLogs() {
@@ -244,11 +262,36 @@ export async function resolveReceipt(found, logs) {
  * Verifies a resolved receipt with `key` (verify.js), with a first step
  * saying what was fetched for a short link.
  */
-export function verifyResolved(resolved, key) {
+export function verifyResolved(resolved, key, policy = null) {
   const r = v.verifyReceipt(resolved.receipt, key);
+  if (policy) quorumStep(r, resolved.receipt, policy);
   if (resolved.fetched) {
     const f = resolved.fetched;
     r.steps.unshift({ step: 'fetch', ok: true, detail: '', msg: v.msg('step.fetchOk', { index: f.index, log: f.log, size: f.size }) });
+  }
+  return r;
+}
+
+/**
+ * Adds the witness-quorum step to a receipt's verification `r`: its
+ * checkpoint must meet `policy` (policy.js). Not checked when an earlier
+ * step failed.
+ */
+export function quorumStep(r, receipt, policy) {
+  if (!r.ok) {
+    r.steps.push({ step: v.STEP_QUORUM, ok: null, detail: '', msg: v.msg('v.notChecked') });
+    return r;
+  }
+  try {
+    const q = checkQuorum(receipt.checkpoint, policy);
+    const who = q.cosigned.map((c) => `${c.name} ${new Date(c.time * 1000).toISOString().replace('.000Z', 'Z')}`).join(', ');
+    const m = v.msg('p.quorumOk', { quorum: q.quorum, who });
+    r.steps.push({ step: v.STEP_QUORUM, ok: true, detail: v.format(en[m.key], m.params), msg: m, cosigned: q.cosigned });
+  } catch (e) {
+    const m = v.messageOf(e);
+    r.failed = { step: v.STEP_QUORUM, ok: false, detail: v.format(en[m.key] ?? m.key, m.params), msg: m };
+    r.steps.push(r.failed);
+    r.ok = false;
   }
   return r;
 }

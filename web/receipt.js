@@ -7,7 +7,8 @@
 import * as v from './verify.js';
 import { QR_MAX_BYTES, parseFragment, qrLink, shortLink } from './links.js';
 import { setMsg, setTime } from './i18n.js';
-import { $, data, el, fetchFailedSteps, initPage, keyFor, loadLogs, msgEl, qrSvg, renderSteps, resolveReceipt, setResult, STEP_NAMES, verifyResolved } from './common.js';
+import { $, data, el, fetchFailedSteps, initPage, keyFor, loadLogs, msgEl, pinnedPolicies, qrSvg, renderSteps, resolveReceipt, setResult, STEP_NAMES, verifyResolved } from './common.js';
+import { parsePolicy } from './policy.js';
 import { parseRecord } from './records.js';
 
 let logs = [];
@@ -113,7 +114,17 @@ async function show() {
     return;
   }
   setMsg($('receipt-key'), source === 'pinned' ? 'receipt.keyPinned' : 'receipt.keyServer', { keyId: key.keyId, name: key.name });
-  const r = verifyResolved(resolved, key);
+  // A witness policy pinned for this log (on the verify page) is required too.
+  let policy = null;
+  const pinnedPolicy = receipt && typeof receipt.log === 'string' ? pinnedPolicies()[receipt.log] : null;
+  if (pinnedPolicy) {
+    try {
+      policy = parsePolicy(pinnedPolicy);
+    } catch {
+      policy = null;
+    }
+  }
+  const r = verifyResolved(resolved, key, policy);
   renderSteps(steps, r.steps);
   // Only a receipt that verifies gets a code to print.
   if (r.ok) showQr(receipt);

@@ -49,7 +49,7 @@ export function messageOf(e) {
   return e instanceof VerifyError ? e.msg : msg('v.other', { reason: String((e && e.message) || e) });
 }
 
-function fail(key, params) {
+export function fail(key, params) {
   throw new VerifyError(key, params);
 }
 
@@ -60,6 +60,8 @@ export const STEP_LEAF_HASH = 'leaf hash';
 export const STEP_SIGNATURE = 'checkpoint signature';
 export const STEP_INCLUSION = 'inclusion proof';
 export const STEP_TLOG_PROOF = 'tlog-proof';
+/** Checked only when a witness policy is given (policy.js). */
+export const STEP_QUORUM = 'witness quorum';
 export const RECEIPT_STEPS = [STEP_PARSE, STEP_LEAF_HASH, STEP_SIGNATURE, STEP_INCLUSION, STEP_TLOG_PROOF];
 
 const MAX_TREE_SIZE = 1n << 63n;
@@ -182,6 +184,15 @@ export function verifyInclusion(leaf, index, size, proof, root) {
 
 /** Parses a note verifier key: `<name>+<8 hex key id>+<base64(0x01 || pubkey)>`. */
 export function parseVkey(vkey) {
+  return parseTypedVkey(vkey, 0x01, () => fail('v.vkeyNotEd25519'));
+}
+
+/**
+ * Parses `<name>+<8 hex key id>+<base64(type || 32-byte Ed25519 key)>` for
+ * the signature type `type` (0x01 for notes, 0x04 for cosignatures);
+ * `wrongType(raw)` throws for any other.
+ */
+export function parseTypedVkey(vkey, type, wrongType) {
   const s = vkey.trim();
   // name+keyid+base64, where the base64 itself may contain '+'.
   const i = s.indexOf('+');
@@ -191,16 +202,16 @@ export function parseVkey(vkey) {
   if (!name || /[\s+]/.test(name)) fail('v.vkeyName');
   if (!/^[0-9a-f]{8}$/.test(idHex)) fail('v.vkeyId');
   const raw = fromBase64(b64);
-  if (raw.length !== 33 || raw[0] !== 1) fail('v.vkeyNotEd25519');
+  if (raw.length !== 33 || raw[0] !== type) wrongType(raw);
   const pub = raw.slice(1);
-  const id = keyId(name, pub);
+  const id = keyId(name, pub, type);
   if (id !== idHex) fail('v.vkeyIdMismatch', { claimed: idHex, actual: id });
   return { name, keyId: id, pub, vkey: s };
 }
 
-/** C2SP signed-note key ID: first 4 bytes of SHA-256(name || 0x0A || 0x01 || pubkey), as hex. */
-export function keyId(name, pub) {
-  return toHex(sha256(concat(enc.encode(name), Uint8Array.of(0x0a, 0x01), pub)).slice(0, 4));
+/** C2SP signed-note key ID: first 4 bytes of SHA-256(name || 0x0A || type || pubkey), as hex (type 0x01: Ed25519 notes). */
+export function keyId(name, pub, type = 0x01) {
+  return toHex(sha256(concat(enc.encode(name), Uint8Array.of(0x0a, type), pub)).slice(0, 4));
 }
 
 /** Splits a signed note into its text and signature lines. */

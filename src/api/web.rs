@@ -63,6 +63,7 @@ pub const ASSETS: &[Asset] = &[
         include_str!("../../web/records.js"),
     ),
     ("/assets/scan.js", JS, include_str!("../../web/scan.js")),
+    ("/assets/policy.js", JS, include_str!("../../web/policy.js")),
     ("/assets/verify.js", JS, include_str!("../../web/verify.js")),
     (
         "/assets/vendor/noble-ed25519/index.js",

@@ -54,6 +54,12 @@ pub struct Args {
     /// Verify the receipt with the key in this file before saving it.
     #[arg(long, value_name = "FILE")]
     pub vkey_file: Option<PathBuf>,
+    /// Wait for a witnessed receipt (`?wait=witnessed`): one against a
+    /// checkpoint the log's witness quorum cosigned (a log with a witness
+    /// policy only). A 503 then means the record is stored but no witnessed
+    /// checkpoint covers it yet; the retry finds the record by its body.
+    #[arg(long)]
+    pub witnessed: bool,
     /// How many times to retry when the log pushes back (429/503).
     #[arg(long, default_value_t = 3)]
     pub retries: u32,
@@ -93,11 +99,15 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         super::receipt_print::receipt_page_for(&args.log)?;
     }
     let retries = args.retries;
+    let path = if args.witnessed {
+        "records?wait=witnessed"
+    } else {
+        "records"
+    };
     let answer = block_on(async move {
         let mut attempt = 0;
         loop {
-            let (status, retry_after, bytes) =
-                client.post_json("records", &token, body.clone()).await?;
+            let (status, retry_after, bytes) = client.post_json(path, &token, body.clone()).await?;
             let pushback = status == reqwest::StatusCode::TOO_MANY_REQUESTS
                 || status == reqwest::StatusCode::SERVICE_UNAVAILABLE;
             if pushback && attempt < retries {

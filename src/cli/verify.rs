@@ -135,8 +135,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let mut report = Report::new();
     let checkpoint = if trimmed.starts_with('{') {
         verify_receipt(&text, &verifier, &mut report).map(|(cp, note)| {
-            if let Some(p) = &policy {
-                check_policy_step(&mut report, p, &note, "the receipt's checkpoint");
+            match &policy {
+                Some(p) => check_policy_step(&mut report, p, &note, "the receipt's checkpoint"),
+                None => say_kind(&note),
             }
             cp
         })
@@ -153,8 +154,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             )
         })?;
         verify_tlog_proof(&text, &leaf, &verifier, &mut report).map(|(cp, note)| {
-            if let Some(p) = &policy {
-                check_policy_step(&mut report, p, &note, "the proof's checkpoint");
+            match &policy {
+                Some(p) => check_policy_step(&mut report, p, &note, "the proof's checkpoint"),
+                None => say_kind(&note),
             }
             cp
         })
@@ -172,6 +174,15 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(report.finish())
+}
+
+/// Without `--policy`: says which kind of receipt this is.
+fn say_kind(note: &str) {
+    if crate::engine::is_cosigned(note) {
+        println!(
+            "  · {STEP_QUORUM}: not checked (a witnessed receipt: its checkpoint carries cosignatures; give --policy FILE to require them)"
+        );
+    }
 }
 
 /// The witness-quorum step: the note must carry valid cosignatures of the

@@ -333,6 +333,30 @@ async fn federation_steps(
         !ok && out.contains("FAILED at step \"witness quorum\""),
         "a log-signed receipt under --policy: {out}"
     );
+    // `stele submit --witnessed` files a witnessed receipt.
+    let token_file = w.dir.path().join("token");
+    std::fs::write(&token_file, token)?;
+    let record = w.dir.path().join("cli-record.json");
+    std::fs::write(
+        &record,
+        format!("{{\"type\":\"{RECORD_TYPE}\",\"subject\":\"cli\"}}"),
+    )?;
+    let (ok, out) = stele_cli(&[
+        "submit",
+        "--log",
+        &log_url,
+        "--token-file",
+        &token_file.display().to_string(),
+        "--witnessed",
+        &record.display().to_string(),
+    ])?;
+    ensure!(ok, "stele submit --witnessed: {out}");
+    let filed: Receipt = serde_json::from_slice(&std::fs::read(
+        w.dir.path().join("cli-record.receipt.json"),
+    )?)?;
+    policy.verify(&filed.checkpoint).map_err(|e| {
+        anyhow::anyhow!("stele submit --witnessed filed a receipt without the quorum: {e}")
+    })?;
     let (ok, out) = stele_cli(&["monitor", &log_url, "--policy", &policy_arg, "--once"])?;
     ensure!(
         ok && out.contains("cosigned by"),

@@ -5,7 +5,7 @@
 // (jsQR for pictures, pdf.js to render PDFs).
 import assert from 'node:assert/strict';
 import { spawn, execFileSync } from 'node:child_process';
-import { mkdtempSync, mkdirSync, readFileSync, existsSync, openSync, rmSync } from 'node:fs';
+import { mkdtempSync, mkdirSync, readFileSync, existsSync, openSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -35,6 +35,26 @@ export function sleep(ms) {
   return new Promise((r) => setTimeout(r, ms));
 }
 
+/** Waits for `bin args…` (spawned with output to `logPath`) to write its address to `addrFile`. */
+export async function spawnListening(args, addrFile, logPath, env = {}) {
+  const out = openSync(logPath, 'w');
+  const proc = spawn(stele, args, { stdio: ['ignore', out, out], env: { ...process.env, STELE_LOG: 'warn', ...env } });
+  let exited = null;
+  proc.on('exit', (code) => {
+    exited = code;
+  });
+  const deadline = Date.now() + 60_000;
+  for (;;) {
+    if (existsSync(addrFile)) {
+      const a = readFileSync(addrFile, 'utf8');
+      if (a.endsWith('\n')) return { proc, addr: a.trim() };
+    }
+    if (exited !== null) throw new Error(`stele ${args[0]} exited (${exited}):\n${readFileSync(logPath, 'utf8')}`);
+    if (Date.now() > deadline) throw new Error(`stele ${args[0]} did not start within 60 s`);
+    await sleep(50);
+  }
+}
+
 /** A `stele serve` on 127.0.0.1:0 with its own data directory. */
 export async function startServer() {
   assert.ok(existsSync(stele), `stele binary not found at ${stele} (build it, or set STELE_BIN)`);
@@ -44,29 +64,7 @@ export async function startServer() {
   const data = join(work, 'data');
   const addrFile = join(work, 'addr');
   const logPath = join(work, 'serve.log');
-  const out = openSync(logPath, 'w');
-  const proc = spawn(stele, ['serve', '--listen', '127.0.0.1:0', '--addr-file', addrFile, '--data-dir', data], {
-    stdio: ['ignore', out, out],
-    env: { ...process.env, STELE_LOG: 'warn' },
-  });
-  let exited = null;
-  proc.on('exit', (code) => {
-    exited = code;
-  });
-  const deadline = Date.now() + 60_000;
-  let addr;
-  for (;;) {
-    if (existsSync(addrFile)) {
-      const a = readFileSync(addrFile, 'utf8');
-      if (a.endsWith('\n')) {
-        addr = a.trim();
-        break;
-      }
-    }
-    if (exited !== null) throw new Error(`stele serve exited (${exited}):\n${readFileSync(logPath, 'utf8')}`);
-    if (Date.now() > deadline) throw new Error('stele serve did not start within 60 s');
-    await sleep(50);
-  }
+  const { proc, addr } = await spawnListening(['serve', '--listen', '127.0.0.1:0', '--addr-file', addrFile, '--data-dir', data], addrFile, logPath);
   const base = `http://${addr}`;
   const logs = (await (await fetch(`${base}/logs`)).json()).logs;
   const demo = readFileSync(logPath, 'utf8').match(/\bdemo\.[A-Za-z0-9_-]{20,}/);
@@ -113,6 +111,75 @@ export async function startServer() {
     },
     stop() {
       proc.kill();
+      rmSync(work, { recursive: true, force: true });
+    },
+  };
+}
+
+/**
+ * A log with witnesses, made as three agencies and an operator would: three
+ * `stele witness serve` (keys from `stele witness keygen`), a 2-of-3
+ * tlog-policy naming them, and `stele serve` with that policy (its key from
+ * `stele keygen`, an agency from `stele agency add`). Records of any type.
+ */
+export async function startFederation() {
+  assert.ok(existsSync(stele), `stele binary not found at ${stele} (build it, or set STELE_BIN)`);
+  mkdirSync(artifacts, { recursive: true });
+  const work = mkdtempSync(join(tmpdir(), 'stele-web-fed-'));
+  const origin = 'web.stele.test/witnessed';
+  const keyFile = join(work, 'log.key');
+  const keygen = execFileSync(stele, ['keygen', '--origin', origin, '--out', keyFile], { encoding: 'utf8' });
+  const vkey = keygen.split(/\s+/).find((w) => w.startsWith(`${origin}+`));
+  assert.ok(vkey, `no vkey in: ${keygen}`);
+  const procs = [];
+  let policy = `log ${vkey}\n`;
+  for (let i = 0; i < 3; i++) {
+    const name = `witness.web.stele.test/agency-${i}`;
+    const wkey = join(work, `w${i}.skey`);
+    const wvkey = execFileSync(stele, ['witness', 'keygen', '--name', name, '--out', wkey], { encoding: 'utf8' }).trim();
+    const config = join(work, `w${i}.toml`);
+    writeFileSync(config, `key_file = ${JSON.stringify(wkey)}\ndatabase = ${JSON.stringify(join(work, `w${i}.db`))}\n\n[[logs]]\norigin = ${JSON.stringify(origin)}\nvkey = ${JSON.stringify(vkey)}\n`);
+    const addrFile = join(work, `w${i}.addr`);
+    const { proc, addr } = await spawnListening(['witness', 'serve', '--config', config, '--listen', '127.0.0.1:0', '--addr-file', addrFile], addrFile, join(work, `w${i}.log`));
+    procs.push(proc);
+    policy += `witness agency-${i} ${wvkey} http://${addr}\n`;
+  }
+  policy += 'group two-of-three 2 agency-0 agency-1 agency-2\nquorum two-of-three\n';
+  const policyFile = join(work, 'federation.policy');
+  writeFileSync(policyFile, policy);
+  const data = join(work, 'data');
+  const config = join(work, 'stele.toml');
+  writeFileSync(
+    config,
+    `embedded = true\n\n[[logs]]\nname = "witnessed"\norigin = ${JSON.stringify(origin)}\nkey_file = ${JSON.stringify(keyFile)}\naccept_unregistered_types = true\nwitness_policy = ${JSON.stringify(policyFile)}\nwitness_interval_ms = 200\n`,
+  );
+  const added = execFileSync(stele, ['agency', 'add', 'web', '--config', config, '--data-dir', data], { encoding: 'utf8' });
+  const token = added.split(/\s+/).find((w) => w.startsWith('web.') && w.length > 30);
+  assert.ok(token, `no token in: ${added}`);
+  const addrFile = join(work, 'serve.addr');
+  const { proc, addr } = await spawnListening(['serve', '--config', config, '--data-dir', data, '--listen', '127.0.0.1:0', '--addr-file', addrFile], addrFile, join(work, 'serve.log'));
+  procs.push(proc);
+  const base = `http://${addr}`;
+  return {
+    work,
+    base,
+    origin,
+    vkey,
+    policy,
+    token,
+    logUrl: `${base}/logs/witnessed`,
+    async submit(subject, wait) {
+      const r = await fetch(`${base}/logs/witnessed/records${wait ? '?wait=witnessed' : ''}`, {
+        method: 'POST',
+        headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' },
+        body: JSON.stringify({ type: 'health.visit', subject }),
+      });
+      const text = await r.text();
+      assert.equal(r.status, 201, `POST: ${r.status} ${text}`);
+      return { receipt: JSON.parse(text), kind: r.headers.get('stele-receipt-kind') };
+    },
+    stop() {
+      for (const p of procs) p.kill();
       rmSync(work, { recursive: true, force: true });
     },
   };

@@ -17,7 +17,7 @@ const web = join(here, '..', '..', 'web');
 const require = createRequire(import.meta.url);
 
 /** Words that stay as they are in Chinese: names of formats and programs. */
-const KEPT = new Set(['Stele', 'QR', 'JSON', 'SHA-256', '0x00', 'C2SP', 'tlog-tiles', 'tlog-proof', 'https', 'MIT', 'ID', 'land.*', 'base64', 'Ed25519', 'c2sp.org/tlog-proof@v1', 'inclusion_proof', 'index', 'UTC', '0x01']);
+const KEPT = new Set(['Stele', 'QR', 'JSON', 'SHA-256', '0x00', 'C2SP', 'tlog-tiles', 'tlog-proof', 'https', 'MIT', 'ID', 'land.*', 'base64', 'Ed25519', 'c2sp.org/tlog-proof@v1', 'inclusion_proof', 'index', 'UTC', '0x01', 'cosignature/v1']);
 
 const params = (s) => [...s.matchAll(/\{(\w+)\}/g)].map((m) => m[1]).sort();
 
@@ -65,7 +65,7 @@ function sources() {
 test('every key the pages and scripts name is in the catalogues, and every catalogue key is used', () => {
   const named = new Map();
   const note = (k, f) => named.set(k, [...(named.get(k) || []), f]);
-  const keyish = /['"`]((?:page|nav|lang|common|main|verify|scan|key|share|logs|lookup|footer|step|err|receipt|explorer|v)\.[A-Za-z][A-Za-z0-9.]*)['"`]/g;
+  const keyish = /['"`]((?:page|nav|lang|common|main|verify|scan|key|share|logs|lookup|footer|step|err|receipt|explorer|policy|p|v)\.[A-Za-z][A-Za-z0-9.]*)['"`]/g;
   for (const [f, text] of sources()) {
     if (f.endsWith('.html')) {
       for (const m of text.matchAll(/data-i18n="([^"]+)"/g)) note(m[1], f);

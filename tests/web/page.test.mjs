@@ -8,51 +8,28 @@
 // (CHROMIUM, else /usr/bin/chromium).
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn, execFileSync } from 'node:child_process';
-import { mkdtempSync, mkdirSync, readFileSync, writeFileSync, existsSync, openSync, rmSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { mkdtempSync, mkdirSync, readFileSync, writeFileSync, existsSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { dirname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { join } from 'node:path';
 import { chromium } from 'playwright-core';
 import * as ed from '../../web/vendor/noble-ed25519/index.js';
 import { sha512 } from '../../web/vendor/noble-hashes/sha2.js';
 import { keyId } from '../../web/verify.js';
+import { artifacts, chromiumPath, spawnListening, stele } from './helpers.mjs';
 
 ed.hashes.sha512 = sha512;
 
-const here = dirname(fileURLToPath(import.meta.url));
-const repo = join(here, '..', '..');
-const artifacts = join(repo, 'tests', 'artifacts');
-const stele = process.env.STELE_BIN || join(process.env.CARGO_TARGET_DIR || join(repo, 'target'), 'debug', 'stele');
-const chromiumPath = process.env.CHROMIUM || '/usr/bin/chromium';
 
 let work, server, base, logUrl, vkey, origin, receipt, context, page;
-
-function sleep(ms) {
-  return new Promise((r) => setTimeout(r, ms));
-}
 
 async function startServer() {
   const data = join(work, 'data');
   const addrFile = join(work, 'addr');
-  const log = openSync(join(work, 'serve.log'), 'w');
-  server = spawn(stele, ['serve', '--listen', '127.0.0.1:0', '--addr-file', addrFile, '--data-dir', data], {
-    stdio: ['ignore', log, log],
-  });
-  let exited = null;
-  server.on('exit', (code) => {
-    exited = code;
-  });
-  const deadline = Date.now() + 60_000;
-  for (;;) {
-    if (existsSync(addrFile)) {
-      const a = readFileSync(addrFile, 'utf8');
-      if (a.endsWith('\n')) return { addr: a.trim(), data };
-    }
-    if (exited !== null) throw new Error(`stele serve exited (${exited}):\n${readFileSync(join(work, 'serve.log'), 'utf8')}`);
-    if (Date.now() > deadline) throw new Error('stele serve did not start within 60 s');
-    await sleep(50);
-  }
+  // Logs at info: the first start's banner (the demo token) is read below.
+  const started = await spawnListening(['serve', '--listen', '127.0.0.1:0', '--addr-file', addrFile, '--data-dir', data], addrFile, join(work, 'serve.log'), { STELE_LOG: 'info' });
+  server = started.proc;
+  return { addr: started.addr, data };
 }
 
 before(async () => {
