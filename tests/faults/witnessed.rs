@@ -10,9 +10,10 @@
 //!   0; both back (same addresses) → publication resumes, each witness
 //!   cosigning from the size it left off at (its monitoring read shows the
 //!   new size).
-//! - `rollback_and_fork`: the database restored to an older dump (the
-//!   high-water mark gone with the old machine) is refused because the
-//!   witnesses already cosigned a larger tree; an empty database grown to
+//! - `rollback_and_fork`: the database restored to an older dump, and an
+//!   empty database (the high-water mark gone with the old machine, both
+//!   times), are refused because the witnesses already cosigned a larger
+//!   tree; an empty database grown to
 //!   a different tree of the witnessed size while the witnesses were away
 //!   is refused by every witness (`409`) once they are back, never
 //!   published, and the log stops writing.
@@ -527,6 +528,20 @@ pub async fn rollback_and_fork(backend: Backend) -> Result<()> {
     .await;
     restored.terminate(STOP).await?;
     result.with_context(|| format!("restored:\n{}", restored.output()))?;
+
+    // An empty database (the wrong one, or a lost one) with the used key
+    // and no mark: its size-0 checkpoint is behind the witnesses too.
+    wipe(&store)?;
+    remove(&mark)?;
+    let mut empty = deployment.spawn("empty").await?;
+    let result = refuses(
+        &empty,
+        None,
+        "the database is behind what the witnesses saw",
+    )
+    .await;
+    empty.terminate(STOP).await?;
+    result.with_context(|| format!("empty:\n{}", empty.output()))?;
 
     // A fork: an empty database and no mark, grown while the witnesses
     // were away to a different tree of the witnessed size.
