@@ -125,8 +125,15 @@ pub async fn submit_bulk(
     State(state): State<AppState>,
     PathParams(log): PathParams<String>,
     Bearer(agency): Bearer,
+    query: QueryPairs,
     JsonBytes(body, _held): JsonBytes,
 ) -> Result<Response, Problem> {
+    if let Some((name, _)) = query.0.first() {
+        return Err(Problem::invalid(
+            name.clone(),
+            "POST records/bulk takes no query parameters (`wait=witnessed` is for single records: fetch each record's witnessed receipt at GET /logs/{log}/entries/{index}/receipt)",
+        ));
+    }
     let limits = &state.limits;
     let records = parse_bulk(&body, limits.max_bulk_records, limits.max_body_bytes)?;
     let submitted = state.engine.submit_bulk(&log, &agency, records).await?;

@@ -156,7 +156,10 @@ impl Engine {
                         break (p.size, p.note.clone());
                     }
                     let waited = match deadline {
-                        Some(d) => tokio::time::timeout_at(d, rx.changed()).await,
+                        Some(d) => {
+                            f.hurry();
+                            tokio::time::timeout_at(d, rx.changed()).await
+                        }
                         None => Ok(Ok(())),
                     };
                     if deadline.is_none() || !matches!(waited, Ok(Ok(()))) {

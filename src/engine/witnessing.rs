@@ -54,6 +54,10 @@ use crate::metrics::WitnessLabels;
 /// costs one more ask).
 const MAX_ASKS: usize = 3;
 
+/// While a client waits for a witnessed receipt, rounds come this often
+/// (or at the interval, if that is shorter) instead of once per interval.
+const HURRIED_SPACING: Duration = Duration::from_millis(100);
+
 /// A log's witness policy and how it is applied.
 #[derive(Clone, Debug)]
 pub struct WitnessConfig {
@@ -148,6 +152,8 @@ pub(crate) struct Federation {
     /// A witness showed that this log's tree is not an extension of what it
     /// cosigned: never write again in this process.
     alarm: RwLock<Option<String>>,
+    /// A client waits for a witnessed receipt: the next round comes sooner.
+    wake: tokio::sync::Notify,
 }
 
 impl Federation {
@@ -169,6 +175,7 @@ impl Federation {
             published: watch::channel(None).0,
             failure: RwLock::new(None),
             alarm: RwLock::new(None),
+            wake: tokio::sync::Notify::new(),
         })
     }
 
@@ -178,6 +185,12 @@ impl Federation {
 
     pub fn subscribe(&self) -> watch::Receiver<Option<Arc<Published>>> {
         self.published.subscribe()
+    }
+
+    /// Asks for the next round sooner than the interval (`HURRIED_SPACING`
+    /// after the last one): a client waits for a witnessed receipt.
+    pub fn hurry(&self) {
+        self.wake.notify_one();
     }
 
     pub fn failure(&self) -> Option<String> {
@@ -524,9 +537,11 @@ async fn read_limited(mut resp: reqwest::Response) -> Result<Vec<u8>, String> {
     Ok(out)
 }
 
-/// Runs rounds for `log` every interval until `stop`: on the writer a
-/// round; on any other process, the stored witnessed checkpoint is read
-/// back (so followers publish what the writer's witnesses cosigned).
+/// Runs rounds for `log` every interval (sooner while clients wait for
+/// witnessed receipts, at most every `HURRIED_SPACING`) until `stop`: on
+/// the writer a round; on any other process, the stored witnessed
+/// checkpoint is read back (so followers publish what the writer's
+/// witnesses cosigned).
 pub(crate) async fn run(
     fed: Arc<Federation>,
     log: Arc<Log>,
@@ -534,9 +549,17 @@ pub(crate) async fn run(
     mut stop: watch::Receiver<bool>,
 ) {
     fed.load(&log, &ctx).await;
+    let spacing = HURRIED_SPACING.min(fed.config.interval);
     loop {
+        let last = tokio::time::Instant::now();
         tokio::select! {
             _ = tokio::time::sleep(fed.config.interval) => {}
+            _ = fed.wake.notified() => {
+                tokio::select! {
+                    _ = tokio::time::sleep_until(last + spacing) => {}
+                    _ = stop.changed() => return,
+                }
+            }
             _ = stop.changed() => return,
         }
         if *stop.borrow() {

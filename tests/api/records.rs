@@ -17,6 +17,7 @@ pub const TESTS: &[(&str, TestFn<Ctx>)] = stele_testkit::tests![Ctx:
     wrong_record_type_is_403,
     bulk_submits_all_or_nothing,
     json_with_charset_is_accepted,
+    witness_endpoints_without_a_policy,
 ];
 
 async fn submit_returns_a_verifiable_receipt(ctx: Ctx) -> TestResult {
@@ -193,5 +194,77 @@ async fn json_with_charset_is_accepted(ctx: Ctx) -> TestResult {
         )?;
     }
     ensure_eq!(ctx.check().await?, 2);
+    Ok(())
+}
+
+/// A log without a witness policy: `?wait=witnessed` is refused (nothing
+/// appended), unknown query parameters too, the receipt endpoint answers
+/// log-signed receipts, and there is no policy to fetch.
+async fn witness_endpoints_without_a_policy(ctx: Ctx) -> TestResult {
+    let body = serde_json::to_vec(&json!({"type": "land.transfer", "subject": "w"}))?;
+    for (query, field) in [
+        ("?wait=witnessed", "wait"),
+        ("?wait=soon", "wait"),
+        ("?hurry=1", "hurry"),
+    ] {
+        let r = ctx
+            .request(
+                Method::POST,
+                &ctx.log(&format!("/records{query}")),
+                Some(&ctx.app.token),
+                Some("application/json"),
+                Some(body.clone()),
+            )
+            .await?;
+        check_problem(
+            &r,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid-field",
+            Some(field),
+        )?;
+    }
+    let bulk = serde_json::to_vec(&json!({"records": [{"type": "land.transfer"}]}))?;
+    let r = ctx
+        .request(
+            Method::POST,
+            &ctx.log("/records/bulk?wait=witnessed"),
+            Some(&ctx.app.token),
+            Some("application/json"),
+            Some(bulk),
+        )
+        .await?;
+    check_problem(
+        &r,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "invalid-field",
+        Some("wait"),
+    )?;
+    ensure_eq!(ctx.check().await?, 0);
+
+    // `?wait=integrated` is the default, spelled out.
+    let r = ctx
+        .request(
+            Method::POST,
+            &ctx.log("/records?wait=integrated"),
+            Some(&ctx.app.token),
+            Some("application/json"),
+            Some(body),
+        )
+        .await?;
+    ensure_eq!(r.header("stele-receipt-kind".parse()?), "log-signed");
+    let submitted = ctx.receipt(&r, StatusCode::CREATED).await?;
+    let r = ctx
+        .get(&ctx.log(&format!("/entries/{}/receipt", submitted.index)))
+        .await?;
+    ensure_eq!(r.status, StatusCode::OK, "{}", r.text());
+    ensure_eq!(r.header("stele-receipt-kind".parse()?), "log-signed");
+    let fetched = ctx.receipt(&r, StatusCode::OK).await?;
+    ensure_eq!(fetched.leaf, submitted.leaf);
+    ensure_eq!(fetched.index, submitted.index);
+    let r = ctx.get(&ctx.log("/entries/1/receipt")).await?;
+    check_problem(&r, StatusCode::NOT_FOUND, "not-found", None)?;
+    let r = ctx.get(&ctx.log("/witness-policy")).await?;
+    check_problem(&r, StatusCode::NOT_FOUND, "not-found", None)?;
+    ensure_eq!(ctx.check().await?, 1);
     Ok(())
 }
