@@ -116,15 +116,17 @@ function quorumName(policy) {
   return 'witness' in policy.quorum ? policy.witnesses[policy.quorum.witness].name : policy.groups[policy.quorum.group].name;
 }
 
+const policyOrigin = (policy) => (policy.logs.length ? policy.logs[0].name : '');
+
 const policyField = pinnableField({
   box: 'policy',
   info: 'policy-info',
   parse: (text) => parsePolicy(text.endsWith('\n') ? text : `${text}\n`),
-  originOf: (policy) => (policy.logs.length ? policy.logs[0].name : ''),
+  originOf: policyOrigin,
   valueOf: (policy) => policy.text,
   pins: { all: pinnedPolicies, set: pinPolicy, unset: unpinPolicy },
   msgs: { unusable: 'policy.unusable', none: 'policy.none', info: 'policy.info', pinned: 'policy.statePinned', differs: 'policy.stateDiffers', notPinned: 'policy.stateNotPinned', cannotPin: 'policy.unusable' },
-  describe: (policy) => ({ origin: policy.logs.length ? policy.logs[0].name : '', witnesses: policy.witnesses.length, quorum: quorumName(policy) }),
+  describe: (policy) => ({ origin: policyOrigin(policy), witnesses: policy.witnesses.length, quorum: quorumName(policy) }),
 });
 
 const currentKey = keyField.current;
@@ -545,18 +547,23 @@ async function lookup(ev) {
 
 // ---------- wiring
 
+/** The log of the receipt in the box (by its origin), else this server's first log. */
+async function receiptLog() {
+  if (!logs.length) await refreshLogs().catch(() => []);
+  let origin = null;
+  try {
+    origin = JSON.parse(receiptText()).log;
+  } catch {
+    origin = null;
+  }
+  return logs.find((l) => l.origin === origin) || logs[0];
+}
+
 function init() {
   initPage();
   keyField.wire('pin-key', 'unpin-key');
   $('server-key').addEventListener('click', async () => {
-    if (!logs.length) await refreshLogs().catch(() => []);
-    let origin = null;
-    try {
-      origin = JSON.parse(receiptText()).log;
-    } catch {
-      origin = null;
-    }
-    const log = logs.find((l) => l.origin === origin) || logs[0];
+    const log = await receiptLog();
     if (log) {
       $('vkey').value = log.vkey;
       updateKeyInfo();
@@ -564,14 +571,7 @@ function init() {
   });
   policyField.wire('pin-policy', 'unpin-policy');
   $('server-policy').addEventListener('click', async () => {
-    if (!logs.length) await refreshLogs().catch(() => []);
-    let origin = null;
-    try {
-      origin = JSON.parse(receiptText()).log;
-    } catch {
-      origin = null;
-    }
-    const log = logs.find((l) => l.origin === origin) || logs[0];
+    const log = await receiptLog();
     if (!log) return;
     try {
       $('policy').value = await fetchText(`/logs/${encodeURIComponent(log.name)}/witness-policy`);

@@ -64,20 +64,24 @@ pub async fn checkpoint(
     PathParams(log): PathParams<String>,
 ) -> Result<Response, Problem> {
     let note = state.engine.checkpoint(&log).await?;
-    Ok((
-        [
-            (
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("text/plain; charset=utf-8"),
-            ),
-            (
-                header::CACHE_CONTROL,
-                HeaderValue::from_static(CACHE_CHECKPOINT),
-            ),
-        ],
-        note,
+    Ok(plain_text(note, Some(CACHE_CHECKPOINT)))
+}
+
+/// A `text/plain; charset=utf-8` answer, with `Cache-Control` if given.
+fn plain_text(body: String, cache: Option<&'static str>) -> Response {
+    let mut resp = (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; charset=utf-8"),
+        )],
+        body,
     )
-        .into_response())
+        .into_response();
+    if let Some(c) = cache {
+        resp.headers_mut()
+            .insert(header::CACHE_CONTROL, HeaderValue::from_static(c));
+    }
+    resp
 }
 
 /// A C2SP tlog-tiles hash tile or entry bundle.
@@ -196,15 +200,7 @@ pub async fn witness_policy(
     State(state): State<AppState>,
     PathParams(log): PathParams<String>,
 ) -> Result<Response, Problem> {
-    let text = state.engine.witness_policy(&log)?;
-    Ok((
-        [(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("text/plain; charset=utf-8"),
-        )],
-        text,
-    )
-        .into_response())
+    Ok(plain_text(state.engine.witness_policy(&log)?, None))
 }
 
 /// Look an entry up by its leaf hash.

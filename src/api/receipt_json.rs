@@ -127,6 +127,7 @@ mod tests {
                 .collect(),
             checkpoint: checkpoint.clone(),
             created: true,
+            witnessed: false,
         }
     }
 

@@ -88,7 +88,7 @@ pub async fn submit(
 /// A receipt with the header saying its kind.
 pub(super) fn receipt_response(status: StatusCode, r: &crate::engine::Integrated) -> Response {
     let mut resp = json_response(status, receipt_json::receipt(r));
-    let kind = if crate::engine::is_cosigned(&r.checkpoint) {
+    let kind = if r.witnessed {
         "witnessed"
     } else {
         "log-signed"

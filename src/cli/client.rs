@@ -51,34 +51,47 @@ pub fn load_verifier(vkey: Option<&str>, vkey_file: Option<&Path>) -> anyhow::Re
     Verifier::from_vkey(text).map_err(|e| anyhow!("verifier key {text:?}: {e}"))
 }
 
-/// Reads a C2SP tlog-policy file (`--policy`).
-pub fn load_policy(path: &Path) -> anyhow::Result<stele_core::policy::Policy> {
-    let text = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-    stele_core::policy::Policy::parse(&text).map_err(|e| {
-        anyhow!(
-            "witness policy {} line {}: {}",
-            path.display(),
-            e.line,
-            e.message
-        )
-    })
-}
-
-/// The log key from `--vkey`/`--vkey-file`, or else from the policy's one
-/// `log` line.
+/// The log key and the witness policy of a verifier (`--vkey`/`--vkey-file`,
+/// `--policy FILE`): without a key, the key is the policy's one `log`
+/// line; with both, the policy must name the key.
 pub fn load_log_key(
     vkey: Option<&str>,
     vkey_file: Option<&Path>,
-    policy: Option<&stele_core::policy::Policy>,
-) -> anyhow::Result<Verifier> {
-    match (vkey, vkey_file, policy) {
+    policy_file: Option<&Path>,
+) -> anyhow::Result<(Verifier, Option<stele_core::policy::Policy>)> {
+    let policy = match policy_file {
+        Some(path) => {
+            let text =
+                std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+            Some(stele_core::policy::Policy::parse(&text).map_err(|e| {
+                anyhow!(
+                    "witness policy {} line {}: {}",
+                    path.display(),
+                    e.line,
+                    e.message
+                )
+            })?)
+        }
+        None => None,
+    };
+    let verifier = match (vkey, vkey_file, &policy) {
         (None, None, Some(p)) => match p.logs() {
-            [one] => Ok(one.verifier.clone()),
+            [one] => one.verifier.clone(),
             [] => bail!("the witness policy has no `log` line: give the log's key with --vkey"),
             _ => bail!("the witness policy names several logs: choose one with --vkey"),
         },
-        _ => load_verifier(vkey, vkey_file),
+        _ => load_verifier(vkey, vkey_file)?,
+    };
+    if let Some(p) = &policy {
+        anyhow::ensure!(
+            p.logs()
+                .iter()
+                .any(|l| l.verifier.vkey() == verifier.vkey()),
+            "the witness policy does not name the log key {}",
+            describe_key(&verifier)
+        );
     }
+    Ok((verifier, policy))
 }
 
 /// Checks a checkpoint note under a witness policy: `Ok` names the

@@ -22,9 +22,7 @@ use stele_core::note::{open_checkpoint, Verifier};
 use stele_core::Hash;
 
 use super::audit::{audit, Alarm, AuditState, Rules};
-use super::client::{
-    block_on, check_quorum, describe_key, load_log_key, load_policy, LogClient, TlsArgs,
-};
+use super::client::{block_on, check_quorum, describe_key, load_log_key, LogClient, TlsArgs};
 use crate::files::write_atomic;
 
 /// Command-line arguments of `stele monitor`.
@@ -117,11 +115,10 @@ enum Poll {
 
 /// Runs the command; the exit code is the process's.
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let policy = args.policy.as_deref().map(load_policy).transpose()?;
-    let verifier = load_log_key(
+    let (verifier, policy) = load_log_key(
         args.vkey.as_deref(),
         args.vkey_file.as_deref(),
-        policy.as_ref(),
+        args.policy.as_deref(),
     )?;
     let client = LogClient::with_tls(&args.url, &args.tls)?;
     let mut state = match &args.state {

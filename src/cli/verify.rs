@@ -18,9 +18,7 @@ use stele_core::receipt::{Receipt, Step};
 use stele_core::tlog_proof::TlogProof;
 use stele_core::{leaf_hash, Hash};
 
-use super::client::{
-    block_on, check_quorum, describe_key, load_log_key, load_policy, LogClient, TlsArgs,
-};
+use super::client::{block_on, check_quorum, describe_key, load_log_key, LogClient, TlsArgs};
 use stele_core::policy::Policy;
 
 /// Command-line arguments of `stele verify`.
@@ -113,21 +111,11 @@ impl Report {
 
 /// Runs the command; the exit code is the process's.
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let policy = args.policy.as_deref().map(load_policy).transpose()?;
-    let verifier = load_log_key(
+    let (verifier, policy) = load_log_key(
         args.vkey.as_deref(),
         args.vkey_file.as_deref(),
-        policy.as_ref(),
+        args.policy.as_deref(),
     )?;
-    if let Some(p) = &policy {
-        anyhow::ensure!(
-            p.logs()
-                .iter()
-                .any(|l| l.verifier.vkey() == verifier.vkey()),
-            "the witness policy does not name the log key {}",
-            describe_key(&verifier)
-        );
-    }
     let input = read_input(&args.receipt)?;
     let text = String::from_utf8(input).context("the receipt is not UTF-8")?;
     let trimmed = text.trim_start();
@@ -178,7 +166,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
 
 /// Without `--policy`: says which kind of receipt this is.
 fn say_kind(note: &str) {
-    if crate::engine::is_cosigned(note) {
+    if stele_core::cosignature::has_cosignature_lines(note) {
         println!(
             "  · {STEP_QUORUM}: not checked (a witnessed receipt: its checkpoint carries cosignatures; give --policy FILE to require them)"
         );
@@ -190,7 +178,7 @@ fn say_kind(note: &str) {
 fn check_policy_step(report: &mut Report, policy: &Policy, note: &str, what: &str) {
     match check_quorum(policy, note) {
         Ok(who) => report.ok(STEP_QUORUM, format!("{what} is {who}; the quorum is met")),
-        Err(why) if !crate::engine::is_cosigned(note) => report.fail(
+        Err(why) if !stele_core::cosignature::has_cosignature_lines(note) => report.fail(
             STEP_QUORUM,
             format!("{what} is signed by the log only (a log-signed receipt; fetch the witnessed one at GET /logs/<log>/entries/<index>/receipt): {why}"),
         ),

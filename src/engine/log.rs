@@ -94,6 +94,9 @@ pub struct Integrated {
     /// false when the same agency had already submitted the same body
     /// (stored earlier, or repeated within the batch).
     pub created: bool,
+    /// `checkpoint` is one the log's witness quorum cosigned (a witnessed
+    /// receipt); false for the log-signed checkpoint of a batch.
+    pub witnessed: bool,
 }
 
 impl Integrated {

@@ -46,7 +46,7 @@ pub use log::Integrated;
 pub use quota::{QuotaConfig, Rate};
 pub use read::{ConsistencyProof, EntryView, InclusionProof, Locator, LogInfo, TileData};
 pub use sequencer::mark_file_for;
-pub use witnessing::{is_cosigned, Published, WitnessConfig};
+pub use witnessing::{Published, WitnessConfig};
 
 /// Longest `ready()` waits for the database to answer a ping.
 const READY_PING_TIMEOUT: Duration = Duration::from_secs(1);

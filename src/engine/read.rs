@@ -186,6 +186,7 @@ impl Engine {
             proof,
             checkpoint: note,
             created: false,
+            witnessed: log.witnesses.is_some(),
         })
     }
 

@@ -217,6 +217,11 @@ impl Federation {
     /// for this log, and is larger than what is published. For a stored
     /// witnessed checkpoint read back (at start, or by a follower).
     pub fn adopt(&self, log: &Log, ctx: &Ctx, size: u64, note: &str) -> Result<bool, String> {
+        // Followers read the stored one back every interval: only a larger
+        // one is worth checking.
+        if self.published().is_some_and(|p| p.size >= size) {
+            return Ok(false);
+        }
         let w = self
             .config
             .policy
@@ -227,9 +232,6 @@ impl Federation {
                 "the stored witnessed checkpoint is for {} at size {}, stored as size {size}",
                 w.checkpoint.origin, w.checkpoint.size
             ));
-        }
-        if self.published().is_some_and(|p| p.size >= size) {
-            return Ok(false);
         }
         self.publish(log, ctx, size, note);
         Ok(true)
@@ -571,14 +573,4 @@ pub(crate) async fn run(
             fed.load(&log, &ctx).await;
         }
     }
-}
-
-/// Whether `note` carries a `cosignature/v1` line (a witnessed
-/// checkpoint), for saying which kind a receipt is. Not a verification.
-pub fn is_cosigned(note_text: &str) -> bool {
-    note_text.rfind("\n\n").is_some_and(|at| {
-        note_text[at + 2..]
-            .lines()
-            .any(|l| stele_core::cosignature::parse_line_unverified(l).is_ok())
-    })
 }

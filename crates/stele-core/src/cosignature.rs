@@ -372,6 +372,17 @@ pub fn parse_line_unverified(line: &str) -> Result<(String, u32, u64), NoteError
     Ok((sig.name().to_owned(), sig.id(), timestamp))
 }
 
+/// Whether `note` carries a line shaped like a `cosignature/v1` signature
+/// (a witnessed checkpoint), for saying which kind a receipt is. Nothing is
+/// verified: only [`verify_cosignatures`] (or a policy) says whose it is.
+pub fn has_cosignature_lines(note: &str) -> bool {
+    note.rfind("\n\n").is_some_and(|at| {
+        note[at + 2..]
+            .lines()
+            .any(|l| parse_line_unverified(l).is_ok())
+    })
+}
+
 /// Verifies the cosignatures on a checkpoint note against `witnesses` and
 /// returns each valid one (at most one per key), in note order.
 ///

@@ -273,3 +273,15 @@ fn add_signature_lines_replaces_a_keys_line_and_checks_form() {
     }
     assert!(add_signature_lines("not a note", [new.as_str()]).is_err());
 }
+
+#[test]
+fn has_cosignature_lines_tells_a_witnessed_note_from_a_log_signed_one() {
+    let (log, _) = Signer::generate("example.com/log").unwrap();
+    let (w, _) = Cosigner::generate("witness.example/w1").unwrap();
+    let note = log_note(&log, 3, &[]);
+    assert!(!cosignature::has_cosignature_lines(&note));
+    let line = w.cosign(text_of(&note), 1_700_000_000).unwrap();
+    let cosigned = add_signature_lines(&note, [line.as_str()]).unwrap();
+    assert!(cosignature::has_cosignature_lines(&cosigned));
+    assert!(!cosignature::has_cosignature_lines("not a note"));
+}

@@ -103,6 +103,7 @@ impl Reply {
                         proof: proofs[&index].clone(),
                         checkpoint: checkpoint.clone(),
                         created,
+                        witnessed: false,
                     }
                 })
                 .collect();
