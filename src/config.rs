@@ -81,6 +81,12 @@ pub struct Config {
     pub http: HttpSettings,
     /// Per-agency quotas.
     pub quotas: QuotaSettings,
+    /// The payload store's key-encryption key (a file written by `stele
+    /// vault keygen`), which seals the content of private records. Embedded
+    /// mode defaults to `<data_dir>/keys/payload.key`, generated if
+    /// missing; otherwise unset means no private records on this server.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub payload_key_file: Option<PathBuf>,
     /// The configuration file this was read from (not a setting).
     #[serde(skip)]
     pub source_file: Option<PathBuf>,
@@ -307,6 +313,7 @@ impl Default for Config {
             db: DbSettings::default(),
             http: HttpSettings::default(),
             quotas: QuotaSettings::default(),
+            payload_key_file: None,
             source_file: None,
         }
     }
@@ -457,6 +464,13 @@ impl Config {
         if l.max_body_bytes < 1024 {
             bail!("invalid configuration: limits.max_body_bytes must be at least 1024");
         }
+        if l.max_document_bytes > crate::records::MAX_DOCUMENT_BYTES {
+            bail!(
+                "limits.max_document_bytes is {}; at most {} is allowed",
+                l.max_document_bytes,
+                crate::records::MAX_DOCUMENT_BYTES
+            );
+        }
         if l.max_bulk_records == 0 || l.max_bulk_records > MAX_BULK_RECORDS {
             bail!("invalid configuration: limits.max_bulk_records must be between 1 and {MAX_BULK_RECORDS}");
         }
@@ -589,7 +603,19 @@ impl Config {
             token_cache_ttl: Duration::from_millis(self.token_cache_ttl_ms),
             retry_after: Duration::from_secs(self.sequencer.retry_after_s),
             quotas: self.quotas.quota_config(),
+            // Loaded from its file by `stele serve` (`cli::serve::load_vault`).
+            vault: None,
+            max_document_bytes: self.limits.max_document_bytes,
         }
+    }
+
+    /// The payload key file: configured, or in embedded mode
+    /// `<data_dir>/keys/payload.key`; None: no private records.
+    pub fn payload_key_path(&self) -> Option<PathBuf> {
+        self.payload_key_file.clone().or_else(|| {
+            self.uses_sqlite()
+                .then(|| self.data_dir.join("keys").join("payload.key"))
+        })
     }
 
     /// Where the data lives, safe to log (password redacted).

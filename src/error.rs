@@ -37,6 +37,10 @@ pub enum LogError {
     /// every violation found, with its JSON Pointer into the request body.
     #[error("{}", describe_violations(.0))]
     Violations(Arc<Vec<crate::registry::Violation>>),
+    /// 410: a private record's content was erased; `tombstone` is the
+    /// index of the erasure entry.
+    #[error("{detail}")]
+    Erased { detail: String, tombstone: u64 },
     /// 409: the request conflicts with the log's state (a registry version
     /// that exists already, or that skips one).
     #[error("{0}")]

@@ -15,5 +15,6 @@ pub mod names;
 pub mod records;
 pub mod registry;
 pub mod storage;
+pub mod vault;
 pub mod wire;
 pub mod witness;

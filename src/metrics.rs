@@ -52,6 +52,9 @@ pub struct Metrics {
     /// 1 while the last witnessing round reached the quorum, 0 while it did not.
     pub witness_quorum: Family<LogLabel, Gauge>,
     pub witness_requests: Family<WitnessLabels, Counter>,
+    /// Reads of private content, by outcome (`released`, `refused`,
+    /// `erased`, `corrupt`).
+    pub content_reads: Family<SubmissionLabels, Counter>,
     pub connections_open: Gauge,
     pub connections_refused: Counter,
 }
@@ -125,6 +128,12 @@ impl Metrics {
             "add-checkpoint requests to each witness, by outcome",
             witness_requests.clone(),
         );
+        let content_reads = Family::<SubmissionLabels, Counter>::default();
+        registry.register(
+            "content_reads",
+            "reads of private records' content: released (after its access entry), refused (no read grant), erased, corrupt (the payload does not match its commitment)",
+            content_reads.clone(),
+        );
         let connections_open = Gauge::default();
         registry.register(
             "connections_open",
@@ -151,7 +160,18 @@ impl Metrics {
             witnessed_tree_size,
             witness_quorum,
             witness_requests,
+            content_reads,
         }
+    }
+
+    /// Counts one read of private content of `log` with `outcome`.
+    pub fn content_read(&self, log: &str, outcome: &str) {
+        self.content_reads
+            .get_or_create(&SubmissionLabels {
+                log: log.to_string(),
+                outcome: outcome.to_string(),
+            })
+            .inc();
     }
 
     /// Counts `n` submissions to `log` with `outcome` (`created`,

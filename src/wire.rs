@@ -115,6 +115,35 @@ pub struct RecordRequest {
     #[schema(value_type = Attributes, required = false)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub attributes: Option<Value>,
+    /// Private types only: a binary document, standard base64, at most
+    /// `limits.max_document_bytes` decoded (default 48 KiB). A record of a
+    /// private type keeps its subject, content hash, attributes and
+    /// document out of the public leaf, which carries a commitment to them
+    /// instead (see `docs/private.md`).
+    #[schema(format = Byte, required = false)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub document: Option<String>,
+}
+
+/// The answer to `GET /logs/{log}/records/{index}/content`: a private
+/// record's content, released after its access entry was integrated.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct Content {
+    pub index: u64,
+    /// The record's content as committed: `{attributes?, content_hash?,
+    /// document?, subject?}` (`document` in standard base64). Its RFC 8785
+    /// form is the `content` of the commitment.
+    #[schema(value_type = Object)]
+    pub content: Value,
+    /// The record's salt, standard base64 (32 bytes).
+    pub salt: String,
+    /// The commitment the record's leaf carries:
+    /// `sha256:` hex of SHA-256("stele/commitment/v1" 0x00 salt content).
+    pub commitment: String,
+    /// The record's receipt, in the tree of the access entry's checkpoint.
+    pub receipt: Receipt,
+    /// The receipt of the `stele.access` entry this read appended.
+    pub access: Receipt,
 }
 
 fn subject_schema() -> utoipa::openapi::schema::Object {
@@ -277,6 +306,10 @@ pub struct Problem {
     /// of every failing record).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub errors: Option<Vec<Violation>>,
+    /// For `erased`: the index of the erasure entry (`stele.erasure`) that
+    /// destroyed the record's content.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tombstone: Option<u64>,
 }
 
 /// One way a record breaks its type's rules.

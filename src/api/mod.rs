@@ -31,6 +31,7 @@ use utoipa::{Modify, OpenApi};
 use crate::engine::Engine;
 use crate::metrics::{HttpLabels, Metrics};
 
+mod content;
 pub mod extract;
 pub mod limits;
 pub mod ops;
@@ -53,6 +54,10 @@ use problem::Problem;
 pub struct Limits {
     /// Largest body of `POST /logs/{log}/records`, in bytes (`413` above).
     pub max_body_bytes: usize,
+    /// Largest `document` of a private record, in bytes (decoded; at most
+    /// 1 MiB). The body limit of `POST /logs/{log}/records` grows to fit
+    /// it. Default 49152.
+    pub max_document_bytes: usize,
     /// Most records in one `POST /logs/{log}/records/bulk` (at most 1000).
     pub max_bulk_records: usize,
     /// Largest body of a bulk request, in bytes.
@@ -78,10 +83,20 @@ pub struct Limits {
     pub reads_per_address_per_s: u32,
 }
 
+impl Limits {
+    /// The body limit of a single record: `max_body_bytes`, or more where
+    /// a private record's document (base64) needs it.
+    pub fn record_body_bytes(&self) -> usize {
+        self.max_body_bytes
+            .max(self.max_document_bytes.div_ceil(3) * 4 + 16 * 1024)
+    }
+}
+
 impl Default for Limits {
     fn default() -> Self {
         Limits {
             max_body_bytes: 65_536,
+            max_document_bytes: 48 * 1024,
             max_bulk_records: crate::records::MAX_BULK_RECORDS,
             max_bulk_body_bytes: 16 << 20,
             body_timeout_ms: 10_000,
@@ -157,6 +172,8 @@ impl AppState {
         read::consistency,
         records::submit,
         records::submit_bulk,
+        content::read,
+        content::erase,
         types::apply,
         types::list,
         types::show,
@@ -169,7 +186,7 @@ impl AppState {
     modifiers(&BearerAuth),
     tags(
         (name = "logs", description = "The logs of this deployment"),
-        (name = "records", description = "Agencies submit records (bearer token)"),
+        (name = "records", description = "Agencies submit records, and read and erase private records' content (bearer token)"),
         (name = "types", description = "The record-type registry: every change is an entry of the log"),
         (name = "entries", description = "Entries by index or leaf hash"),
         (name = "proofs", description = "Inclusion and consistency proofs"),
@@ -197,11 +214,15 @@ pub fn router(state: AppState) -> Router {
     let writes = Router::new()
         .route(
             "/logs/{log}/records",
-            post(records::submit).layer(DefaultBodyLimit::max(limits.max_body_bytes)),
+            post(records::submit).layer(DefaultBodyLimit::max(limits.record_body_bytes())),
         )
         .route(
             "/logs/{log}/records/bulk",
             post(records::submit_bulk).layer(DefaultBodyLimit::max(limits.max_bulk_body_bytes)),
+        )
+        .route(
+            "/logs/{log}/records/{index}/content",
+            get(content::read).delete(content::erase),
         )
         .route(
             "/logs/{log}/types",

@@ -66,6 +66,7 @@ pub struct Problem {
     violations: Option<std::sync::Arc<Vec<crate::registry::Violation>>>,
     retry_after: Option<Duration>,
     www_authenticate: bool,
+    tombstone: Option<u64>,
 }
 
 impl Problem {
@@ -78,6 +79,7 @@ impl Problem {
             violations: None,
             retry_after: None,
             www_authenticate: false,
+            tombstone: None,
         }
     }
 
@@ -143,6 +145,13 @@ impl Problem {
     /// 409: conflicts with the log's state.
     pub fn conflict(detail: impl Into<String>) -> Self {
         Self::new(StatusCode::CONFLICT, "conflict", detail)
+    }
+
+    /// 410: the content was erased by the erasure entry `tombstone`.
+    pub fn erased(detail: impl Into<String>, tombstone: u64) -> Self {
+        let mut p = Self::new(StatusCode::GONE, "erased", detail);
+        p.tombstone = Some(tombstone);
+        p
     }
 
     /// 408: the client did not finish its request in time.
@@ -216,6 +225,7 @@ impl Problem {
                 .and_then(|v| v.first())
                 .map(|v| v.keyword.clone()),
             errors: self.violations.as_ref().map(|v| v.as_ref().clone()),
+            tombstone: self.tombstone,
         }
     }
 }
@@ -236,6 +246,7 @@ impl From<LogError> for Problem {
             LogError::UnknownType(d) => Problem::unknown_type(d),
             LogError::Violations(v) => Problem::violations(v),
             LogError::Conflict(d) => Problem::conflict(d),
+            LogError::Erased { detail, tombstone } => Problem::erased(detail, tombstone),
             LogError::Pushback {
                 detail,
                 retry_after,

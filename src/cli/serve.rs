@@ -75,7 +75,8 @@ pub async fn serve(config: Config, addr_file: Option<PathBuf>) -> anyhow::Result
     // Keys first: a production start with a missing key fails before it
     // touches the database.
     let logs = load_logs(&config)?;
-    let settings = config.settings();
+    let mut settings = config.settings();
+    settings.engine.vault = load_vault(&config)?;
     let storage = crate::storage::open(&settings.storage).await?;
     let metrics = Arc::new(Metrics::new());
     // TLS files are checked before anything starts.
@@ -158,6 +159,32 @@ pub async fn serve(config: Config, addr_file: Option<PathBuf>) -> anyhow::Result
     engine.shutdown().await;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Reads the payload key (embedded mode: creates it if missing). None: no
+/// payload key configured, so this server takes no private records.
+pub fn load_vault(config: &Config) -> anyhow::Result<Option<Arc<crate::vault::Vault>>> {
+    use crate::vault::{Kek, Vault};
+    let Some(path) = config.payload_key_path() else {
+        return Ok(None);
+    };
+    let kek = if path.exists() {
+        let text = crate::files::read_secret_file(&path, !config.uses_sqlite())?;
+        Kek::parse(&text).with_context(|| format!("payload key {}", path.display()))?
+    } else if config.uses_sqlite() && config.payload_key_file.is_none() {
+        let (kek, text) = Kek::generate();
+        crate::files::write_secret_file(&path, &text)?;
+        tracing::info!(key_file = %path.display(), kek = kek.id(), "generated a payload key");
+        kek
+    } else {
+        bail!(
+            "payload key file {} does not exist; create it with `stele vault keygen --out {}`",
+            path.display(),
+            path.display()
+        );
+    };
+    tracing::info!(kek = kek.id(), "payload store");
+    Ok(Some(Arc::new(Vault::new(kek, Vec::new()))))
 }
 
 /// Reads (embedded mode: creates if missing) every log's signing key.
@@ -252,7 +279,8 @@ async fn ensure_demo_agency(storage: &dyn Agencies) -> anyhow::Result<()> {
     let line = "=".repeat(72);
     eprintln!(
         "\n{line}\n  First start: registered agency `demo` (registry admin; writer of the\n  \
-         example record types land.transfer, health.vaccination, disease.covid-test, parking.status).\n  \
+         example record types land.transfer, health.vaccination, disease.covid-test, parking.status,\n  \
+         and reader too of the private health.case).\n  \
          Its bearer token is shown ONCE; store it now:\n\n    {token}\n\n  \
          Register more with `stele agency add NAME`.\n{line}\n"
     );
@@ -260,7 +288,7 @@ async fn ensure_demo_agency(storage: &dyn Agencies) -> anyhow::Result<()> {
 }
 
 /// The example record types (`examples/types/`), built into the binary.
-pub const EXAMPLE_TYPES: [(&str, &str); 4] = [
+pub const EXAMPLE_TYPES: [(&str, &str); 5] = [
     (
         "land.transfer.toml",
         include_str!("../../examples/types/land.transfer.toml"),
@@ -277,11 +305,16 @@ pub const EXAMPLE_TYPES: [(&str, &str); 4] = [
         "parking.status.toml",
         include_str!("../../examples/types/parking.status.toml"),
     ),
+    (
+        "health.case.toml",
+        include_str!("../../examples/types/health.case.toml"),
+    ),
 ];
 
-/// Embedded mode: a log whose registry is empty gets the four example
-/// types, applied by `demo` and granted to it besides their own writers, so
-/// the quick start can submit at once.
+/// Embedded mode: a log whose registry is empty gets the example types,
+/// applied by `demo` and granted to it besides their own writers (and
+/// readers, for the private `health.case`), so the quick start can submit
+/// at once.
 async fn register_example_types(engine: &Engine) -> anyhow::Result<()> {
     let demo = crate::engine::Agency {
         name: AgencyName::parse("demo").expect("a valid name"),
@@ -298,6 +331,9 @@ async fn register_example_types(engine: &Engine) -> anyhow::Result<()> {
                 .with_context(|| format!("example type {file}"))?;
             def.writers
                 .push(crate::registry::Writer::Agency(demo.name.clone()));
+            if def.visibility == crate::registry::Visibility::Private {
+                def.readers.push(demo.name.clone());
+            }
             engine
                 .apply_type(&log.name, &demo, def)
                 .await

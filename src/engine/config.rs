@@ -54,6 +54,10 @@ pub struct EngineConfig {
     pub retry_after: Duration,
     /// Per-agency quotas and queue shares.
     pub quotas: QuotaConfig,
+    /// The payload store's keys; None: this server takes no private records.
+    pub vault: Option<Arc<crate::vault::Vault>>,
+    /// Largest `document` of a private record, in bytes.
+    pub max_document_bytes: usize,
 }
 
 impl Default for EngineConfig {
@@ -67,6 +71,8 @@ impl Default for EngineConfig {
             token_cache_ttl: Duration::from_secs(5),
             retry_after: Duration::from_secs(1),
             quotas: QuotaConfig::default(),
+            vault: None,
+            max_document_bytes: 48 * 1024,
         }
     }
 }

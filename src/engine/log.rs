@@ -19,6 +19,7 @@ use crate::metrics::LogLabel;
 use crate::names::{AgencyName, LogName};
 use crate::records::Record;
 use crate::registry::{Registry, TypeDefinition};
+use crate::storage::Effect;
 
 /// Whether the log takes submissions, and if not, why.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -64,6 +65,11 @@ pub(crate) struct Pending {
     pub type_version: Option<u32>,
     /// For a registry entry: the definition it applies.
     pub definition: Option<Arc<TypeDefinition>>,
+    /// For a private record: its commitment (the leaf carries it instead
+    /// of the record), with its sealed content in `effect`.
+    pub commitment: Option<Arc<str>>,
+    /// What committing the entry also does (stores sealed content, erases).
+    pub effect: Effect,
 }
 
 impl Request {

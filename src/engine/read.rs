@@ -174,10 +174,22 @@ impl Engine {
                 }
             }
         };
+        self.receipt_in(log, index, size, note).await
+    }
+
+    /// A receipt for entry `index` in the tree of `note`, whose size is
+    /// `size` (beyond `index`).
+    pub(super) async fn receipt_in(
+        &self,
+        log: &Log,
+        index: u64,
+        size: u64,
+        note: Arc<str>,
+    ) -> Result<Integrated, LogError> {
         let snapshot = log.snapshot();
         let source = self.source(log, &snapshot);
         let (leaf_hash, proof) = source.leaf_and_inclusion(index, size).await?;
-        let entry = self.entry(log_name, index).await?;
+        let entry = self.entry(&log.name, index).await?;
         Ok(Integrated {
             origin: log.origin.clone(),
             index,

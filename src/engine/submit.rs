@@ -10,8 +10,11 @@ use std::time::Instant;
 use super::agency::{type_allowed, Agency};
 use super::log::{Integrated, Log, Pending, Request};
 use super::{Engine, LogError};
-use crate::records::{dedup_key, Record};
-use crate::registry::{CompiledType, Refusal, Registry, TypeDefinition, Violation, REGISTRY_TYPE};
+use crate::records::{dedup_key, private, Record};
+use crate::registry::{
+    CompiledType, Refusal, Registry, TypeDefinition, Violation, Visibility, REGISTRY_TYPE,
+};
+use crate::storage::Effect;
 
 /// Checks `records` against the log's registry, all or nothing: the
 /// version each is validated by (None: an unregistered type the log
@@ -113,6 +116,9 @@ impl Engine {
                 agency.name
             )));
         }
+        if def.visibility == Visibility::Private {
+            self.vault()?;
+        }
         // Compiled here for the errors; the sequencer checks the version
         // again against the registry in force when it sequences it.
         CompiledType::compile(def.clone(), 0, &agency.name)?;
@@ -124,7 +130,7 @@ impl Engine {
             .ok_or_else(|| LogError::bug("no receipt for a registry entry"))
     }
 
-    fn pending(
+    pub(super) fn pending(
         &self,
         agency: &Agency,
         record: Record,
@@ -137,7 +143,42 @@ impl Engine {
             record,
             type_version,
             definition,
+            commitment: None,
+            effect: Effect::None,
         }
+    }
+
+    /// A private record's pending entry: its content sealed (a fresh salt
+    /// and data key), the commitment for its leaf.
+    fn sealed(
+        &self,
+        log: &str,
+        agency: &Agency,
+        record: Record,
+        type_version: Option<u32>,
+    ) -> Result<Pending, LogError> {
+        let vault = self.vault()?;
+        let salt = private::new_salt();
+        let content = private::content_bytes(&record);
+        let commitment = private::commitment(&salt, &content);
+        let mut plaintext = Vec::with_capacity(salt.len() + content.len());
+        plaintext.extend_from_slice(&salt);
+        plaintext.extend_from_slice(&content);
+        let payload = vault.seal(log, &commitment, &plaintext);
+        let mut p = self.pending(agency, record, type_version, None);
+        p.commitment = Some(Arc::from(commitment));
+        p.effect = Effect::Seal(Arc::new(payload));
+        Ok(p)
+    }
+
+    /// The payload store's keys, or why this server has none.
+    pub(crate) fn vault(&self) -> Result<&Arc<crate::vault::Vault>, LogError> {
+        self.ctx.config.vault.as_ref().ok_or_else(|| {
+            LogError::Unavailable(
+                "this server has no payload key (payload_key_file), so it takes and serves no private records"
+                    .into(),
+            )
+        })
     }
 
     /// Submits records (one request: validated all-or-nothing, one receipt
@@ -169,16 +210,50 @@ impl Engine {
                     .metrics
                     .submitted(log_name, "rejected", records.len() as u64)
             })?;
-        let items = records
-            .into_iter()
-            .zip(versions)
-            .map(|(r, v)| self.pending(agency, r, v, None))
-            .collect();
+        let registry = log.registry();
+        let mut items = Vec::with_capacity(records.len());
+        for (i, (r, v)) in records.into_iter().zip(versions).enumerate() {
+            let private = registry
+                .current(&r.r#type)
+                .is_some_and(|t| t.def.visibility == Visibility::Private);
+            let field = |f: &str| {
+                if bulk {
+                    format!("records[{i}].{f}")
+                } else {
+                    f.to_string()
+                }
+            };
+            match &r.document {
+                Some(_) if !private => {
+                    return Err(LogError::invalid(
+                        field("document"),
+                        format!(
+                            "only records of private types carry a document; {} is public",
+                            r.r#type
+                        ),
+                    ))
+                }
+                Some(d) if d.len() > self.ctx.config.max_document_bytes => {
+                    return Err(LogError::TooLarge(format!(
+                        "the document is {} bytes, at most {} allowed",
+                        d.len(),
+                        self.ctx.config.max_document_bytes
+                    )))
+                }
+                _ => {}
+            }
+            items.push(if private {
+                self.sealed(log_name, agency, r, v)?
+            } else {
+                self.pending(agency, r, v, None)
+            });
+        }
+        drop(registry);
         self.enqueue(log_name, agency, items, bulk).await
     }
 
     /// Queues checked items as one request and waits for the answer.
-    async fn enqueue(
+    pub(super) async fn enqueue(
         &self,
         log_name: &str,
         agency: &Agency,
@@ -191,9 +266,11 @@ impl Engine {
         if n == 0 {
             return Ok(Vec::new());
         }
+        // The log's own entries (`stele.*`: registry changes, accesses,
+        // erasures) are not the agency's records: its `--types` do not apply.
         if let Some(bad) = items
             .iter()
-            .filter(|p| p.definition.is_none())
+            .filter(|p| !p.record.r#type.starts_with("stele."))
             .find(|p| !type_allowed(&agency.types, &p.record.r#type))
         {
             m.submitted(log_name, "rejected", n as u64);

@@ -8,7 +8,7 @@ use crate::names::AgencyName;
 
 /// Appends `s` as a JSON string (RFC 8785 escaping: `"`, `\`, and control
 /// characters; `\b \t \n \f \r` short forms, others `\u00xx` lowercase).
-fn push_json_string(out: &mut String, s: &str) {
+pub(super) fn push_json_string(out: &mut String, s: &str) {
     // serde_json's string serializer implements exactly this escaping.
     out.push_str(&serde_json::to_string(s).expect("serializing a str cannot fail"));
 }
@@ -27,6 +27,12 @@ fn canonical_body(record: &Record) -> String {
         push_json_string(&mut out, h);
         out.push(',');
     }
+    if let Some(d) = &record.document {
+        // The document by its hash: the key only has to tell bodies apart.
+        out.push_str("\"document\":\"sha256:");
+        out.push_str(&hex::encode(Sha256::digest(d)));
+        out.push_str("\",");
+    }
     if let Some(s) = &record.subject {
         out.push_str("\"subject\":");
         push_json_string(&mut out, s);
@@ -38,7 +44,10 @@ fn canonical_body(record: &Record) -> String {
     out
 }
 
-/// Deduplication key: SHA-256(agency || 0x00 || canonical JSON of the body).
+/// Deduplication key: SHA-256(agency || 0x00 || canonical JSON of the body;
+/// a document enters as `"document":"sha256:<hex of its bytes>"`). For a
+/// private record the key is a hash of its content: it is kept in the
+/// database only (never in a leaf), and erasure replaces it.
 pub fn dedup_key(agency: &AgencyName, record: &Record) -> Hash {
     let mut h = Sha256::new();
     h.update(agency.as_bytes());
@@ -88,6 +97,31 @@ pub fn leaf_bytes(
     }
     out.push_str(",\"v\":1}");
     debug_assert!(out.len() <= MAX_LEAF_BYTES);
+    out.into_bytes()
+}
+
+/// The public leaf of a private record: RFC 8785 canonical JSON of
+/// `{v:1, agency, commitment, ts, type, type_version}` — the content (and
+/// the subject) stay in the payload store (see [`super::private`]).
+pub fn private_leaf_bytes(
+    agency: &AgencyName,
+    r#type: &str,
+    type_version: u32,
+    commitment: &str,
+    ts_ms: i64,
+) -> Vec<u8> {
+    let mut out = String::with_capacity(200);
+    out.push_str("{\"agency\":");
+    push_json_string(&mut out, agency);
+    out.push_str(",\"commitment\":");
+    push_json_string(&mut out, commitment);
+    out.push_str(",\"ts\":\"");
+    out.push_str(&format_ts(ts_ms));
+    out.push_str("\",\"type\":");
+    push_json_string(&mut out, r#type);
+    out.push_str(",\"type_version\":");
+    out.push_str(itoa::Buffer::new().format(type_version));
+    out.push_str(",\"v\":1}");
     out.into_bytes()
 }
 
@@ -169,6 +203,21 @@ mod tests {
         let b = parse_record(br#"{ "attributes":{"y":2, "x":1.0}, "type":"a.b" }"#).unwrap();
         assert_eq!(dedup_key(&ag("ag"), &a), dedup_key(&ag("ag"), &b));
         assert_ne!(dedup_key(&ag("ag"), &a), dedup_key(&ag("ag2"), &a));
+    }
+
+    #[test]
+    fn private_leaf_equals_the_canonicalizer() {
+        let c = format!("sha256:{}", "ab".repeat(32));
+        let obj = serde_json::json!({"v": 1, "agency": "hospital-1", "commitment": c,
+            "ts": format_ts(5), "type": "health.case", "type_version": 3});
+        assert_eq!(
+            private_leaf_bytes(&ag("hospital-1"), "health.case", 3, &c, 5),
+            serde_json_canonicalizer::to_vec(&obj).unwrap()
+        );
+        // A document takes part in the dedup key.
+        let a = parse_record(br#"{"type":"a.b","document":"AAE="}"#).unwrap();
+        let b = parse_record(br#"{"type":"a.b","document":"AAI="}"#).unwrap();
+        assert_ne!(dedup_key(&ag("x"), &a), dedup_key(&ag("x"), &b));
     }
 
     #[test]

@@ -30,15 +30,20 @@ use crate::names::{RecordType, MAX_NAME_LEN, MAX_TYPE_LEN};
 mod bulk;
 mod json;
 mod leaf;
+pub mod private;
 
 pub use bulk::{parse_bulk, split_bulk};
 pub use json::parse_strict_json;
-pub use leaf::{dedup_key, format_ts, leaf_bytes};
+pub use leaf::{dedup_key, format_ts, leaf_bytes, private_leaf_bytes};
 
 /// Longest `subject`, in Unicode scalar values.
 pub const MAX_SUBJECT_CHARS: usize = 256;
 /// Largest canonical `attributes` object, in bytes.
 pub const MAX_ATTRIBUTES_BYTES: usize = 8 * 1024;
+/// Largest binary `document` of a private record any configuration allows,
+/// in bytes (decoded); `limits.max_document_bytes` (default 48 KiB) is the
+/// deployment's own limit, checked by the engine.
+pub const MAX_DOCUMENT_BYTES: usize = 1 << 20;
 /// Most records in one bulk request (the HTTP layer's limit may be lower).
 pub const MAX_BULK_RECORDS: usize = 1000;
 
@@ -72,6 +77,9 @@ pub struct Record {
     pub content_hash: Option<String>,
     /// Canonical JSON of the attributes object.
     pub attributes: Option<String>,
+    /// A binary document (sent base64): only records of private types
+    /// carry one, in their sealed content (see [`private`]).
+    pub document: Option<bytes::Bytes>,
 }
 
 impl Record {
@@ -82,6 +90,7 @@ impl Record {
             + self.subject.as_ref().map_or(0, String::len)
             + self.content_hash.as_ref().map_or(0, String::len)
             + self.attributes.as_ref().map_or(0, String::len)
+            + self.document.as_ref().map_or(0, |d| d.len())
     }
 }
 
@@ -126,7 +135,7 @@ pub fn record_from_text(text: &str) -> Result<Record, LogError> {
 /// text display as another, so they are refused in the parts of a record
 /// people read to tell records apart: its subject and attribute keys (its
 /// type is ASCII already).
-fn check_no_format_controls(field: &str, s: &str) -> Result<(), LogError> {
+pub(crate) fn check_no_format_controls(field: &str, s: &str) -> Result<(), LogError> {
     use unicode_properties::{GeneralCategory, UnicodeGeneralCategory};
     // No ASCII character is a format control: most texts end here.
     if s.is_ascii() {
@@ -165,12 +174,14 @@ fn record_from_object(map: Map<String, Value>) -> Result<Record, LogError> {
     let mut subject = None;
     let mut content_hash = None;
     let mut attributes = None;
+    let mut document = None;
     for (key, value) in map {
         match key.as_str() {
             "type" => r#type = Some(string_field("type", value)?),
             "subject" => subject = Some(string_field("subject", value)?),
             "content_hash" => content_hash = Some(string_field("content_hash", value)?),
             "attributes" => attributes = Some(value),
+            "document" => document = Some(document_field(value)?),
             _ => return Err(LogError::invalid(key.clone(), "unknown field")),
         }
     }
@@ -220,7 +231,24 @@ fn record_from_object(map: Map<String, Value>) -> Result<Record, LogError> {
         subject,
         content_hash,
         attributes,
+        document,
     })
+}
+
+/// A document: standard base64 (with padding), at most
+/// [`MAX_DOCUMENT_BYTES`] decoded.
+fn document_field(value: Value) -> Result<bytes::Bytes, LogError> {
+    use base64::Engine as _;
+    let text = string_field("document", value)?;
+    if text.len() > MAX_DOCUMENT_BYTES.div_ceil(3) * 4 {
+        return Err(LogError::TooLarge(format!(
+            "the document is over {MAX_DOCUMENT_BYTES} bytes"
+        )));
+    }
+    base64::engine::general_purpose::STANDARD
+        .decode(text)
+        .map(bytes::Bytes::from)
+        .map_err(|e| LogError::invalid("document", format!("must be standard base64: {e}")))
 }
 
 fn string_field(field: &str, value: Value) -> Result<String, LogError> {

@@ -12,9 +12,21 @@ use crate::names::{AgencyName, RecordType};
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Visibility {
+    /// The leaf carries the record.
     #[default]
     Public,
+    /// The leaf carries a commitment; the content is sealed in the payload
+    /// store and released to the type's readers.
     Private,
+}
+
+impl Visibility {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Visibility::Public => "public",
+            Visibility::Private => "private",
+        }
+    }
 }
 
 /// Rules for a record's `subject`.
@@ -55,7 +67,8 @@ pub struct TypeDefinition {
     #[serde(default)]
     pub writers: Vec<Writer>,
     /// Agencies that may read the content of private records (the payload
-    /// store); empty for public types.
+    /// store): at least one for a private type, none for a public one.
+    /// Each read is itself an entry of the log (`stele.access`).
     #[serde(default)]
     pub readers: Vec<AgencyName>,
 }
@@ -145,12 +158,20 @@ impl TypeDefinition {
         if self.version == 0 {
             return Err(LogError::invalid("version", "versions start at 1"));
         }
-        if self.visibility == Visibility::Private {
-            return Err(LogError::invalid(
-                "visibility",
-                "private types need the payload store, which this server does not have yet; \
-                 use \"public\"",
-            ));
+        match self.visibility {
+            Visibility::Private if self.readers.is_empty() => {
+                return Err(LogError::invalid(
+                    "readers",
+                    "a private type needs the agencies that may read its content",
+                ))
+            }
+            Visibility::Public if !self.readers.is_empty() => {
+                return Err(LogError::invalid(
+                    "readers",
+                    "only private types have readers: everyone reads a public type's records",
+                ))
+            }
+            _ => {}
         }
         let size = self.canonical().len();
         if size > MAX_DEFINITION_BYTES {

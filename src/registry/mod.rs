@@ -40,6 +40,8 @@ pub use definition::{SubjectRule, TypeDefinition, Visibility, Writer};
 /// The reserved record type of registry entries.
 pub const REGISTRY_TYPE: &str = "stele.type";
 
+pub use crate::records::private::{ACCESS_TYPE, ERASURE_TYPE};
+
 /// Largest canonical definition a registry entry may carry.
 pub const MAX_DEFINITION_BYTES: usize = 32 * 1024;
 
@@ -205,6 +207,7 @@ pub fn entry_record(def: &TypeDefinition) -> crate::records::Record {
         subject: Some(def.name.to_string()),
         content_hash: None,
         attributes: Some(def.canonical()),
+        document: None,
     }
 }
 
@@ -257,6 +260,17 @@ impl Registry {
             }
         }
         let next = versions.len() as u64 + 1;
+        if let Some(last) = versions
+            .last()
+            .filter(|l| l.def.visibility != def.visibility)
+        {
+            return Err(LogError::Conflict(format!(
+                "{} is {} (version {}); a type's visibility never changes, define a new type instead",
+                def.name,
+                last.def.visibility.as_str(),
+                last.def.version
+            )));
+        }
         if u64::from(def.version) != next {
             let what = if u64::from(def.version) < next {
                 format!(
@@ -355,7 +369,41 @@ impl Registry {
                 }
             };
         }
-        let version =
+        if r#type == ACCESS_TYPE || r#type == ERASURE_TYPE {
+            return log_entry_shape(index, r#type, &leaf).map(|()| false);
+        }
+        let private = self
+            .current(r#type)
+            .is_some_and(|t| t.def.visibility == Visibility::Private);
+        let version = if let Some(c) = leaf.get("commitment") {
+            let t = self.current(r#type).filter(|_| private).ok_or_else(|| {
+                format!("record of {type} carries a commitment, but {type} is not a private type at its index", type = r#type)
+            })?;
+            if !c
+                .as_str()
+                .is_some_and(crate::records::private::is_commitment)
+            {
+                return Err("commitment is not sha256:<64 lowercase hex digits>".into());
+            }
+            if let Some(k) = ["subject", "attributes", "content_hash", "document"]
+                .iter()
+                .find(|k| leaf.get(**k).is_some())
+            {
+                return Err(format!("private record carries `{k}` in its public leaf"));
+            }
+            if !t.def.writers.iter().any(|w| w.allows(agency)) {
+                return Err(format!(
+                    "agency {agency} is not a writer of {} version {} in this log",
+                    t.def.name, t.def.version
+                ));
+            }
+            t.def.version
+        } else if private {
+            return Err(format!(
+                "record of the private type {type} has no commitment (its content would be public)",
+                type = r#type
+            ));
+        } else {
             match self.check_record(agency, r#type, field("subject"), leaf.get("attributes")) {
                 Ok(v) => v,
                 Err(Refusal::Unknown(_))
@@ -364,7 +412,8 @@ impl Registry {
                     return Ok(false)
                 }
                 Err(r) => return Err(r.describe()),
-            };
+            }
+        };
         match leaf.get("type_version").and_then(Value::as_u64) {
             Some(v) if v == u64::from(version) => Ok(false),
             Some(v) => Err(format!(
@@ -376,6 +425,37 @@ impl Registry {
                 type = r#type
             )),
         }
+    }
+}
+
+/// The shape of an entry the log makes itself about a private record: an
+/// access (`{purpose, record}`) or an erasure (`{reason, record}`), naming
+/// an earlier index.
+fn log_entry_shape(index: u64, r#type: &str, leaf: &Value) -> Result<(), String> {
+    use crate::records::private::{is_reason, MAX_PURPOSE_CHARS};
+    let attrs = leaf
+        .get("attributes")
+        .and_then(Value::as_object)
+        .ok_or_else(|| format!("{type} entry has no attributes", type = r#type))?;
+    let (text_key, ok): (&str, fn(&str) -> bool) = if r#type == ACCESS_TYPE {
+        ("purpose", |p| {
+            !p.is_empty() && p.chars().count() <= MAX_PURPOSE_CHARS
+        })
+    } else {
+        ("reason", is_reason)
+    };
+    let record = attrs.get("record").and_then(Value::as_u64);
+    let text = attrs.get(text_key).and_then(Value::as_str);
+    match (record, text) {
+        (Some(r), Some(t))
+            if r < index && ok(t) && attrs.len() == 2 && leaf.get("subject").is_none() =>
+        {
+            Ok(())
+        }
+        _ => Err(format!(
+            "{type} entry must have attributes exactly {{{text_key}, record}} naming an earlier index",
+            type = r#type
+        )),
     }
 }
 

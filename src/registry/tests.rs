@@ -81,9 +81,20 @@ fn bad_definitions_are_refused_naming_the_field() {
         field_of(r#"{"name":"a.b","version":1,"schema":{},"subject":{"pattern":"("}}"#),
         "subject.pattern"
     );
+    // A private type names its readers; a public one has none.
     assert_eq!(
         field_of(r#"{"name":"a.b","version":1,"schema":{},"visibility":"private"}"#),
-        "visibility"
+        "readers"
+    );
+    assert_eq!(
+        field_of(r#"{"name":"a.b","version":1,"schema":{},"readers":["x"]}"#),
+        "readers"
+    );
+    assert_eq!(
+        field_of(
+            r#"{"name":"a.b","version":1,"schema":{},"visibility":"private","readers":["x"]}"#
+        ),
+        "ok"
     );
     // Unknown fields, bad names and bad writers: not a definition at all.
     for json in [
@@ -280,4 +291,89 @@ fn registry_leaves_end_with_the_indexed_suffix() {
     for v in [None, Some(1)] {
         assert!(!record_leaf("x", tricky, v).ends_with(suffix));
     }
+}
+
+#[test]
+fn private_records_and_the_logs_own_entries_replay_by_their_rules() {
+    use crate::records::private_leaf_bytes;
+    let case = TypeDefinition::parse(
+        crate::cli::serve::EXAMPLE_TYPES
+            .iter()
+            .find(|(f, _)| *f == "health.case.toml")
+            .unwrap()
+            .1,
+    )
+    .unwrap();
+    assert_eq!(case.visibility, Visibility::Private);
+    let mut r = Registry::default();
+    assert_eq!(r.replay(0, &registry_leaf("admin", &case), false), Ok(true));
+    let c = format!("sha256:{}", "ab".repeat(32));
+    let h1 = AgencyName::parse("hospital-1").unwrap();
+    let private = |agency: &AgencyName, v: u32, c: &str| {
+        private_leaf_bytes(agency, "health.case", v, c, 1_795_000_000_000)
+    };
+    assert_eq!(r.replay(1, &private(&h1, 1, &c), false), Ok(false));
+    // Not a writer; a wrong version; a malformed commitment.
+    let other = AgencyName::parse("parking").unwrap();
+    assert!(r.replay(2, &private(&other, 1, &c), false).is_err());
+    assert!(r.replay(2, &private(&h1, 2, &c), false).is_err());
+    assert!(r.replay(2, &private(&h1, 1, "sha256:AB"), false).is_err());
+    // A private type's record with its content in the leaf is refused,
+    // even if the content would pass the schema.
+    let public = r#"{"type":"health.case","subject":"patient-12AB","attributes":{"diagnosis":"U07.1","opened":"2026-12-01"}}"#;
+    let err = r
+        .replay(2, &record_leaf("hospital-1", public, Some(1)), false)
+        .unwrap_err();
+    assert!(err.contains("no commitment"), "{err}");
+    // A commitment on a public type is refused.
+    let mut land_leaf = private(&h1, 1, &c);
+    r.replay(3, &registry_leaf("admin", &land()), false).unwrap();
+    land_leaf = String::from_utf8(land_leaf)
+        .unwrap()
+        .replace("health.case", "land.transfer")
+        .into_bytes();
+    assert!(r.replay(4, &land_leaf, false).is_err());
+    // Access and erasure entries: {purpose|reason, record} naming an earlier index.
+    let access = |attrs: &str| {
+        record_leaf(
+            "hospital-2",
+            &format!(r#"{{"type":"stele.access","attributes":{attrs}}}"#),
+            None,
+        )
+    };
+    assert_eq!(
+        r.replay(5, &access(r#"{"purpose":"treatment","record":1}"#), false),
+        Ok(false)
+    );
+    for bad in [
+        r#"{"purpose":"treatment","record":5}"#,
+        r#"{"purpose":"","record":1}"#,
+        r#"{"purpose":"treatment"}"#,
+        r#"{"purpose":"treatment","record":1,"extra":1}"#,
+    ] {
+        assert!(r.replay(5, &access(bad), false).is_err(), "{bad}");
+    }
+    let erasure = |attrs: &str| {
+        record_leaf(
+            "hospital-1",
+            &format!(r#"{{"type":"stele.erasure","attributes":{attrs}}}"#),
+            None,
+        )
+    };
+    assert_eq!(
+        r.replay(6, &erasure(r#"{"reason":"subject-request","record":1}"#), false),
+        Ok(false)
+    );
+    assert!(r
+        .replay(6, &erasure(r#"{"reason":"because","record":1}"#), false)
+        .is_err());
+    // A type's visibility never changes.
+    let mut v2 = case.clone();
+    v2.version = 2;
+    v2.visibility = Visibility::Public;
+    v2.readers.clear();
+    assert!(matches!(
+        r.check_change(&v2, "admin"),
+        Err(LogError::Conflict(_))
+    ));
 }

@@ -144,6 +144,32 @@ pub struct NewEntry {
     pub dedup_key: Hash,
     /// `ts` of the entry, milliseconds since the Unix epoch.
     pub ts_ms: i64,
+    /// What storing the entry also does to the payload store.
+    pub effect: Effect,
+}
+
+/// What committing an entry does besides storing it, in the same
+/// transaction.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum Effect {
+    #[default]
+    None,
+    /// A private record: its sealed content is stored beside it.
+    Seal(Arc<crate::vault::SealedPayload>),
+    /// An erasure entry: the sealed content of `record` is destroyed (its
+    /// row keeps only this entry's index), and that record's dedup key — a
+    /// hash of its content — is replaced by `new_dedup_key` (random).
+    Erase { record: u64, new_dedup_key: Hash },
+}
+
+/// A private record's payload as stored.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StoredPayload {
+    Sealed(crate::vault::SealedPayload),
+    /// Erased by the erasure entry at this index.
+    Erased {
+        by: u64,
+    },
 }
 
 /// One sequenced batch, committed atomically.
@@ -222,6 +248,28 @@ pub(crate) fn hash_from(b: &[u8]) -> Result<Hash> {
         .map_err(|_| StorageError::Other(format!("stored hash has {} bytes", b.len())))
 }
 
+/// A payload row as both backends read it: sealed, or erased.
+pub(crate) fn payload_from(
+    kek_id: Option<String>,
+    wrapped_key: Option<Vec<u8>>,
+    ciphertext: Option<Vec<u8>>,
+    erased_by: Option<i64>,
+) -> Result<StoredPayload> {
+    match (kek_id, wrapped_key, ciphertext, erased_by) {
+        (Some(kek_id), Some(wrapped_key), Some(ciphertext), None) => {
+            Ok(StoredPayload::Sealed(crate::vault::SealedPayload {
+                kek_id,
+                wrapped_key,
+                ciphertext,
+            }))
+        }
+        (None, None, None, Some(by)) => Ok(StoredPayload::Erased { by: to_u64(by)? }),
+        _ => Err(StorageError::Other(
+            "a payload row is neither sealed nor erased".into(),
+        )),
+    }
+}
+
 /// The end of every backend's `ensure_log`: the log must exist now, and an
 /// existing log's origin is never silently changed.
 pub(crate) fn expect_origin(state: Option<LogState>, name: &str, origin: &str) -> Result<LogState> {
@@ -280,6 +328,10 @@ pub trait LogReader: Send + Sync {
     /// The latest witnessed checkpoint stored for the log (a quorum of its
     /// witnesses cosigned it): `(tree size, note with cosignature lines)`.
     async fn witnessed_checkpoint(&self, log: &str) -> Result<Option<(u64, String)>>;
+
+    /// The payload of the private record at `index` (None: the entry is
+    /// not a private record, or not stored).
+    async fn payload(&self, log: &str, index: u64) -> Result<Option<StoredPayload>>;
 }
 
 /// Writing a log: only its sequencer calls these, and only while it holds

@@ -156,6 +156,7 @@ async fn upgrade_keeps_dedup(store: TestStore) -> TestResult {
         leaf: leaf.clone().into(),
         dedup_key: key,
         ts_ms: 0,
+        effect: Default::default(),
     }];
     let batch = Batch {
         log: LOG,

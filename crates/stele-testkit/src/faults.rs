@@ -9,7 +9,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use stele::storage::{
     Agencies, AgencyRecord, Batch, LogReader, LogState, LogWriter, Result, Storage, StorageError,
-    StoredEntry, WriterLease, WriterLock,
+    StoredEntry, StoredPayload, WriterLease, WriterLock,
 };
 use stele_core::Hash;
 
@@ -128,6 +128,10 @@ impl LogReader for Faulty {
     async fn witnessed_checkpoint(&self, log: &str) -> Result<Option<(u64, String)>> {
         self.check()?;
         self.inner.witnessed_checkpoint(log).await
+    }
+    async fn payload(&self, log: &str, index: u64) -> Result<Option<StoredPayload>> {
+        self.check()?;
+        self.inner.payload(log, index).await
     }
 }
 

@@ -78,6 +78,7 @@ pub fn entry(index: u64, tag: &str) -> NewEntry {
         ),
         leaf: leaf.into(),
         ts_ms: 1_700_000_000_000 + index as i64,
+        effect: Default::default(),
     }
 }
 

@@ -16,7 +16,7 @@ use crate::engine::log::Request;
 use crate::engine::submit::check_records;
 use crate::error::LogError;
 use crate::error::DATABASE_UNAVAILABLE;
-use crate::records::leaf_bytes;
+use crate::records::{leaf_bytes, private_leaf_bytes};
 use crate::registry::{Change, CompiledType, Registry};
 use crate::storage::{NewEntry, StoredEntry};
 
@@ -269,13 +269,25 @@ fn sequence(
                 });
             } else {
                 let pos = entries.len();
-                let leaf = Bytes::from(leaf_bytes(&p.agency, &p.record, p.type_version, ts_ms));
+                // A private record's leaf never holds its record (a missing
+                // version, which registered types never have, shows as 0).
+                let leaf = Bytes::from(match &p.commitment {
+                    Some(c) => private_leaf_bytes(
+                        &p.agency,
+                        &p.record.r#type,
+                        p.type_version.unwrap_or(0),
+                        c,
+                        ts_ms,
+                    ),
+                    None => leaf_bytes(&p.agency, &p.record, p.type_version, ts_ms),
+                });
                 entries.push(NewEntry {
                     index: old_size + pos as u64,
                     leaf_hash: leaf_hash(&leaf),
                     leaf,
                     dedup_key: p.dedup_key,
                     ts_ms,
+                    effect: p.effect.clone(),
                 });
                 new_pos.insert(p.dedup_key, pos);
                 s.push(Slot::New { pos, created: true });

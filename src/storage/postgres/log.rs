@@ -12,8 +12,8 @@ use stele_core::Hash;
 
 use super::{map_err, ts_from_ms, Pool, PostgresStorage};
 use crate::storage::{
-    hash_from, to_i64, to_u64, Batch, LogReader, LogState, LogWriter, Result, StorageError,
-    StoredEntry,
+    hash_from, to_i64, to_u64, Batch, Effect, LogReader, LogState, LogWriter, Result, StorageError,
+    StoredEntry, StoredPayload,
 };
 
 /// How a dedup key is stored: `SHA-256(log || 0x00 || key)`. Uniqueness is
@@ -180,6 +180,30 @@ impl LogReader for PostgresStorage {
             _ => Ok(None),
         }
     }
+
+    async fn payload(&self, log: &str, index: u64) -> Result<Option<StoredPayload>> {
+        let Ok(idx) = i64::try_from(index) else {
+            return Ok(None);
+        };
+        let row = sqlx::query(
+            "SELECT kek_id, wrapped_key, ciphertext, erased_by FROM payloads \
+             WHERE log = $1 AND idx = $2",
+        )
+        .bind(log)
+        .bind(idx)
+        .fetch_optional(&mut *self.conn(Pool::Read).await?)
+        .await
+        .map_err(map_err)?;
+        let Some(row) = row else { return Ok(None) };
+        let erased_by: Option<i64> = row.try_get("erased_by").map_err(map_err)?;
+        crate::storage::payload_from(
+            row.try_get("kek_id").map_err(map_err)?,
+            row.try_get("wrapped_key").map_err(map_err)?,
+            row.try_get("ciphertext").map_err(map_err)?,
+            erased_by,
+        )
+        .map(Some)
+    }
 }
 
 #[async_trait]
@@ -229,6 +253,27 @@ impl LogWriter for PostgresStorage {
             ts.push(ts_from_ms(e.ts_ms)?);
         }
         let last_ts = ts.last().copied();
+        let mut sealed = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        let mut erased = (Vec::new(), Vec::new(), Vec::new());
+        for e in batch.entries {
+            match &e.effect {
+                Effect::None => {}
+                Effect::Seal(p) => {
+                    sealed.0.push(to_i64(e.index, "index")?);
+                    sealed.1.push(p.kek_id.as_str());
+                    sealed.2.push(p.wrapped_key.as_slice());
+                    sealed.3.push(p.ciphertext.as_slice());
+                }
+                Effect::Erase {
+                    record,
+                    new_dedup_key,
+                } => {
+                    erased.0.push(to_i64(*record, "index")?);
+                    erased.1.push(to_i64(e.index, "index")?);
+                    erased.2.push(new_dedup_key.0.as_slice());
+                }
+            }
+        }
         let mut t_level = Vec::with_capacity(batch.tiles.len());
         let mut t_idx = Vec::with_capacity(batch.tiles.len());
         let mut t_data = Vec::with_capacity(batch.tiles.len());
@@ -265,6 +310,19 @@ impl LogWriter for PostgresStorage {
              ), new_checkpoint AS ( \
                  INSERT INTO checkpoints (log, tree_size, note) \
                  SELECT $1, $3, $5 WHERE EXISTS (SELECT FROM moved) \
+             ), new_payloads AS ( \
+                 INSERT INTO payloads (log, idx, kek_id, wrapped_key, ciphertext) \
+                 SELECT $1, u.* FROM UNNEST($15::bigint[], $16::text[], $17::bytea[], \
+                 $18::bytea[]) AS u WHERE EXISTS (SELECT FROM moved) \
+             ), erased AS ( \
+                 UPDATE payloads p SET kek_id = NULL, wrapped_key = NULL, ciphertext = NULL, \
+                 erased_by = u.by FROM UNNEST($19::bigint[], $20::bigint[]) AS u(record, by) \
+                 WHERE p.log = $1 AND p.idx = u.record AND p.erased_by IS NULL \
+                 AND EXISTS (SELECT FROM moved) \
+             ), scrubbed AS ( \
+                 UPDATE entries e SET dedup_key = u.key \
+                 FROM UNNEST($19::bigint[], $21::bytea[]) AS u(record, key) \
+                 WHERE e.log = $1 AND e.idx = u.record AND EXISTS (SELECT FROM moved) \
              ) \
              SELECT count(*) FROM moved",
         )
@@ -282,6 +340,13 @@ impl LogWriter for PostgresStorage {
         .bind(&t_level)
         .bind(&t_idx)
         .bind(&t_data)
+        .bind(&sealed.0)
+        .bind(&sealed.1)
+        .bind(&sealed.2)
+        .bind(&sealed.3)
+        .bind(&erased.0)
+        .bind(&erased.1)
+        .bind(&erased.2)
         .fetch_one(&mut **conn)
         .await
         .map_err(map_err);

@@ -8,8 +8,8 @@ use stele_core::Hash;
 
 use super::{get, map_err, SqliteStorage, ENTRY_CHUNK};
 use crate::storage::{
-    hash_from, to_i64, to_u64, Batch, LogReader, LogState, LogWriter, Result, StorageError,
-    StoredEntry,
+    hash_from, to_i64, to_u64, Batch, Effect, LogReader, LogState, LogWriter, Result, StorageError,
+    StoredEntry, StoredPayload,
 };
 
 fn entry_from(row: &SqliteRow) -> Result<StoredEntry> {
@@ -151,6 +151,29 @@ impl LogReader for SqliteStorage {
             _ => Ok(None),
         }
     }
+
+    async fn payload(&self, log: &str, index: u64) -> Result<Option<StoredPayload>> {
+        let Ok(idx) = i64::try_from(index) else {
+            return Ok(None);
+        };
+        #[allow(clippy::type_complexity)]
+        let row: Option<(
+            Option<String>,
+            Option<Vec<u8>>,
+            Option<Vec<u8>>,
+            Option<i64>,
+        )> = sqlx::query_as(
+            "SELECT kek_id, wrapped_key, ciphertext, erased_by FROM payloads \
+                 WHERE log = ? AND idx = ?",
+        )
+        .bind(log)
+        .bind(idx)
+        .fetch_optional(&self.reader)
+        .await
+        .map_err(map_err)?;
+        row.map(|(k, w, c, e)| crate::storage::payload_from(k, w, c, e))
+            .transpose()
+    }
 }
 
 #[async_trait]
@@ -242,6 +265,49 @@ impl LogWriter for SqliteStorage {
             .execute(&mut *tx)
             .await
             .map_err(map_err)?;
+        }
+        for e in batch.entries {
+            match &e.effect {
+                Effect::None => {}
+                Effect::Seal(p) => {
+                    sqlx::query(
+                        "INSERT INTO payloads (log, idx, kek_id, wrapped_key, ciphertext) \
+                         VALUES (?, ?, ?, ?, ?)",
+                    )
+                    .bind(batch.log)
+                    .bind(to_i64(e.index, "index")?)
+                    .bind(&p.kek_id)
+                    .bind(p.wrapped_key.as_slice())
+                    .bind(p.ciphertext.as_slice())
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(map_err)?;
+                }
+                Effect::Erase {
+                    record,
+                    new_dedup_key,
+                } => {
+                    let record = to_i64(*record, "index")?;
+                    sqlx::query(
+                        "UPDATE payloads SET kek_id = NULL, wrapped_key = NULL, \
+                         ciphertext = NULL, erased_by = ? \
+                         WHERE log = ? AND idx = ? AND erased_by IS NULL",
+                    )
+                    .bind(to_i64(e.index, "index")?)
+                    .bind(batch.log)
+                    .bind(record)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(map_err)?;
+                    sqlx::query("UPDATE entries SET dedup_key = ? WHERE log = ? AND idx = ?")
+                        .bind(new_dedup_key.0.as_slice())
+                        .bind(batch.log)
+                        .bind(record)
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(map_err)?;
+                }
+            }
         }
         sqlx::query("INSERT INTO checkpoints (log, tree_size, note) VALUES (?, ?, ?)")
             .bind(batch.log)

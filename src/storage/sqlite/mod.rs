@@ -69,7 +69,12 @@ impl SqliteStorage {
         let writer = SqlitePoolOptions::new()
             .max_connections(1)
             .acquire_timeout(Duration::from_secs(10))
-            .connect_with(base.clone().pragma("cache_size", "-65536"))
+            .connect_with(
+                base.clone()
+                    .pragma("cache_size", "-65536")
+                    // Erased payloads are overwritten with zeros in the file.
+                    .pragma("secure_delete", "ON"),
+            )
             .await?;
         sqlx::migrate!("./migrations/sqlite").run(&writer).await?;
         let reader = SqlitePoolOptions::new()

@@ -1,0 +1,18 @@
+-- The payload store: the sealed content of private records (src/vault.rs).
+-- A row is written by `commit_batch` in the same statement as its entry,
+-- and erased (sealed columns cleared, `erased_by` set to the erasure
+-- entry's index) in the same statement as that entry. The content is
+-- never stored unsealed.
+CREATE TABLE payloads (
+    log         text NOT NULL,
+    idx         bigint NOT NULL CHECK (idx >= 0),
+    kek_id      text,
+    wrapped_key bytea,
+    ciphertext  bytea,
+    erased_by   bigint CHECK (erased_by > idx),
+    PRIMARY KEY (log, idx),
+    CONSTRAINT payloads_sealed_or_erased CHECK (
+        (erased_by IS NULL) = (ciphertext IS NOT NULL)
+        AND (kek_id IS NULL) = (ciphertext IS NULL)
+        AND (wrapped_key IS NULL) = (ciphertext IS NULL))
+);

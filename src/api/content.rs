@@ -1,0 +1,148 @@
+//! Private records' content: `GET` and `DELETE
+//! /logs/{log}/records/{index}/content` (bearer token). A read appends a
+//! `stele.access` entry before it answers; an erasure appends a
+//! `stele.erasure` entry whose commit destroys the content.
+
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
+use base64::Engine as _;
+
+use super::extract::{parse_u63, Bearer, PathParams, QueryPairs};
+use super::problem::{Problem, WriteProblems};
+use super::records::{json_response, receipt_response};
+use super::AppState;
+use crate::wire;
+
+/// The header that states why content is read (percent-encoded UTF-8).
+pub const PURPOSE_HEADER: &str = "stele-purpose";
+
+fn purpose(headers: &HeaderMap) -> Result<String, Problem> {
+    let Some(raw) = headers.get(PURPOSE_HEADER) else {
+        return Err(Problem::invalid(
+            "Stele-Purpose",
+            "a content read must state its purpose in the Stele-Purpose header \
+             (percent-encoded UTF-8; it is public, in the access entry)",
+        ));
+    };
+    percent_encoding::percent_decode(raw.as_bytes())
+        .decode_utf8()
+        .map(|p| p.into_owned())
+        .map_err(|_| Problem::invalid("Stele-Purpose", "must be percent-encoded UTF-8"))
+}
+
+/// Read a private record's content.
+///
+/// For an agency the record's type names among its readers (in the
+/// version in force). Before the content is sent, a `stele.access` entry
+/// (this agency, the purpose, the record's index) is integrated into the
+/// log, durably: no content leaves without its access entry. The answer
+/// carries the content, its salt, the record's receipt and the access
+/// entry's receipt; the client recomputes the commitment from the content
+/// and salt and checks it against the signed, included leaf (`stele
+/// fetch` does). A failed check is never answered with content: a payload
+/// that does not match its commitment is a `500` and counted
+/// (`stele_content_reads_total{outcome="corrupt"}`).
+#[utoipa::path(
+    get,
+    path = "/logs/{log}/records/{index}/content",
+    tag = "records",
+    params(
+        ("log" = String, Path, description = "Log name", pattern = "^[a-z0-9-]{1,64}$"),
+        ("index" = u64, Path, description = "Index of the private record", minimum = 0, maximum = 9223372036854775807_u64),
+        ("Stele-Purpose" = String, Header, description = "Why the content is read, 1 to 200 characters, percent-encoded UTF-8 (`treatment%20follow-up`). Public: it is written into the access entry"),
+    ),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The content, released after its access entry", body = wire::Content),
+        (status = 403, description = "The record's type does not grant this agency read (`urn:stele:problem:forbidden`); no access entry is appended", body = wire::Problem, content_type = "application/problem+json"),
+        (status = 404, description = "Unknown log, no such entry, or the entry is not a private record", body = wire::Problem, content_type = "application/problem+json"),
+        (status = 410, description = "The content was erased (`urn:stele:problem:erased`; `tombstone` is the erasure entry's index)", body = wire::Problem, content_type = "application/problem+json"),
+        (status = 422, description = "No or bad Stele-Purpose header, or index not a decimal integer below 2^63 (`urn:stele:problem:invalid-field`)", body = wire::Problem, content_type = "application/problem+json"),
+        WriteProblems,
+    )
+)]
+pub async fn read(
+    State(state): State<AppState>,
+    PathParams((log, index)): PathParams<(String, String)>,
+    Bearer(agency): Bearer,
+    query: QueryPairs,
+    headers: HeaderMap,
+) -> Result<Response, Problem> {
+    query.only(&[])?;
+    let index = parse_u63("index", &index)?;
+    let purpose = purpose(&headers)?;
+    let c = state
+        .engine
+        .read_content(&log, &agency, index, &purpose)
+        .await?;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let body = wire::Content {
+        index,
+        content: serde_json::from_slice(&c.content)
+            .map_err(|e| Problem::from(crate::engine::LogError::internal(e)))?,
+        salt: b64.encode(c.salt),
+        commitment: crate::records::private::commitment(&c.salt, &c.content),
+        receipt: c.record.receipt(),
+        access: c.access.receipt(),
+    };
+    let body = serde_json::to_vec(&body).expect("content always serializes");
+    let mut resp = json_response(StatusCode::OK, body);
+    resp.headers_mut().insert(
+        axum::http::header::CACHE_CONTROL,
+        axum::http::HeaderValue::from_static("no-store"),
+    );
+    Ok(resp)
+}
+
+/// Erase a private record's content.
+///
+/// By the agency that wrote the record. Appends a `stele.erasure` entry
+/// (the reason, the record's index) whose commit destroys the sealed
+/// content, its data key and salt, and the record's deduplication key, in
+/// one transaction. The record's entry, every checkpoint and every proof
+/// stay valid. Answers the erasure entry's receipt; later reads answer
+/// `410` naming it. Erasing again answers `410`.
+#[utoipa::path(
+    delete,
+    path = "/logs/{log}/records/{index}/content",
+    tag = "records",
+    params(
+        ("log" = String, Path, description = "Log name", pattern = "^[a-z0-9-]{1,64}$"),
+        ("index" = u64, Path, description = "Index of the private record", minimum = 0, maximum = 9223372036854775807_u64),
+        ("reason" = String, Query, description = "Why: `subject-request`, `retention-expired`, `legal-order` or `recorded-in-error` (public, in the erasure entry)"),
+    ),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "Erased: the erasure entry's receipt", body = wire::Receipt,
+            headers(("Stele-Receipt-Kind" = String, description = "`log-signed`"))),
+        (status = 403, description = "Another agency wrote the record (`urn:stele:problem:forbidden`)", body = wire::Problem, content_type = "application/problem+json"),
+        (status = 404, description = "Unknown log, no such entry, or the entry is not a private record", body = wire::Problem, content_type = "application/problem+json"),
+        (status = 410, description = "Already erased (`urn:stele:problem:erased`; `tombstone` names the erasure entry)", body = wire::Problem, content_type = "application/problem+json"),
+        (status = 422, description = "No or unknown reason, or a bad index (`urn:stele:problem:invalid-field`)", body = wire::Problem, content_type = "application/problem+json"),
+        WriteProblems,
+    )
+)]
+pub async fn erase(
+    State(state): State<AppState>,
+    PathParams((log, index)): PathParams<(String, String)>,
+    Bearer(agency): Bearer,
+    query: QueryPairs,
+) -> Result<Response, Problem> {
+    query.only(&["reason"])?;
+    let index = parse_u63("index", &index)?;
+    let reason = query.get("reason").ok_or_else(|| {
+        Problem::invalid(
+            "reason",
+            format!(
+                "an erasure states its reason: one of {}",
+                crate::records::private::REASONS.join(", ")
+            ),
+        )
+    })?;
+    let r = state
+        .engine
+        .erase_content(&log, &agency, index, reason)
+        .await?;
+    Ok(receipt_response(StatusCode::OK, &r))
+}
