@@ -87,6 +87,10 @@ pub struct Config {
     /// missing; otherwise unset means no private records on this server.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub payload_key_file: Option<PathBuf>,
+    /// Earlier payload keys, kept only while `stele vault rotate-kek`
+    /// re-wraps the data keys they wrapped: they open payloads, never seal.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub old_payload_key_files: Vec<PathBuf>,
     /// The configuration file this was read from (not a setting).
     #[serde(skip)]
     pub source_file: Option<PathBuf>,
@@ -314,6 +318,7 @@ impl Default for Config {
             http: HttpSettings::default(),
             quotas: QuotaSettings::default(),
             payload_key_file: None,
+            old_payload_key_files: Vec::new(),
             source_file: None,
         }
     }

@@ -253,25 +253,46 @@ impl LogClient {
         token: &str,
         body: Vec<u8>,
     ) -> anyhow::Result<(reqwest::StatusCode, Option<String>, bytes::Bytes)> {
-        let url = self.url(rel);
-        let resp = self
+        let req = self
             .http
-            .post(&url)
+            .post(self.url(rel))
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(body);
+        self.authed("POST", rel, token, req).await
+    }
+
+    /// Sends `req` (to `rel` under the log) with a bearer token; answers as
+    /// [`LogClient::post_json`] does.
+    pub async fn authed(
+        &self,
+        method: &str,
+        rel: &str,
+        token: &str,
+        req: reqwest::RequestBuilder,
+    ) -> anyhow::Result<(reqwest::StatusCode, Option<String>, bytes::Bytes)> {
+        let url = self.url(rel);
+        let resp = req
             .timeout(Duration::from_secs(120))
             .bearer_auth(token)
-            .header(reqwest::header::CONTENT_TYPE, "application/json")
-            .body(body)
             .send()
             .await
-            .map_err(|e| anyhow!("POST {url}: {}", describe_send_error(&e)))?;
+            .map_err(|e| anyhow!("{method} {url}: {}", describe_send_error(&e)))?;
         let status = resp.status();
         let retry_after = resp
             .headers()
             .get("retry-after")
             .and_then(|v| v.to_str().ok())
             .map(str::to_string);
-        let bytes = resp.bytes().await.with_context(|| format!("POST {url}"))?;
+        let bytes = resp
+            .bytes()
+            .await
+            .with_context(|| format!("{method} {url}"))?;
         Ok((status, retry_after, bytes))
+    }
+
+    /// The HTTP client (to build a request for [`LogClient::authed`]).
+    pub fn http(&self) -> &reqwest::Client {
+        &self.http
     }
 
     pub fn base(&self) -> &str {

@@ -8,12 +8,14 @@ use clap::{Parser, Subcommand};
 pub mod agency;
 pub mod audit;
 pub mod client;
+pub mod content;
 pub mod keygen;
 pub mod monitor;
 pub mod receipt_print;
 pub mod serve;
 pub mod submit;
 pub mod types;
+pub mod vault;
 pub mod verify;
 pub mod witness;
 
@@ -35,6 +37,13 @@ pub enum Command {
     Agency(agency::Args),
     /// Submit a record to a log and save its receipt.
     Submit(submit::Args),
+    /// Read a private record's content (stating the purpose) and check it
+    /// against the commitment in its signed, included leaf.
+    Fetch(content::FetchArgs),
+    /// Erase a private record's content (the writing agency).
+    Erase(content::EraseArgs),
+    /// The payload store's key: `keygen`, `rotate-kek`.
+    Vault(vault::Args),
     /// The record-type registry of a log: `apply`, `list`, `show`.
     Type(types::Args),
     /// Verify a receipt or a .tlog-proof file.
@@ -58,6 +67,9 @@ pub fn main() -> ExitCode {
         Command::Keygen(args) => keygen::run(args),
         Command::Agency(args) => agency::run(args),
         Command::Submit(args) => submit::run(args),
+        Command::Fetch(args) => content::fetch(args),
+        Command::Erase(args) => content::erase(args),
+        Command::Vault(args) => vault::run(args),
         Command::Type(args) => types::run(args),
         Command::Verify(args) => verify::run(args),
         Command::Monitor(args) => monitor::run(args),

@@ -183,8 +183,13 @@ pub fn load_vault(config: &Config) -> anyhow::Result<Option<Arc<crate::vault::Va
             path.display()
         );
     };
-    tracing::info!(kek = kek.id(), "payload store");
-    Ok(Some(Arc::new(Vault::new(kek, Vec::new()))))
+    let mut old = Vec::new();
+    for f in &config.old_payload_key_files {
+        let text = crate::files::read_secret_file(f, !config.uses_sqlite())?;
+        old.push(Kek::parse(&text).with_context(|| format!("old payload key {}", f.display()))?);
+    }
+    tracing::info!(kek = kek.id(), old_keys = old.len(), "payload store");
+    Ok(Some(Arc::new(Vault::new(kek, old))))
 }
 
 /// Reads (embedded mode: creates if missing) every log's signing key.

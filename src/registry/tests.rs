@@ -327,7 +327,8 @@ fn private_records_and_the_logs_own_entries_replay_by_their_rules() {
     assert!(err.contains("no commitment"), "{err}");
     // A commitment on a public type is refused.
     let mut land_leaf = private(&h1, 1, &c);
-    r.replay(3, &registry_leaf("admin", &land()), false).unwrap();
+    r.replay(3, &registry_leaf("admin", &land()), false)
+        .unwrap();
     land_leaf = String::from_utf8(land_leaf)
         .unwrap()
         .replace("health.case", "land.transfer")
@@ -361,7 +362,11 @@ fn private_records_and_the_logs_own_entries_replay_by_their_rules() {
         )
     };
     assert_eq!(
-        r.replay(6, &erasure(r#"{"reason":"subject-request","record":1}"#), false),
+        r.replay(
+            6,
+            &erasure(r#"{"reason":"subject-request","record":1}"#),
+            false
+        ),
         Ok(false)
     );
     assert!(r

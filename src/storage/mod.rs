@@ -359,6 +359,28 @@ pub trait LogWriter: Send + Sync {
     /// tree is smaller). An equal size replaces the note (more, or newer,
     /// cosignatures of the same tree).
     async fn store_witnessed(&self, log: &str, tree_size: u64, note: &str) -> Result<bool>;
+
+    /// Up to `limit` sealed (not erased) payloads of `log` with an index
+    /// above `after` (None: from the start) whose data key another KEK
+    /// than `kek_id` wrapped, in index order (`stele vault rotate-kek`).
+    async fn payloads_to_rewrap(
+        &self,
+        log: &str,
+        kek_id: &str,
+        after: Option<u64>,
+        limit: u32,
+    ) -> Result<Vec<(u64, crate::vault::SealedPayload)>>;
+
+    /// Replaces the wrapped data key of payload `index`, durably, if it is
+    /// still sealed with `old_kek_id`; returns whether it did (false: it
+    /// was erased or re-wrapped meanwhile). The ciphertext is unchanged.
+    async fn rewrap_payload(
+        &self,
+        log: &str,
+        index: u64,
+        old_kek_id: &str,
+        new: &crate::vault::SealedPayload,
+    ) -> Result<bool>;
 }
 
 /// The one-writer-per-log lock.

@@ -173,6 +173,28 @@ impl LogWriter for Faulty {
         self.check()?;
         self.inner.store_witnessed(log, tree_size, note).await
     }
+    async fn payloads_to_rewrap(
+        &self,
+        log: &str,
+        kek_id: &str,
+        after: Option<u64>,
+        limit: u32,
+    ) -> Result<Vec<(u64, stele::vault::SealedPayload)>> {
+        self.check()?;
+        self.inner
+            .payloads_to_rewrap(log, kek_id, after, limit)
+            .await
+    }
+    async fn rewrap_payload(
+        &self,
+        log: &str,
+        index: u64,
+        old_kek_id: &str,
+        new: &stele::vault::SealedPayload,
+    ) -> Result<bool> {
+        self.check()?;
+        self.inner.rewrap_payload(log, index, old_kek_id, new).await
+    }
 }
 
 #[async_trait]

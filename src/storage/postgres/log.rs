@@ -373,6 +373,62 @@ impl LogWriter for PostgresStorage {
         Ok(())
     }
 
+    async fn payloads_to_rewrap(
+        &self,
+        log: &str,
+        kek_id: &str,
+        after: Option<u64>,
+        limit: u32,
+    ) -> Result<Vec<(u64, crate::vault::SealedPayload)>> {
+        let after = after.map(|a| to_i64(a, "index")).transpose()?.unwrap_or(-1);
+        let rows: Vec<(i64, String, Vec<u8>, Vec<u8>)> = sqlx::query_as(
+            "SELECT idx, kek_id, wrapped_key, ciphertext FROM payloads \
+             WHERE log = $1 AND idx > $2 AND erased_by IS NULL AND kek_id <> $3 \
+             ORDER BY idx LIMIT $4",
+        )
+        .bind(log)
+        .bind(after)
+        .bind(kek_id)
+        .bind(i64::from(limit))
+        .fetch_all(&mut *self.conn(Pool::Write).await?)
+        .await
+        .map_err(map_err)?;
+        rows.into_iter()
+            .map(|(i, kek_id, wrapped_key, ciphertext)| {
+                Ok((
+                    to_u64(i)?,
+                    crate::vault::SealedPayload {
+                        kek_id,
+                        wrapped_key,
+                        ciphertext,
+                    },
+                ))
+            })
+            .collect()
+    }
+
+    async fn rewrap_payload(
+        &self,
+        log: &str,
+        index: u64,
+        old_kek_id: &str,
+        new: &crate::vault::SealedPayload,
+    ) -> Result<bool> {
+        let done = sqlx::query(
+            "UPDATE payloads SET kek_id = $4, wrapped_key = $5 \
+             WHERE log = $1 AND idx = $2 AND kek_id = $3 AND erased_by IS NULL",
+        )
+        .bind(log)
+        .bind(to_i64(index, "index")?)
+        .bind(old_kek_id)
+        .bind(&new.kek_id)
+        .bind(new.wrapped_key.as_slice())
+        .execute(&mut *self.conn(Pool::Write).await?)
+        .await
+        .map_err(map_err)?;
+        Ok(done.rows_affected() == 1)
+    }
+
     async fn find_dedup(&self, log: &str, keys: &[Hash]) -> Result<Vec<(Hash, StoredEntry)>> {
         if keys.is_empty() {
             return Ok(Vec::new());

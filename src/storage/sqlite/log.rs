@@ -320,6 +320,62 @@ impl LogWriter for SqliteStorage {
         tx.commit().await.map_err(map_err)
     }
 
+    async fn payloads_to_rewrap(
+        &self,
+        log: &str,
+        kek_id: &str,
+        after: Option<u64>,
+        limit: u32,
+    ) -> Result<Vec<(u64, crate::vault::SealedPayload)>> {
+        let after = after.map(|a| to_i64(a, "index")).transpose()?.unwrap_or(-1);
+        let rows: Vec<(i64, String, Vec<u8>, Vec<u8>)> = sqlx::query_as(
+            "SELECT idx, kek_id, wrapped_key, ciphertext FROM payloads \
+             WHERE log = ? AND idx > ? AND erased_by IS NULL AND kek_id <> ? \
+             ORDER BY idx LIMIT ?",
+        )
+        .bind(log)
+        .bind(after)
+        .bind(kek_id)
+        .bind(i64::from(limit))
+        .fetch_all(&self.writer)
+        .await
+        .map_err(map_err)?;
+        rows.into_iter()
+            .map(|(i, kek_id, wrapped_key, ciphertext)| {
+                Ok((
+                    to_u64(i)?,
+                    crate::vault::SealedPayload {
+                        kek_id,
+                        wrapped_key,
+                        ciphertext,
+                    },
+                ))
+            })
+            .collect()
+    }
+
+    async fn rewrap_payload(
+        &self,
+        log: &str,
+        index: u64,
+        old_kek_id: &str,
+        new: &crate::vault::SealedPayload,
+    ) -> Result<bool> {
+        let done = sqlx::query(
+            "UPDATE payloads SET kek_id = ?, wrapped_key = ? \
+             WHERE log = ? AND idx = ? AND kek_id = ? AND erased_by IS NULL",
+        )
+        .bind(&new.kek_id)
+        .bind(new.wrapped_key.as_slice())
+        .bind(log)
+        .bind(to_i64(index, "index")?)
+        .bind(old_kek_id)
+        .execute(&self.writer)
+        .await
+        .map_err(map_err)?;
+        Ok(done.rows_affected() == 1)
+    }
+
     async fn find_dedup(&self, log: &str, keys: &[Hash]) -> Result<Vec<(Hash, StoredEntry)>> {
         let mut out = Vec::new();
         for chunk in keys.chunks(ENTRY_CHUNK) {

@@ -1,0 +1,225 @@
+//! `stele fetch` and `stele erase`: a private record's content, read with
+//! a stated purpose and checked against the commitment in the record's
+//! signed, included leaf before it is printed; and its erasure.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{bail, Context};
+use base64::Engine as _;
+use serde_json::Value;
+use stele_core::note::Verifier;
+
+use super::client::{block_on, load_verifier, problem_message, read_token, LogClient, TlsArgs};
+use crate::files::write_atomic;
+use crate::records::private::{commitment, ACCESS_TYPE, SALT_LEN};
+use crate::wire;
+
+/// The agency's token and the log (shared by both commands).
+#[derive(Debug, clap::Args)]
+pub struct Agent {
+    /// The log's URL, e.g. `http://127.0.0.1:8080/logs/default`.
+    #[arg(long, value_name = "URL")]
+    pub log: String,
+    /// The agency's bearer token, also from `STELE_TOKEN` (prefer
+    /// `--token-file` or the environment).
+    #[arg(
+        long,
+        env = "STELE_TOKEN",
+        hide_env_values = true,
+        conflicts_with = "token_file"
+    )]
+    pub token: Option<String>,
+    /// A file holding the agency's bearer token.
+    #[arg(long, value_name = "FILE")]
+    pub token_file: Option<PathBuf>,
+    #[command(flatten)]
+    pub tls: TlsArgs,
+    /// The private record's index.
+    #[arg(long)]
+    pub index: u64,
+}
+
+/// Command-line arguments of `stele fetch`.
+#[derive(Debug, clap::Args)]
+pub struct FetchArgs {
+    #[command(flatten)]
+    pub agent: Agent,
+    /// Why the content is read. It is written, publicly, into the access
+    /// entry the log appends before it releases the content: say why, never
+    /// about whom.
+    #[arg(long)]
+    pub purpose: String,
+    /// The log's verifier key: the receipts are checked with it.
+    #[arg(long)]
+    pub vkey: Option<String>,
+    /// The log's verifier key, from a file.
+    #[arg(long, value_name = "FILE")]
+    pub vkey_file: Option<PathBuf>,
+    /// Also save the whole answer (content, salt, both receipts) here.
+    #[arg(long, value_name = "FILE")]
+    pub out: Option<PathBuf>,
+}
+
+/// Command-line arguments of `stele erase`.
+#[derive(Debug, clap::Args)]
+pub struct EraseArgs {
+    #[command(flatten)]
+    pub agent: Agent,
+    /// `subject-request`, `retention-expired`, `legal-order` or
+    /// `recorded-in-error` (public, in the erasure entry).
+    #[arg(long)]
+    pub reason: String,
+}
+
+/// What a checked content answer proved.
+#[derive(Debug)]
+pub struct VerifiedContent {
+    /// The content as committed (canonical JSON).
+    pub content: Vec<u8>,
+    /// The record's leaf.
+    pub leaf: Value,
+    /// The access entry's index.
+    pub access_index: u64,
+}
+
+/// Checks an answer of `GET .../records/{index}/content`: both receipts
+/// verify with the log's key; the record is entry `index` and a private
+/// record; SHA-256 over the commitment context, the salt and the RFC 8785
+/// form of the content is the commitment in its leaf; the access entry is a
+/// `stele.access` entry of `purpose` for this record (by `reader`, when
+/// given). Any failure is an error naming what did not hold.
+pub fn verify_content(
+    answer: &wire::Content,
+    verifier: &Verifier,
+    index: u64,
+    purpose: &str,
+    reader: Option<&str>,
+) -> anyhow::Result<VerifiedContent> {
+    let record = answer
+        .receipt
+        .verify(verifier)
+        .map_err(|e| anyhow::anyhow!("the record's receipt does not verify: {e}"))?;
+    if record.index != index {
+        bail!("the answer is about entry {}, not {index}", record.index);
+    }
+    let leaf: Value = serde_json::from_str(&answer.receipt.leaf).context("the leaf is not JSON")?;
+    let Some(committed) = leaf.get("commitment").and_then(Value::as_str) else {
+        bail!("entry {index} is not a private record (its leaf has no commitment)");
+    };
+    let salt = base64::engine::general_purpose::STANDARD
+        .decode(&answer.salt)
+        .context("the salt is not base64")?;
+    if salt.len() != SALT_LEN {
+        bail!("the salt has {} bytes, not {SALT_LEN}", salt.len());
+    }
+    if !answer.content.is_object() {
+        bail!("the content is not a JSON object");
+    }
+    let content = serde_json_canonicalizer::to_vec(&answer.content)
+        .context("the content cannot be canonicalized")?;
+    let computed = commitment(&salt, &content);
+    if computed != committed {
+        bail!(
+            "the content does not match the record: its commitment is {computed}, the signed leaf of entry {index} commits to {committed}"
+        );
+    }
+    let access = answer
+        .access
+        .verify(verifier)
+        .map_err(|e| anyhow::anyhow!("the access entry's receipt does not verify: {e}"))?;
+    let a: Value =
+        serde_json::from_str(&answer.access.leaf).context("the access leaf is not JSON")?;
+    let attrs = a.get("attributes");
+    let ok = a.get("type").and_then(Value::as_str) == Some(ACCESS_TYPE)
+        && attrs.and_then(|x| x.get("record")).and_then(Value::as_u64) == Some(index)
+        && attrs.and_then(|x| x.get("purpose")).and_then(Value::as_str) == Some(purpose)
+        && reader.is_none_or(|r| a.get("agency").and_then(Value::as_str) == Some(r));
+    if !ok {
+        bail!(
+            "the access entry {} does not record this read: {}",
+            access.index,
+            answer.access.leaf
+        );
+    }
+    Ok(VerifiedContent {
+        content,
+        leaf,
+        access_index: access.index,
+    })
+}
+
+fn purpose_header(p: &str) -> String {
+    percent_encoding::utf8_percent_encode(p, percent_encoding::NON_ALPHANUMERIC).to_string()
+}
+
+/// Runs `stele fetch`.
+pub fn fetch(args: FetchArgs) -> anyhow::Result<ExitCode> {
+    let verifier = load_verifier(args.vkey.as_deref(), args.vkey_file.as_deref())?;
+    let a = &args.agent;
+    let token = read_token(a.token.as_deref(), a.token_file.as_deref())?;
+    let reader = token.split_once('.').map(|(n, _)| n.to_string());
+    let client = LogClient::with_tls(&a.log, &a.tls)?;
+    let rel = format!("records/{}/content", a.index);
+    let req = client
+        .http()
+        .get(client.url(&rel))
+        .header("stele-purpose", purpose_header(&args.purpose));
+    let (status, retry_after, bytes) = block_on(client.authed("GET", &rel, &token, req))?;
+    if !status.is_success() {
+        eprintln!(
+            "error: the log did not release the content: {}",
+            problem_message(status, retry_after.as_deref(), &bytes)
+        );
+        return Ok(ExitCode::FAILURE);
+    }
+    let answer: wire::Content =
+        serde_json::from_slice(&bytes).context("the log's answer is not a content answer")?;
+    let checked = verify_content(
+        &answer,
+        &verifier,
+        a.index,
+        &args.purpose,
+        reader.as_deref(),
+    )
+    .context("refusing the content")?;
+    if let Some(out) = &args.out {
+        let mut pretty = serde_json::to_string_pretty(&answer)?;
+        pretty.push('\n');
+        write_atomic(out, pretty.as_bytes())?;
+    }
+    println!("{}", String::from_utf8_lossy(&checked.content));
+    eprintln!(
+        "content of record {} matches the commitment in its signed, included leaf; this read is access entry {}",
+        a.index, checked.access_index
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Runs `stele erase`.
+pub fn erase(args: EraseArgs) -> anyhow::Result<ExitCode> {
+    let a = &args.agent;
+    let token = read_token(a.token.as_deref(), a.token_file.as_deref())?;
+    let client = LogClient::with_tls(&a.log, &a.tls)?;
+    let rel = format!("records/{}/content", a.index);
+    let req = client
+        .http()
+        .delete(client.url(&rel))
+        .query(&[("reason", &args.reason)]);
+    let (status, retry_after, bytes) = block_on(client.authed("DELETE", &rel, &token, req))?;
+    if !status.is_success() {
+        eprintln!(
+            "error: the log did not erase the content: {}",
+            problem_message(status, retry_after.as_deref(), &bytes)
+        );
+        return Ok(ExitCode::FAILURE);
+    }
+    let receipt: wire::Receipt =
+        serde_json::from_slice(&bytes).context("the log's answer is not a receipt")?;
+    println!("{}", serde_json::to_string_pretty(&receipt)?);
+    eprintln!(
+        "the content of record {} is erased; the erasure is entry {}",
+        a.index, receipt.index
+    );
+    Ok(ExitCode::SUCCESS)
+}

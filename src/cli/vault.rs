@@ -1,0 +1,128 @@
+//! `stele vault keygen|rotate-kek`: the payload store's key-encryption key
+//! (see `crate::vault`).
+//!
+//! Rotation, which bounds what old copies of the database (backups, dead
+//! rows) can reveal of erased content: write a new key (`keygen`); set it
+//! as `payload_key_file` and move the old one to `old_payload_key_files`;
+//! restart (new content is sealed under the new key, old content still
+//! opens); run `rotate-kek`, which re-wraps every live data key the old key
+//! wrapped; remove the old key from the configuration, restart, and
+//! destroy the old key file. From then on no copy of any erased record's
+//! data key can be unwrapped.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{bail, Context};
+use clap::Subcommand;
+
+use crate::config::{Config, Overrides};
+use crate::storage::StoredEntry;
+use crate::vault::Kek;
+
+/// Command-line arguments of `stele vault`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// TOML configuration file (also `STELE_CONFIG`).
+    #[arg(long, value_name = "FILE", global = true)]
+    pub config: Option<PathBuf>,
+    /// Data directory of the embedded mode.
+    #[arg(long, value_name = "DIR", global = true)]
+    pub data_dir: Option<PathBuf>,
+    /// PostgreSQL URL (production mode); also `DATABASE_URL`.
+    #[arg(long, value_name = "URL", global = true)]
+    pub database_url: Option<String>,
+    #[command(subcommand)]
+    pub action: Action,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Action {
+    /// Write a new payload key (key-encryption key) to FILE (mode 0600).
+    Keygen {
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+    },
+    /// Re-wrap every live data key under the configured `payload_key_file`
+    /// (it must open them: the key that wrapped them is the current one or
+    /// among `old_payload_key_files`). Safe while the service runs.
+    RotateKek,
+}
+
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    match args.action {
+        Action::Keygen { out } => {
+            if out.exists() {
+                bail!(
+                    "{} exists; a payload key is never overwritten",
+                    out.display()
+                );
+            }
+            let (kek, text) = Kek::generate();
+            crate::files::write_secret_file(&out, &text)?;
+            println!("wrote payload key {} to {}", kek.id(), out.display());
+            Ok(ExitCode::SUCCESS)
+        }
+        Action::RotateKek => {
+            let config = Config::load(&Overrides {
+                config_file: args.config.clone(),
+                listen: None,
+                data_dir: args.data_dir.clone(),
+                database_url: args.database_url.clone(),
+            })?;
+            super::runtime()?.block_on(rotate(&config))
+        }
+    }
+}
+
+/// Re-wraps, log by log, every sealed payload not yet under the current key.
+async fn rotate(config: &Config) -> anyhow::Result<ExitCode> {
+    let vault = super::serve::load_vault(config)?
+        .context("no payload_key_file is configured: there is nothing to rotate to")?;
+    let storage = crate::storage::open(&config.storage_location()).await?;
+    let current = vault.current_id().to_string();
+    let mut total = 0u64;
+    for log in &config.logs {
+        let mut after = None;
+        let mut done = 0u64;
+        loop {
+            let batch = storage
+                .payloads_to_rewrap(&log.name, &current, after, 500)
+                .await?;
+            let Some(last) = batch.last().map(|(i, _)| *i) else {
+                break;
+            };
+            for (index, sealed) in batch {
+                let leaf = storage.read_entries(&log.name, index, index + 1).await?;
+                let commitment = commitment_of(leaf.first(), index)?;
+                let new = vault
+                    .rewrap(&log.name, &commitment, &sealed)
+                    .with_context(|| format!("log {}: payload {index}", log.name))?;
+                if storage
+                    .rewrap_payload(&log.name, index, &sealed.kek_id, &new)
+                    .await?
+                {
+                    done += 1;
+                }
+            }
+            after = Some(last);
+        }
+        eprintln!(
+            "log {}: re-wrapped {done} data keys under payload key {current}",
+            log.name
+        );
+        total += done;
+    }
+    println!("{total} data keys re-wrapped; every live payload is now under payload key {current}");
+    Ok(ExitCode::SUCCESS)
+}
+
+fn commitment_of(entry: Option<&StoredEntry>, index: u64) -> anyhow::Result<String> {
+    let e = entry.with_context(|| format!("payload {index} has no entry"))?;
+    let leaf: serde_json::Value =
+        serde_json::from_slice(&e.leaf).with_context(|| format!("entry {index} is not JSON"))?;
+    leaf.get("commitment")
+        .and_then(|c| c.as_str())
+        .map(str::to_string)
+        .with_context(|| format!("entry {index} has a payload but no commitment"))
+}
