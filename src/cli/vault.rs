@@ -17,8 +17,8 @@ use anyhow::{bail, Context};
 use clap::Subcommand;
 
 use crate::config::{Config, Overrides};
-use crate::storage::StoredEntry;
-use crate::vault::Kek;
+use crate::storage::{Storage, StoredEntry};
+use crate::vault::{Kek, Vault};
 
 /// Command-line arguments of `stele vault`.
 #[derive(Debug, clap::Args)]
@@ -80,26 +80,42 @@ async fn rotate(config: &Config) -> anyhow::Result<ExitCode> {
     let vault = super::serve::load_vault(config)?
         .context("no payload_key_file is configured: there is nothing to rotate to")?;
     let storage = crate::storage::open(&config.storage_location()).await?;
+    let logs: Vec<&str> = config.logs.iter().map(|l| l.name.as_str()).collect();
+    let total = rotate_payloads(storage.as_ref(), &vault, &logs).await?;
+    println!(
+        "{total} data keys re-wrapped; every live payload is now under payload key {}",
+        vault.current_id()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Re-wraps every sealed payload of `logs` whose data key another key than
+/// `vault`'s current one wrapped; how many it re-wrapped.
+pub async fn rotate_payloads(
+    storage: &dyn Storage,
+    vault: &Vault,
+    logs: &[&str],
+) -> anyhow::Result<u64> {
     let current = vault.current_id().to_string();
     let mut total = 0u64;
-    for log in &config.logs {
+    for &log in logs {
         let mut after = None;
         let mut done = 0u64;
         loop {
             let batch = storage
-                .payloads_to_rewrap(&log.name, &current, after, 500)
+                .payloads_to_rewrap(log, &current, after, 500)
                 .await?;
             let Some(last) = batch.last().map(|(i, _)| *i) else {
                 break;
             };
             for (index, sealed) in batch {
-                let leaf = storage.read_entries(&log.name, index, index + 1).await?;
+                let leaf = storage.read_entries(log, index, index + 1).await?;
                 let commitment = commitment_of(leaf.first(), index)?;
                 let new = vault
-                    .rewrap(&log.name, &commitment, &sealed)
-                    .with_context(|| format!("log {}: payload {index}", log.name))?;
+                    .rewrap(log, &commitment, &sealed)
+                    .with_context(|| format!("log {log}: payload {index}"))?;
                 if storage
-                    .rewrap_payload(&log.name, index, &sealed.kek_id, &new)
+                    .rewrap_payload(log, index, &sealed.kek_id, &new)
                     .await?
                 {
                     done += 1;
@@ -107,14 +123,10 @@ async fn rotate(config: &Config) -> anyhow::Result<ExitCode> {
             }
             after = Some(last);
         }
-        eprintln!(
-            "log {}: re-wrapped {done} data keys under payload key {current}",
-            log.name
-        );
+        eprintln!("log {log}: re-wrapped {done} data keys under payload key {current}");
         total += done;
     }
-    println!("{total} data keys re-wrapped; every live payload is now under payload key {current}");
-    Ok(ExitCode::SUCCESS)
+    Ok(total)
 }
 
 fn commitment_of(entry: Option<&StoredEntry>, index: u64) -> anyhow::Result<String> {

@@ -47,6 +47,8 @@ pub struct AppOptions {
     /// On by default: most suites submit ad-hoc types; the registry suite
     /// turns it off, as production has it.
     pub accept_unregistered: bool,
+    /// Put the storage behind a fault injector ([`TestApp::faults`]).
+    pub faults: bool,
 }
 
 impl Default for AppOptions {
@@ -64,6 +66,7 @@ impl Default for AppOptions {
             agency_types: vec![],
             agency_admin: false,
             accept_unregistered: true,
+            faults: false,
         }
     }
 }
@@ -85,6 +88,8 @@ pub struct TestApp {
     pub engine: Arc<Engine>,
     pub storage: Arc<dyn Storage>,
     pub metrics: Arc<Metrics>,
+    /// The switches of the storage's faults, with [`AppOptions::faults`].
+    pub faults: Option<Arc<crate::faults::Faults>>,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
     server: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
     /// Keeps the SQLite directory (or the PostgreSQL database) alive.
@@ -101,7 +106,13 @@ pub async fn spawn_app(backend: Backend) -> anyhow::Result<TestApp> {
 /// [`crate::pg::PgUnavailable`].
 pub async fn spawn_app_with(backend: Backend, opts: AppOptions) -> anyhow::Result<TestApp> {
     let store = TestStore::new(backend).await?;
-    let storage = store.open().await?.storage();
+    let mut storage = store.open().await?.storage();
+    let mut faults = None;
+    if opts.faults {
+        let (faulty, f) = crate::faults::Faulty::wrap(storage);
+        storage = faulty;
+        faults = Some(f);
+    }
     let origin = format!("stele.test/{}", opts.log);
     let (signer, _skey) = Signer::generate(&origin).map_err(|e| anyhow::anyhow!("{e}"))?;
     let vkey = signer.vkey();
@@ -142,6 +153,7 @@ pub async fn spawn_app_with(backend: Backend, opts: AppOptions) -> anyhow::Resul
         engine,
         storage,
         metrics,
+        faults,
         shutdown: Some(tx),
         server: Some(server),
         _store: store,
@@ -157,6 +169,11 @@ impl TestApp {
     /// `base_url/logs/<log>` + `rest`.
     pub fn log_url(&self, rest: &str) -> String {
         format!("{}/logs/{}{}", self.base_url, self.log, rest)
+    }
+
+    /// The test's database (its SQLite file, its PostgreSQL URL).
+    pub fn store(&self) -> &TestStore {
+        &self._store
     }
 
     /// Registers another agency; returns its token.
