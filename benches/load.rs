@@ -40,6 +40,10 @@ enum Mode {
     Bulk,
     Proofs,
     Tiles,
+    /// Private records' content (`GET .../records/{i}/content`, with a
+    /// purpose) by random index in `--first-index ..` the tree size: each
+    /// read appends an access entry before it answers.
+    Content,
 }
 
 /// What the submitted records look like.
@@ -50,6 +54,10 @@ enum Shape {
     /// Valid records of the four example types (`examples/types/`), in
     /// turn: what the registry's validation costs is measured with them.
     Examples,
+    /// Records shaped like the example `health.case` (a subject, a
+    /// diagnosis, a date and ~200 bytes of notes), of type `--record-type`:
+    /// the private type itself, or a public copy of it.
+    Case,
 }
 
 #[derive(Debug, Parser)]
@@ -97,6 +105,12 @@ struct Args {
     /// for a checkpoint the log's witness quorum cosigned).
     #[arg(long)]
     wait: Option<String>,
+    /// The record type of `--shape case`.
+    #[arg(long, default_value = "health.case")]
+    record_type: String,
+    /// Content mode: the first index of the private records read.
+    #[arg(long, default_value_t = 0)]
+    first_index: u64,
     /// A label printed with the results.
     #[arg(long, default_value = "")]
     label: String,
@@ -163,6 +177,14 @@ fn example_body(client: usize, n: u64, run: u64) -> String {
             u + 100
         ),
     }
+}
+
+/// A `health.case`-shaped record of type `t`, unique per run, client and `n`.
+fn case_body(t: &str, client: usize, n: u64, run: u64) -> String {
+    let id = (run % 1000) * 1_000_000_000_000 + (client as u64 % 1000) * 1_000_000_000 + n;
+    format!(
+        "{{\"type\":\"{t}\",\"subject\":\"patient-{id:016X}\",\"attributes\":{{\"diagnosis\":\"U07.1\",\"opened\":\"2026-12-01\",\"notes\":\"Admitted with fever; PCR positive; observation for 48 h, then discharged home with follow-up at the clinic in two weeks. Case {id}.\"}}}}"
+    )
 }
 
 #[derive(Default)]
@@ -277,6 +299,7 @@ async fn client_loop(
                 let body = match args.shape {
                     Shape::Bench => record_body(id, n, &pad, run),
                     Shape::Examples => example_body(id, n, run),
+                    Shape::Case => case_body(&args.record_type, id, n, run),
                 };
                 n += 1;
                 let path = match &args.wait {
@@ -295,6 +318,7 @@ async fn client_loop(
                     match args.shape {
                         Shape::Bench => body.push_str(&record_body(id, n, &pad, run)),
                         Shape::Examples => body.push_str(&example_body(id, n, run)),
+                        Shape::Case => body.push_str(&case_body(&args.record_type, id, n, run)),
                     }
                 }
                 body.push_str("]}");
@@ -311,6 +335,17 @@ async fn client_loop(
                 (
                     Method::GET,
                     format!("{prefix}/proofs/inclusion?index={index}"),
+                    String::new(),
+                    1,
+                )
+            }
+            Mode::Content => {
+                let size = shared.tree_size.load(Ordering::Relaxed);
+                let span = size.saturating_sub(args.first_index).max(1);
+                let index = args.first_index + next() % span;
+                (
+                    Method::GET,
+                    format!("{prefix}/records/{index}/content"),
                     String::new(),
                     1,
                 )
@@ -333,9 +368,14 @@ async fn client_loop(
             .header(header::HOST, &host);
         if method == Method::POST {
             req = req.header(header::CONTENT_TYPE, "application/json");
+        }
+        if method == Method::POST || args.mode == Mode::Content {
             if let Some(auth) = &auth {
                 req = req.header(header::AUTHORIZATION, auth.clone());
             }
+        }
+        if args.mode == Mode::Content {
+            req = req.header("stele-purpose", "load%20test");
         }
         let req = req
             .body(Full::new(Bytes::from(body)))
@@ -492,8 +532,8 @@ async fn run(args: Arc<Args>) -> anyhow::Result<()> {
         done_ops: AtomicU64::new(0),
         tree_size: AtomicU64::new(current_tree_size(&http, &url, &args.log).await?),
     });
-    if matches!(args.mode, Mode::Submit | Mode::Bulk) && args.token.is_empty() {
-        anyhow::bail!("--token (or STELE_TOKEN) is needed to submit");
+    if matches!(args.mode, Mode::Submit | Mode::Bulk | Mode::Content) && args.token.is_empty() {
+        anyhow::bail!("--token (or STELE_TOKEN) is needed to submit or read content");
     }
     let run_id = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)?

@@ -116,7 +116,7 @@ pub struct RecordRequest {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub attributes: Option<Value>,
     /// Private types only: a binary document, standard base64, at most
-    /// `limits.max_document_bytes` decoded (default 48 KiB). A record of a
+    /// `limits.max_document_bytes` decoded (default 36 KiB). A record of a
     /// private type keeps its subject, content hash, attributes and
     /// document out of the public leaf, which carries a commitment to them
     /// instead (see `docs/private.md`).

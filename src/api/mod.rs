@@ -55,8 +55,9 @@ pub struct Limits {
     /// Largest body of `POST /logs/{log}/records`, in bytes (`413` above).
     pub max_body_bytes: usize,
     /// Largest `document` of a private record, in bytes (decoded; at most
-    /// 1 MiB). The body limit of `POST /logs/{log}/records` grows to fit
-    /// it. Default 49152.
+    /// 1 MiB). Sent as base64 it must also fit `max_body_bytes` (the
+    /// default 36 KiB does, with room for the rest of the record): raise
+    /// both for larger documents. Default 36864.
     pub max_document_bytes: usize,
     /// Most records in one `POST /logs/{log}/records/bulk` (at most 1000).
     pub max_bulk_records: usize,
@@ -83,20 +84,11 @@ pub struct Limits {
     pub reads_per_address_per_s: u32,
 }
 
-impl Limits {
-    /// The body limit of a single record: `max_body_bytes`, or more where
-    /// a private record's document (base64) needs it.
-    pub fn record_body_bytes(&self) -> usize {
-        self.max_body_bytes
-            .max(self.max_document_bytes.div_ceil(3) * 4 + 16 * 1024)
-    }
-}
-
 impl Default for Limits {
     fn default() -> Self {
         Limits {
             max_body_bytes: 65_536,
-            max_document_bytes: 48 * 1024,
+            max_document_bytes: 36 * 1024,
             max_bulk_records: crate::records::MAX_BULK_RECORDS,
             max_bulk_body_bytes: 16 << 20,
             body_timeout_ms: 10_000,
@@ -214,7 +206,7 @@ pub fn router(state: AppState) -> Router {
     let writes = Router::new()
         .route(
             "/logs/{log}/records",
-            post(records::submit).layer(DefaultBodyLimit::max(limits.record_body_bytes())),
+            post(records::submit).layer(DefaultBodyLimit::max(limits.max_body_bytes)),
         )
         .route(
             "/logs/{log}/records/bulk",

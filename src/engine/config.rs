@@ -72,7 +72,7 @@ impl Default for EngineConfig {
             retry_after: Duration::from_secs(1),
             quotas: QuotaConfig::default(),
             vault: None,
-            max_document_bytes: 48 * 1024,
+            max_document_bytes: 36 * 1024,
         }
     }
 }

@@ -41,7 +41,7 @@ pub const MAX_SUBJECT_CHARS: usize = 256;
 /// Largest canonical `attributes` object, in bytes.
 pub const MAX_ATTRIBUTES_BYTES: usize = 8 * 1024;
 /// Largest binary `document` of a private record any configuration allows,
-/// in bytes (decoded); `limits.max_document_bytes` (default 48 KiB) is the
+/// in bytes (decoded); `limits.max_document_bytes` (default 36 KiB) is the
 /// deployment's own limit, checked by the engine.
 pub const MAX_DOCUMENT_BYTES: usize = 1 << 20;
 /// Most records in one bulk request (the HTTP layer's limit may be lower).

@@ -170,6 +170,10 @@ mod tests {
         h.update(salt);
         h.update(content);
         let want = format!("sha256:{}", hex::encode(h.finalize()));
+        assert_eq!(
+            want,
+            "sha256:4b27c491bc0adca6a89c04beaf4c2dcda02f12733e280aa2b2631c3ea9460cd0"
+        );
         assert_eq!(commitment(&salt, content), want);
         assert!(is_commitment(&want));
         assert_ne!(commitment(&[8u8; SALT_LEN], content), want);

@@ -98,6 +98,7 @@ pub async fn serve_embedded_first_start_and_graceful_stop() -> TestResult {
         names,
         vec![
             "disease.covid-test",
+            "health.case",
             "health.vaccination",
             "land.transfer",
             "parking.status"
@@ -129,8 +130,8 @@ pub async fn serve_embedded_first_start_and_graceful_stop() -> TestResult {
     }
     let (status, again) = post_record(&server.base_url(), &token, &body).await?;
     ensure_eq!(status, StatusCode::OK, "{again}");
-    // Indexes 0–3 are the example types' registry entries.
-    ensure_eq!(again["index"], 4);
+    // Indexes 0–4 are the example types' registry entries.
+    ensure_eq!(again["index"], 5);
     check(&server, &vkey, &[receipt, serde_json::from_value(again)?]).await?;
     stop(server).await
 }

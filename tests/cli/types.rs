@@ -65,6 +65,7 @@ fn type_commands_on_the_quick_start() -> TestResult {
     ensure(out.code == 0, || out.show())?;
     for t in [
         "disease.covid-test",
+        "health.case",
         "health.vaccination",
         "land.transfer",
         "parking.status",
@@ -96,12 +97,12 @@ fn type_commands_on_the_quick_start() -> TestResult {
         out.code == 0
             && out
                 .stdout
-                .contains("parking.status version 2: applied (entry 4)"),
+                .contains("parking.status version 2: applied (entry 5)"),
         || out.show(),
     )?;
     let out = apply(&file);
     ensure(
-        out.code == 0 && out.stdout.contains("already in force (entry 4)"),
+        out.code == 0 && out.stdout.contains("already in force (entry 5)"),
         || out.show(),
     )?;
     // A bad definition: refused before anything is sent, naming the file.
@@ -175,7 +176,7 @@ fn type_commands_on_the_quick_start() -> TestResult {
         out.code == 0
             && out
                 .stdout
-                .contains("follow the record-type registry (5 registry entries)"),
+                .contains("follow the record-type registry (6 registry entries)"),
         || out.show(),
     )?;
     drop(server);

@@ -179,7 +179,7 @@ test('the logs list shows the registry: every record type with its rules', async
   await page.goto(`${base}/`);
   await page.waitForSelector('.log details.type[data-type="land.transfer"]');
   const names = await page.locator('.log details.type').evaluateAll((ds) => ds.map((d) => d.dataset.type));
-  assert.deepEqual(names, ['disease.covid-test', 'health.vaccination', 'land.transfer', 'parking.status']);
+  assert.deepEqual(names, ['disease.covid-test', 'health.case', 'health.vaccination', 'land.transfer', 'parking.status']);
   const land = page.locator('.log details.type[data-type="land.transfer"]');
   await land.locator('summary').click();
   const summary = await land.locator('summary').innerText();
