@@ -146,6 +146,51 @@ pub struct Content {
     pub access: Receipt,
 }
 
+/// The answer to `POST /logs/{log}/records/{index}/disclosure`: what the
+/// writing agency hands a private record's data subject (on paper, in a
+/// QR code, in its portal).
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct Disclosure {
+    /// The log's origin.
+    pub log: String,
+    pub index: u64,
+    /// The record's salt, standard base64: with it the subject checks the
+    /// content they are shown against the commitment in the record's leaf.
+    pub salt: String,
+    /// The commitment in the record's leaf.
+    pub commitment: String,
+    /// The capability to list the entries about the record (header
+    /// `Stele-Disclosure` of `GET .../accesses`), base64url.
+    pub capability: String,
+}
+
+/// One entry with its inclusion proof in the tree of the answer's
+/// `tree_size`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct ProvenEntry {
+    pub index: u64,
+    /// The exact leaf bytes.
+    pub leaf: String,
+    #[serde(with = "hex_hashes")]
+    #[schema(value_type = Vec<String>)]
+    pub inclusion_proof: Vec<Hash>,
+}
+
+/// The answer to `GET /logs/{log}/records/{index}/accesses`: a private
+/// record and every entry the log made about it — each read
+/// (`stele.access`: who, why, when) and its erasure (`stele.erasure`) —
+/// each proven against one checkpoint.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct Accesses {
+    pub tree_size: u64,
+    /// The checkpoint every proof leads to.
+    pub checkpoint: Option<String>,
+    /// The record's own entry.
+    pub record: ProvenEntry,
+    /// The access and erasure entries about it, oldest first.
+    pub entries: Vec<ProvenEntry>,
+}
+
 fn subject_schema() -> utoipa::openapi::schema::Object {
     use utoipa::openapi::schema::{ObjectBuilder, Type};
     ObjectBuilder::new()

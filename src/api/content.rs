@@ -9,7 +9,7 @@ use axum::response::Response;
 use base64::Engine as _;
 
 use super::extract::{parse_u63, Bearer, PathParams, QueryPairs};
-use super::problem::{Problem, WriteProblems};
+use super::problem::{Problem, ReadProblems, WriteProblems};
 use super::records::{json_response, receipt_response};
 use super::AppState;
 use crate::wire;
@@ -145,4 +145,122 @@ pub async fn erase(
         .erase_content(&log, &agency, index, reason)
         .await?;
     Ok(receipt_response(StatusCode::OK, &r))
+}
+
+/// Issue a disclosure of a private record for its data subject.
+///
+/// By the agency that wrote the record. The answer carries the record's
+/// salt (with it the subject checks the content they are shown against the
+/// record's leaf) and a fresh capability to list every entry about the
+/// record (`GET .../accesses`); the server keeps only the capability's
+/// hash, and a new disclosure replaces the last one.
+#[utoipa::path(
+    post,
+    path = "/logs/{log}/records/{index}/disclosure",
+    tag = "records",
+    params(
+        ("log" = String, Path, description = "Log name", pattern = "^[a-z0-9-]{1,64}$"),
+        ("index" = u64, Path, description = "Index of the private record", minimum = 0, maximum = 9223372036854775807_u64),
+    ),
+    security(("bearer" = [])),
+    responses(
+        (status = 201, description = "The disclosure, shown once", body = wire::Disclosure),
+        (status = 403, description = "Another agency wrote the record (`urn:stele:problem:forbidden`)", body = wire::Problem, content_type = "application/problem+json"),
+        (status = 404, description = "Unknown log, no such entry, or the entry is not a private record", body = wire::Problem, content_type = "application/problem+json"),
+        (status = 410, description = "The content was erased (`urn:stele:problem:erased`)", body = wire::Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Index not a decimal integer below 2^63", body = wire::Problem, content_type = "application/problem+json"),
+        WriteProblems,
+    )
+)]
+pub async fn disclose(
+    State(state): State<AppState>,
+    PathParams((log, index)): PathParams<(String, String)>,
+    Bearer(agency): Bearer,
+    query: QueryPairs,
+) -> Result<Response, Problem> {
+    query.only(&[])?;
+    let index = parse_u63("index", &index)?;
+    let d = state.engine.issue_disclosure(&log, &agency, index).await?;
+    let body = wire::Disclosure {
+        log: state.engine.origin(&log)?,
+        index,
+        salt: base64::engine::general_purpose::STANDARD.encode(d.salt),
+        commitment: d.commitment,
+        capability: d.capability,
+    };
+    let mut resp = json_response(
+        StatusCode::CREATED,
+        serde_json::to_vec(&body).expect("a disclosure always serializes"),
+    );
+    resp.headers_mut().insert(
+        axum::http::header::CACHE_CONTROL,
+        axum::http::HeaderValue::from_static("no-store"),
+    );
+    Ok(resp)
+}
+
+/// The header that carries a disclosure's capability.
+pub const DISCLOSURE_HEADER: &str = "stele-disclosure";
+
+fn proven(e: crate::engine::ProvenEntry) -> wire::ProvenEntry {
+    wire::ProvenEntry {
+        index: e.index,
+        leaf: e.leaf,
+        inclusion_proof: e.proof,
+    }
+}
+
+/// Who read a private record, when and why: for its data subject.
+///
+/// With the capability of the record's disclosure (header
+/// `Stele-Disclosure`): the record's entry and every `stele.access` entry
+/// (the reader, the stated purpose, the time) and `stele.erasure` entry
+/// about it, oldest first, each with its inclusion proof in the tree of the
+/// latest checkpoint. Without it, or with another: `403` and nothing about
+/// the record.
+#[utoipa::path(
+    get,
+    path = "/logs/{log}/records/{index}/accesses",
+    tag = "records",
+    params(
+        ("log" = String, Path, description = "Log name", pattern = "^[a-z0-9-]{1,64}$"),
+        ("index" = u64, Path, description = "Index of the private record", minimum = 0, maximum = 9223372036854775807_u64),
+        ("Stele-Disclosure" = String, Header, description = "The capability of the record's disclosure"),
+    ),
+    responses(
+        (status = 200, description = "The entries about the record, proven", body = wire::Accesses),
+        (status = 403, description = "No or another capability (`urn:stele:problem:forbidden`)", body = wire::Problem, content_type = "application/problem+json"),
+        (status = 404, description = "Unknown log", body = wire::Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Index not a decimal integer below 2^63", body = wire::Problem, content_type = "application/problem+json"),
+        ReadProblems,
+    )
+)]
+pub async fn accesses(
+    State(state): State<AppState>,
+    PathParams((log, index)): PathParams<(String, String)>,
+    query: QueryPairs,
+    headers: HeaderMap,
+) -> Result<Response, Problem> {
+    query.only(&[])?;
+    let index = parse_u63("index", &index)?;
+    let cap = headers
+        .get(DISCLOSURE_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    let a = state.engine.accesses(&log, index, cap).await?;
+    let body = wire::Accesses {
+        tree_size: a.size,
+        checkpoint: a.checkpoint,
+        record: proven(a.record),
+        entries: a.events.into_iter().map(proven).collect(),
+    };
+    let mut resp = json_response(
+        StatusCode::OK,
+        serde_json::to_vec(&body).expect("accesses always serialize"),
+    );
+    resp.headers_mut().insert(
+        axum::http::header::CACHE_CONTROL,
+        axum::http::HeaderValue::from_static("no-store"),
+    );
+    Ok(resp)
 }

@@ -166,6 +166,8 @@ impl AppState {
         records::submit_bulk,
         content::read,
         content::erase,
+        content::disclose,
+        content::accesses,
         types::apply,
         types::list,
         types::show,
@@ -217,6 +219,10 @@ pub fn router(state: AppState) -> Router {
             get(content::read).delete(content::erase),
         )
         .route(
+            "/logs/{log}/records/{index}/disclosure",
+            post(content::disclose),
+        )
+        .route(
             "/logs/{log}/types",
             post(types::apply).layer(DefaultBodyLimit::max(limits.max_bulk_body_bytes)),
         )
@@ -232,6 +238,10 @@ pub fn router(state: AppState) -> Router {
         .route("/logs/{log}/entries/{index}", get(read::entry))
         .route("/logs/{log}/entries/{index}/receipt", get(read::receipt))
         .route("/logs/{log}/witness-policy", get(read::witness_policy))
+        .route(
+            "/logs/{log}/records/{index}/accesses",
+            get(content::accesses),
+        )
         .route("/logs/{log}/proofs/inclusion", get(read::inclusion))
         .route("/logs/{log}/proofs/consistency", get(read::consistency))
         .route("/logs/{log}/types", get(types::list))

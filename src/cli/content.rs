@@ -12,7 +12,7 @@ use stele_core::note::Verifier;
 
 use super::client::{block_on, load_verifier, problem_message, read_token, LogClient, TlsArgs};
 use crate::files::write_atomic;
-use crate::records::private::{commitment, ACCESS_TYPE, SALT_LEN};
+use crate::records::private::{commitment, ACCESS_TYPE, ERASURE_TYPE, SALT_LEN};
 use crate::wire;
 
 /// The agency's token and the log (shared by both commands).
@@ -70,6 +70,189 @@ pub struct EraseArgs {
     /// `recorded-in-error` (public, in the erasure entry).
     #[arg(long)]
     pub reason: String,
+}
+
+/// Command-line arguments of `stele disclose`.
+#[derive(Debug, clap::Args)]
+pub struct DiscloseArgs {
+    #[command(flatten)]
+    pub agent: Agent,
+    /// Where to write the disclosure (JSON) for the data subject.
+    #[arg(long, value_name = "FILE")]
+    pub out: PathBuf,
+}
+
+/// Command-line arguments of `stele accesses`.
+#[derive(Debug, clap::Args)]
+pub struct AccessesArgs {
+    /// The log's URL, e.g. `http://127.0.0.1:8080/logs/default`.
+    #[arg(long, value_name = "URL")]
+    pub log: String,
+    /// The disclosure file the writing agency handed over.
+    #[arg(long, value_name = "FILE")]
+    pub disclosure: PathBuf,
+    /// The log's verifier key: the checkpoint and every proof are checked
+    /// with it.
+    #[arg(long)]
+    pub vkey: Option<String>,
+    /// The log's verifier key, from a file.
+    #[arg(long, value_name = "FILE")]
+    pub vkey_file: Option<PathBuf>,
+    #[command(flatten)]
+    pub tls: TlsArgs,
+}
+
+/// Checks an answer of `GET .../records/{index}/accesses` for the record of
+/// `disclosure`: the checkpoint is signed by the log's key, the record's
+/// leaf carries the disclosure's commitment, and every entry is included in
+/// the checkpoint's tree and is an access or erasure entry naming the
+/// record. The entries' leaves, in order.
+pub fn verify_accesses(
+    answer: &wire::Accesses,
+    disclosure: &wire::Disclosure,
+    verifier: &Verifier,
+) -> anyhow::Result<Vec<Value>> {
+    let note = answer
+        .checkpoint
+        .as_deref()
+        .context("the answer has no checkpoint")?;
+    let cp = stele_core::note::open_checkpoint(note, verifier)
+        .map_err(|e| anyhow::anyhow!("the checkpoint does not verify: {e}"))?;
+    if cp.size != answer.tree_size {
+        bail!(
+            "the checkpoint is of size {}, the answer says {}",
+            cp.size,
+            answer.tree_size
+        );
+    }
+    let mut leaves = Vec::new();
+    for e in std::iter::once(&answer.record).chain(&answer.entries) {
+        stele_core::merkle::verify_inclusion(
+            &stele_core::leaf_hash(e.leaf.as_bytes()),
+            e.index,
+            cp.size,
+            &e.inclusion_proof,
+            &cp.root,
+        )
+        .map_err(|err| anyhow::anyhow!("entry {} is not in the signed tree: {err}", e.index))?;
+        leaves.push(serde_json::from_str::<Value>(&e.leaf).context("a leaf is not JSON")?);
+    }
+    let record = leaves.remove(0);
+    if answer.record.index != disclosure.index
+        || record.get("commitment").and_then(Value::as_str) != Some(&disclosure.commitment)
+    {
+        bail!(
+            "the answer is not about the disclosed record {}",
+            disclosure.index
+        );
+    }
+    for (l, e) in leaves.iter().zip(&answer.entries) {
+        let t = l.get("type").and_then(Value::as_str);
+        let names =
+            l.pointer("/attributes/record").and_then(Value::as_u64) == Some(disclosure.index);
+        if !(names && matches!(t, Some(ACCESS_TYPE) | Some(ERASURE_TYPE)))
+            || e.index <= disclosure.index
+        {
+            bail!(
+                "entry {} is not an entry about record {}",
+                e.index,
+                disclosure.index
+            );
+        }
+    }
+    Ok(leaves)
+}
+
+/// Runs `stele disclose`.
+pub fn disclose(args: DiscloseArgs) -> anyhow::Result<ExitCode> {
+    let a = &args.agent;
+    let token = read_token(a.token.as_deref(), a.token_file.as_deref())?;
+    let client = LogClient::with_tls(&a.log, &a.tls)?;
+    let rel = format!("records/{}/disclosure", a.index);
+    let req = client.http().post(client.url(&rel));
+    let (status, retry_after, bytes) = block_on(client.authed("POST", &rel, &token, req))?;
+    if !status.is_success() {
+        eprintln!(
+            "error: the log issued no disclosure: {}",
+            problem_message(status, retry_after.as_deref(), &bytes)
+        );
+        return Ok(ExitCode::FAILURE);
+    }
+    let d: wire::Disclosure = serde_json::from_slice(&bytes).context("not a disclosure")?;
+    let mut pretty = serde_json::to_string_pretty(&d)?;
+    pretty.push('\n');
+    crate::files::write_secret_file(&args.out, &pretty)?;
+    eprintln!(
+        "wrote the disclosure of record {} to {} (hand it to the data subject; an earlier one no longer works)",
+        d.index,
+        args.out.display()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Runs `stele accesses`.
+pub fn accesses(args: AccessesArgs) -> anyhow::Result<ExitCode> {
+    let verifier = load_verifier(args.vkey.as_deref(), args.vkey_file.as_deref())?;
+    let text = std::fs::read_to_string(&args.disclosure)
+        .with_context(|| format!("reading {}", args.disclosure.display()))?;
+    let d: wire::Disclosure = serde_json::from_str(&text).context("not a disclosure file")?;
+    if d.log != verifier.name() {
+        bail!(
+            "the disclosure is of log {}, the key of {}",
+            d.log,
+            verifier.name()
+        );
+    }
+    let client = LogClient::with_tls(&args.log, &args.tls)?;
+    let rel = format!("records/{}/accesses", d.index);
+    let answer = block_on(async {
+        let resp = client
+            .http()
+            .get(client.url(&rel))
+            .header("stele-disclosure", &d.capability)
+            .send()
+            .await?;
+        let status = resp.status();
+        let bytes = resp.bytes().await?;
+        if !status.is_success() {
+            bail!(
+                "the log listed nothing: {}",
+                problem_message(status, None, &bytes)
+            );
+        }
+        serde_json::from_slice::<wire::Accesses>(&bytes).context("not an accesses answer")
+    })?;
+    let leaves = verify_accesses(&answer, &d, &verifier)?;
+    println!(
+        "record {} of {}: {} entries about it, proven in the signed tree of {}",
+        d.index,
+        d.log,
+        leaves.len(),
+        answer.tree_size
+    );
+    for (l, e) in leaves.iter().zip(&answer.entries) {
+        let field = |p: &str| {
+            l.pointer(p)
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_string()
+        };
+        let what = if field("/type") == ERASURE_TYPE {
+            format!(
+                "erased by {}: {}",
+                field("/agency"),
+                field("/attributes/reason")
+            )
+        } else {
+            format!(
+                "read by {}: {}",
+                field("/agency"),
+                field("/attributes/purpose")
+            )
+        };
+        println!("  {}  entry {}  {what}", field("/ts"), e.index);
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 /// What a checked content answer proved.

@@ -42,6 +42,12 @@ pub enum Command {
     Fetch(content::FetchArgs),
     /// Erase a private record's content (the writing agency).
     Erase(content::EraseArgs),
+    /// Issue a disclosure of a private record for its data subject (the
+    /// writing agency).
+    Disclose(content::DiscloseArgs),
+    /// With a disclosure: who read the record, when and why, each entry
+    /// checked against the signed tree.
+    Accesses(content::AccessesArgs),
     /// The payload store's key: `keygen`, `rotate-kek`.
     Vault(vault::Args),
     /// The record-type registry of a log: `apply`, `list`, `show`.
@@ -69,6 +75,8 @@ pub fn main() -> ExitCode {
         Command::Submit(args) => submit::run(args),
         Command::Fetch(args) => content::fetch(args),
         Command::Erase(args) => content::erase(args),
+        Command::Disclose(args) => content::disclose(args),
+        Command::Accesses(args) => content::accesses(args),
         Command::Vault(args) => vault::run(args),
         Command::Type(args) => types::run(args),
         Command::Verify(args) => verify::run(args),

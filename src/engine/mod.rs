@@ -44,7 +44,7 @@ pub use crate::error::LogError;
 pub use agency::Agency;
 pub use config::{EngineConfig, LogConfig};
 pub use log::Integrated;
-pub use private::Content;
+pub use private::{Accesses, Content, Disclosure, ProvenEntry};
 pub use quota::{QuotaConfig, Rate};
 pub use read::{ConsistencyProof, EntryView, InclusionProof, Locator, LogInfo, TileData};
 pub use sequencer::mark_file_for;

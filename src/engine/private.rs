@@ -120,8 +120,9 @@ impl Engine {
         }
         let record = log_entry(ACCESS_TYPE, "purpose", purpose, index);
         let mut item = self.pending(agency, record, None, None);
-        // Every read is an entry of its own.
+        // Every read is an entry of its own, listed among the record's events.
         item.dedup_key = random_key();
+        item.effect = Effect::Access { record: index };
         let access = self
             .enqueue(log_name, agency, vec![item], false)
             .await?
@@ -228,6 +229,165 @@ impl Engine {
             .await?
             .pop()
             .ok_or_else(|| LogError::bug("no receipt for an erasure entry"))
+    }
+}
+
+/// What the writing agency hands a private record's data subject.
+pub struct Disclosure {
+    pub index: u64,
+    pub salt: [u8; SALT_LEN],
+    pub commitment: String,
+    /// The capability to list the record's access entries (base64url, no
+    /// padding); the server keeps only its SHA-256.
+    pub capability: String,
+}
+
+/// An entry with its inclusion proof in the tree of [`Accesses::size`].
+pub struct ProvenEntry {
+    pub index: u64,
+    pub leaf: String,
+    pub proof: Vec<Hash>,
+}
+
+/// A private record and every access and erasure entry about it, proven
+/// against one checkpoint.
+pub struct Accesses {
+    pub size: u64,
+    pub checkpoint: Option<String>,
+    pub record: ProvenEntry,
+    pub events: Vec<ProvenEntry>,
+}
+
+fn capability_hash(capability: &[u8]) -> [u8; 32] {
+    let mut h = Sha256::new();
+    h.update(b"stele/disclosure/v1\0");
+    h.update(capability);
+    h.finalize().into()
+}
+
+impl Engine {
+    /// Issues a disclosure of private record `index` for its data subject:
+    /// the record's salt (to check the content they are shown against the
+    /// leaf) and a fresh capability to list the entries about the record.
+    /// Only the writing agency may; a new disclosure replaces the last one
+    /// (whose capability stops working).
+    pub async fn issue_disclosure(
+        &self,
+        log_name: &str,
+        agency: &Agency,
+        index: u64,
+    ) -> Result<Disclosure, LogError> {
+        let log = self.log(log_name)?;
+        let vault = self.vault()?.clone();
+        let leaf = self.private_leaf(log, index).await?;
+        if leaf.agency != agency.name.as_str() {
+            return Err(LogError::Forbidden(format!(
+                "only agency {} (which wrote record {index}) may disclose it",
+                leaf.agency
+            )));
+        }
+        let sealed = match self.ctx.storage.payload(log_name, index).await? {
+            Some(StoredPayload::Sealed(p)) => p,
+            Some(StoredPayload::Erased { by }) => return Err(erased(index, by)),
+            None => {
+                return Err(LogError::bug(format!(
+                    "private record {index} of log {log_name} has no payload row"
+                )))
+            }
+        };
+        let plain = vault
+            .open(log_name, &leaf.commitment, &sealed)
+            .map_err(|e| LogError::bug(format!("the payload of record {index}: {e}")))?;
+        let salt: [u8; SALT_LEN] = plain
+            .get(..SALT_LEN)
+            .and_then(|s| s.try_into().ok())
+            .ok_or_else(|| LogError::bug(format!("the payload of record {index} is too short")))?;
+        if private::commitment(&salt, &plain[SALT_LEN..]) != leaf.commitment {
+            return Err(LogError::bug(format!(
+                "the payload of record {index} does not match its commitment"
+            )));
+        }
+        let mut cap = [0u8; 32];
+        rand_core::OsRng.fill_bytes(&mut cap);
+        if !self
+            .ctx
+            .storage
+            .set_disclosure(log_name, index, &capability_hash(&cap))
+            .await?
+        {
+            return Err(LogError::bug(format!(
+                "record {index} lost its payload row"
+            )));
+        }
+        use base64::Engine as _;
+        Ok(Disclosure {
+            index,
+            salt,
+            commitment: leaf.commitment,
+            capability: base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(cap),
+        })
+    }
+
+    /// The entries about private record `index` (its `stele.access` and
+    /// `stele.erasure` entries), each with its inclusion proof in the
+    /// latest tree, for the holder of the record's disclosure capability.
+    /// Anyone else: `403`, and nothing about the record.
+    pub async fn accesses(
+        &self,
+        log_name: &str,
+        index: u64,
+        capability: &str,
+    ) -> Result<Accesses, LogError> {
+        use base64::Engine as _;
+        use subtle::ConstantTimeEq;
+        let log = self.log(log_name)?;
+        let refused = || {
+            LogError::Forbidden(format!(
+                "not a disclosure of record {index}: its data subject holds the capability"
+            ))
+        };
+        let cap = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(capability.trim())
+            .map_err(|_| refused())?;
+        let stored = self
+            .ctx
+            .storage
+            .disclosure(log_name, index)
+            .await?
+            .ok_or_else(refused)?;
+        if !bool::from(capability_hash(&cap).ct_eq(&stored)) {
+            return Err(refused());
+        }
+        let snapshot = log.snapshot();
+        let size = snapshot.size;
+        let mut events = Vec::new();
+        let listed = self.ctx.storage.payload_events(log_name, index).await?;
+        for i in std::iter::once(index).chain(listed.into_iter().filter(|&i| i < size)) {
+            let entry = self.entry(log_name, i).await?;
+            let p = self
+                .inclusion_proof(log_name, super::Locator::Index(i), Some(size))
+                .await?;
+            events.push(ProvenEntry {
+                index: i,
+                leaf: entry.leaf,
+                proof: p.proof,
+            });
+        }
+        let record = events.remove(0);
+        let checkpoint = self.checkpoint_at(log, &snapshot, size).await?;
+        Ok(Accesses {
+            size,
+            checkpoint,
+            record,
+            events,
+        })
+    }
+}
+
+impl Engine {
+    /// A log's origin (the first line of its checkpoints).
+    pub fn origin(&self, log: &str) -> Result<String, LogError> {
+        Ok(self.log(log)?.origin.to_string())
     }
 }
 

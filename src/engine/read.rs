@@ -410,7 +410,7 @@ impl Engine {
         })
     }
 
-    async fn checkpoint_at(
+    pub(super) async fn checkpoint_at(
         &self,
         log: &Log,
         snapshot: &Snapshot,

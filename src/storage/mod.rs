@@ -156,9 +156,13 @@ pub enum Effect {
     None,
     /// A private record: its sealed content is stored beside it.
     Seal(Arc<crate::vault::SealedPayload>),
+    /// An access entry about private record `record`: listed among the
+    /// record's events (what its disclosure shows).
+    Access { record: u64 },
     /// An erasure entry: the sealed content of `record` is destroyed (its
-    /// row keeps only this entry's index), and that record's dedup key — a
-    /// hash of its content — is replaced by `new_dedup_key` (random).
+    /// row keeps only this entry's index and its disclosure), and that
+    /// record's dedup key — a hash of its content — is replaced by
+    /// `new_dedup_key` (random). Listed among the record's events.
     Erase { record: u64, new_dedup_key: Hash },
 }
 
@@ -332,6 +336,14 @@ pub trait LogReader: Send + Sync {
     /// The payload of the private record at `index` (None: the entry is
     /// not a private record, or not stored).
     async fn payload(&self, log: &str, index: u64) -> Result<Option<StoredPayload>>;
+
+    /// SHA-256 of the capability of private record `index`'s disclosure,
+    /// if one was issued.
+    async fn disclosure(&self, log: &str, index: u64) -> Result<Option<[u8; 32]>>;
+
+    /// The indexes of the access and erasure entries about private record
+    /// `record`, ascending.
+    async fn payload_events(&self, log: &str, record: u64) -> Result<Vec<u64>>;
 }
 
 /// Writing a log: only its sequencer calls these, and only while it holds
@@ -359,6 +371,11 @@ pub trait LogWriter: Send + Sync {
     /// tree is smaller). An equal size replaces the note (more, or newer,
     /// cosignatures of the same tree).
     async fn store_witnessed(&self, log: &str, tree_size: u64, note: &str) -> Result<bool>;
+
+    /// Sets the capability hash of private record `index`'s disclosure
+    /// (replacing an earlier one), durably; false if there is no such
+    /// payload row.
+    async fn set_disclosure(&self, log: &str, index: u64, hash: &[u8; 32]) -> Result<bool>;
 
     /// Up to `limit` sealed (not erased) payloads of `log` with an index
     /// above `after` (None: from the start) whose data key another KEK

@@ -54,6 +54,11 @@ fn main() {
         erasure_destroys_content_and_keeps_proofs,
     );
     suite.per_backend(
+        "a_disclosure_lists_exactly_the_records_accesses",
+        Backend::ALL,
+        a_disclosure_lists_exactly_the_records_accesses,
+    );
+    suite.per_backend(
         "rotating_the_payload_key_rewraps_every_live_key",
         Backend::ALL,
         rotating_the_payload_key_rewraps_every_live_key,
@@ -746,6 +751,167 @@ async fn rotating_the_payload_key_rewraps_every_live_key(backend: Backend) -> Te
     ensure!(
         only_old.open("default", c, &payload).is_err(),
         "the old key still opens it"
+    );
+    f.app.stop().await;
+    Ok(())
+}
+
+async fn a_disclosure_lists_exactly_the_records_accesses(backend: Backend) -> TestResult {
+    let f = Fixture::new(backend).await?;
+    let mine = f.case(SUBJECT, NOTES).await?;
+    let other = f.case("patient-0000BBBB", "someone else").await?;
+    // Only the writer discloses.
+    let disclose = |token: String, index: u64| {
+        let http = f.http.clone();
+        let url = f.app.log_url(&format!("/records/{index}/disclosure"));
+        async move {
+            let r = http.post(url).bearer_auth(token).send().await?;
+            anyhow::Ok((r.status(), r.json::<Value>().await?))
+        }
+    };
+    let (status, _) = disclose(f.h2.clone(), mine.index).await?;
+    ensure!(
+        status == StatusCode::FORBIDDEN,
+        "a reader disclosed: {status}"
+    );
+    let (status, v) = disclose(f.h1.clone(), mine.index).await?;
+    ensure!(status == StatusCode::CREATED, "disclose: {status} {v}");
+    let d: wire::Disclosure = serde_json::from_value(v)?;
+    ensure!(d.index == mine.index && d.log == f.app.origin);
+    let (_, v) = disclose(f.h1.clone(), other.index).await?;
+    let d_other: wire::Disclosure = serde_json::from_value(v)?;
+
+    // Reads of both records by two agencies; then an erasure of the other.
+    for (token, index, purpose) in [
+        (&f.h2, mine.index, "treatment"),
+        (&f.h2, other.index, "treatment"),
+        (&f.h1, mine.index, "follow-up"),
+        (&f.h2, other.index, "audit"),
+    ] {
+        let (status, v) = f.read(token, index, Some(purpose)).await?;
+        ensure!(status == StatusCode::OK, "{status} {v}");
+    }
+    let (status, _) = f.erase(&f.h1, other.index, "retention-expired").await?;
+    ensure!(status == StatusCode::OK);
+
+    let list = |cap: Option<String>, index: u64| {
+        let http = f.http.clone();
+        let url = f.app.log_url(&format!("/records/{index}/accesses"));
+        async move {
+            let mut req = http.get(url);
+            if let Some(c) = cap {
+                req = req.header("Stele-Disclosure", c);
+            }
+            let r = req.send().await?;
+            anyhow::Ok((r.status(), r.json::<Value>().await?))
+        }
+    };
+    // Without the capability, with a made-up one, or for another record:
+    // 403, and nothing about the record.
+    for (cap, index) in [
+        (None, mine.index),
+        (Some("AAAA".to_string()), mine.index),
+        (Some(d.capability.clone()), other.index),
+    ] {
+        let (status, v) = list(cap, index).await?;
+        ensure!(
+            status == StatusCode::FORBIDDEN && v.get("entries").is_none(),
+            "{status} {v}"
+        );
+    }
+    // With it: exactly the two reads of this record, each proven against
+    // the signed checkpoint, and the record itself.
+    let (status, v) = list(Some(d.capability.clone()), mine.index).await?;
+    ensure!(status == StatusCode::OK, "{status} {v}");
+    let a: wire::Accesses = serde_json::from_value(v)?;
+    stele::cli::content::verify_accesses(&a, &d, &f.verifier)?;
+    // The subject's check fails on a forged or foreign entry.
+    let mut forged = a.clone();
+    forged.entries[0].leaf = forged.entries[0].leaf.replace("treatment", "treatmenT");
+    ensure!(stele::cli::content::verify_accesses(&forged, &d, &f.verifier).is_err());
+    let mut foreign = a.clone();
+    foreign.entries.push(a.record.clone());
+    ensure!(stele::cli::content::verify_accesses(&foreign, &d, &f.verifier).is_err());
+    ensure!(a.record.index == mine.index && a.record.leaf == mine.leaf);
+    let seen: Vec<(String, String)> = a
+        .entries
+        .iter()
+        .map(|e| {
+            let l: Value = serde_json::from_str(&e.leaf).unwrap_or_default();
+            ensure!(
+                l["type"] == "stele.access" && l["attributes"]["record"] == mine.index,
+                "not an access of this record: {}",
+                e.leaf
+            );
+            Ok((
+                l["agency"].as_str().unwrap_or_default().to_string(),
+                l["attributes"]["purpose"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string(),
+            ))
+        })
+        .collect::<anyhow::Result<_>>()?;
+    ensure!(
+        seen == [
+            ("hospital-2".to_string(), "treatment".to_string()),
+            ("hospital-1".to_string(), "follow-up".to_string())
+        ],
+        "{seen:?}"
+    );
+    // The salt lets the subject check the content they are shown.
+    let (status, v) = f
+        .read(&f.h1, mine.index, Some("shown to the patient"))
+        .await?;
+    ensure!(status == StatusCode::OK);
+    let shown: wire::Content = serde_json::from_value(v)?;
+    let content = serde_json_canonicalizer::to_vec(&shown.content)?;
+    let salt = {
+        use base64::Engine as _;
+        base64::engine::general_purpose::STANDARD.decode(&d.salt)?
+    };
+    ensure!(stele::records::private::commitment(&salt, &content) == d.commitment);
+    let leaf: Value = serde_json::from_str(&mine.leaf)?;
+    ensure!(leaf["commitment"] == d.commitment.as_str());
+    // A new disclosure replaces the old one.
+    let (_, v) = disclose(f.h1.clone(), mine.index).await?;
+    let d2: wire::Disclosure = serde_json::from_value(v)?;
+    let (status, _) = list(Some(d.capability.clone()), mine.index).await?;
+    ensure!(
+        status == StatusCode::FORBIDDEN,
+        "the replaced capability still works"
+    );
+    let (status, v) = list(Some(d2.capability), mine.index).await?;
+    ensure!(
+        status == StatusCode::OK && v["entries"].as_array().map(Vec::len) == Some(3),
+        "{v}"
+    );
+    // The erased record's subject still sees its reads and the erasure;
+    // no new disclosure of it can be issued (its salt is gone).
+    let (status, v) = list(Some(d_other.capability), other.index).await?;
+    let kinds: Vec<&str> = v["entries"]
+        .as_array()
+        .map(|es| {
+            es.iter()
+                .filter_map(|e| e["leaf"].as_str())
+                .map(|l| {
+                    if l.contains("stele.erasure") {
+                        "erasure"
+                    } else {
+                        "access"
+                    }
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    ensure!(
+        status == StatusCode::OK && kinds == ["access", "access", "erasure"],
+        "{status} {v}"
+    );
+    let (status, _) = disclose(f.h1.clone(), other.index).await?;
+    ensure!(
+        status == StatusCode::GONE,
+        "disclosing an erased record: {status}"
     );
     f.app.stop().await;
     Ok(())

@@ -133,6 +133,14 @@ impl LogReader for Faulty {
         self.check()?;
         self.inner.payload(log, index).await
     }
+    async fn disclosure(&self, log: &str, index: u64) -> Result<Option<[u8; 32]>> {
+        self.check()?;
+        self.inner.disclosure(log, index).await
+    }
+    async fn payload_events(&self, log: &str, record: u64) -> Result<Vec<u64>> {
+        self.check()?;
+        self.inner.payload_events(log, record).await
+    }
 }
 
 #[async_trait]
@@ -172,6 +180,10 @@ impl LogWriter for Faulty {
     async fn store_witnessed(&self, log: &str, tree_size: u64, note: &str) -> Result<bool> {
         self.check()?;
         self.inner.store_witnessed(log, tree_size, note).await
+    }
+    async fn set_disclosure(&self, log: &str, index: u64, hash: &[u8; 32]) -> Result<bool> {
+        self.check()?;
+        self.inner.set_disclosure(log, index, hash).await
     }
     async fn payloads_to_rewrap(
         &self,

@@ -181,6 +181,35 @@ impl LogReader for PostgresStorage {
         }
     }
 
+    async fn disclosure(&self, log: &str, index: u64) -> Result<Option<[u8; 32]>> {
+        let Ok(idx) = i64::try_from(index) else {
+            return Ok(None);
+        };
+        let h: Option<Option<Vec<u8>>> =
+            sqlx::query_scalar("SELECT disclosure FROM payloads WHERE log = $1 AND idx = $2")
+                .bind(log)
+                .bind(idx)
+                .fetch_optional(&mut *self.conn(Pool::Read).await?)
+                .await
+                .map_err(map_err)?;
+        h.flatten().map(|h| hash_from(&h).map(|h| h.0)).transpose()
+    }
+
+    async fn payload_events(&self, log: &str, record: u64) -> Result<Vec<u64>> {
+        let Ok(record) = i64::try_from(record) else {
+            return Ok(Vec::new());
+        };
+        let rows: Vec<i64> = sqlx::query_scalar(
+            "SELECT idx FROM payload_events WHERE log = $1 AND record = $2 ORDER BY idx",
+        )
+        .bind(log)
+        .bind(record)
+        .fetch_all(&mut *self.conn(Pool::Read).await?)
+        .await
+        .map_err(map_err)?;
+        rows.into_iter().map(to_u64).collect()
+    }
+
     async fn payload(&self, log: &str, index: u64) -> Result<Option<StoredPayload>> {
         let Ok(idx) = i64::try_from(index) else {
             return Ok(None);
@@ -255,9 +284,14 @@ impl LogWriter for PostgresStorage {
         let last_ts = ts.last().copied();
         let mut sealed = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         let mut erased = (Vec::new(), Vec::new(), Vec::new());
+        let mut events = (Vec::new(), Vec::new());
         for e in batch.entries {
             match &e.effect {
                 Effect::None => {}
+                Effect::Access { record } => {
+                    events.0.push(to_i64(*record, "index")?);
+                    events.1.push(to_i64(e.index, "index")?);
+                }
                 Effect::Seal(p) => {
                     sealed.0.push(to_i64(e.index, "index")?);
                     sealed.1.push(p.kek_id.as_str());
@@ -271,6 +305,8 @@ impl LogWriter for PostgresStorage {
                     erased.0.push(to_i64(*record, "index")?);
                     erased.1.push(to_i64(e.index, "index")?);
                     erased.2.push(new_dedup_key.0.as_slice());
+                    events.0.push(to_i64(*record, "index")?);
+                    events.1.push(to_i64(e.index, "index")?);
                 }
             }
         }
@@ -323,6 +359,10 @@ impl LogWriter for PostgresStorage {
                  UPDATE entries e SET dedup_key = u.key \
                  FROM UNNEST($19::bigint[], $21::bytea[]) AS u(record, key) \
                  WHERE e.log = $1 AND e.idx = u.record AND EXISTS (SELECT FROM moved) \
+             ), new_events AS ( \
+                 INSERT INTO payload_events (log, record, idx) \
+                 SELECT $1, u.* FROM UNNEST($22::bigint[], $23::bigint[]) AS u \
+                 WHERE EXISTS (SELECT FROM moved) \
              ) \
              SELECT count(*) FROM moved",
         )
@@ -347,6 +387,8 @@ impl LogWriter for PostgresStorage {
         .bind(&erased.0)
         .bind(&erased.1)
         .bind(&erased.2)
+        .bind(&events.0)
+        .bind(&events.1)
         .fetch_one(&mut **conn)
         .await
         .map_err(map_err);
@@ -371,6 +413,17 @@ impl LogWriter for PostgresStorage {
             )));
         }
         Ok(())
+    }
+
+    async fn set_disclosure(&self, log: &str, index: u64, hash: &[u8; 32]) -> Result<bool> {
+        let done = sqlx::query("UPDATE payloads SET disclosure = $3 WHERE log = $1 AND idx = $2")
+            .bind(log)
+            .bind(to_i64(index, "index")?)
+            .bind(hash.as_slice())
+            .execute(&mut *self.conn(Pool::Write).await?)
+            .await
+            .map_err(map_err)?;
+        Ok(done.rows_affected() == 1)
     }
 
     async fn payloads_to_rewrap(

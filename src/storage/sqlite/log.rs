@@ -152,6 +152,35 @@ impl LogReader for SqliteStorage {
         }
     }
 
+    async fn disclosure(&self, log: &str, index: u64) -> Result<Option<[u8; 32]>> {
+        let Ok(idx) = i64::try_from(index) else {
+            return Ok(None);
+        };
+        let h: Option<Option<Vec<u8>>> =
+            sqlx::query_scalar("SELECT disclosure FROM payloads WHERE log = ? AND idx = ?")
+                .bind(log)
+                .bind(idx)
+                .fetch_optional(&self.reader)
+                .await
+                .map_err(map_err)?;
+        h.flatten().map(|h| hash_from(&h).map(|h| h.0)).transpose()
+    }
+
+    async fn payload_events(&self, log: &str, record: u64) -> Result<Vec<u64>> {
+        let Ok(record) = i64::try_from(record) else {
+            return Ok(Vec::new());
+        };
+        let rows: Vec<i64> = sqlx::query_scalar(
+            "SELECT idx FROM payload_events WHERE log = ? AND record = ? ORDER BY idx",
+        )
+        .bind(log)
+        .bind(record)
+        .fetch_all(&self.reader)
+        .await
+        .map_err(map_err)?;
+        rows.into_iter().map(to_u64).collect()
+    }
+
     async fn payload(&self, log: &str, index: u64) -> Result<Option<StoredPayload>> {
         let Ok(idx) = i64::try_from(index) else {
             return Ok(None);
@@ -267,8 +296,21 @@ impl LogWriter for SqliteStorage {
             .map_err(map_err)?;
         }
         for e in batch.entries {
+            let event = match &e.effect {
+                Effect::Access { record } | Effect::Erase { record, .. } => Some(*record),
+                _ => None,
+            };
+            if let Some(record) = event {
+                sqlx::query("INSERT INTO payload_events (log, record, idx) VALUES (?, ?, ?)")
+                    .bind(batch.log)
+                    .bind(to_i64(record, "index")?)
+                    .bind(to_i64(e.index, "index")?)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(map_err)?;
+            }
             match &e.effect {
-                Effect::None => {}
+                Effect::None | Effect::Access { .. } => {}
                 Effect::Seal(p) => {
                     sqlx::query(
                         "INSERT INTO payloads (log, idx, kek_id, wrapped_key, ciphertext) \
@@ -318,6 +360,17 @@ impl LogWriter for SqliteStorage {
             .map_err(map_err)?;
         // Crash point: once COMMIT is in the WAL (fsynced), the batch survives.
         tx.commit().await.map_err(map_err)
+    }
+
+    async fn set_disclosure(&self, log: &str, index: u64, hash: &[u8; 32]) -> Result<bool> {
+        let done = sqlx::query("UPDATE payloads SET disclosure = ? WHERE log = ? AND idx = ?")
+            .bind(hash.as_slice())
+            .bind(log)
+            .bind(to_i64(index, "index")?)
+            .execute(&self.writer)
+            .await
+            .map_err(map_err)?;
+        Ok(done.rows_affected() == 1)
     }
 
     async fn payloads_to_rewrap(
