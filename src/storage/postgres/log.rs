@@ -328,7 +328,10 @@ impl LogWriter for PostgresStorage {
         // runs in `moved`, and every insert is conditioned on it. A failed
         // CAS writes nothing (0 rows moved → `Conflict`); any error (a stored
         // dedup key → `Duplicate`) aborts the whole statement.
-        let result = sqlx::query(
+        // The payload store's parts are only in the statement when the
+        // batch has them: with empty arrays the planner may still scan
+        // `payloads` or `entries` for the joins of an erasure.
+        let mut sql = String::from(
             "WITH moved AS ( \
                  UPDATE logs SET tree_size = $3, root = $4, checkpoint = $5, \
                  last_ts = COALESCE($6, last_ts) WHERE name = $1 AND tree_size = $2 \
@@ -346,52 +349,75 @@ impl LogWriter for PostgresStorage {
              ), new_checkpoint AS ( \
                  INSERT INTO checkpoints (log, tree_size, note) \
                  SELECT $1, $3, $5 WHERE EXISTS (SELECT FROM moved) \
-             ), new_payloads AS ( \
+             )",
+        );
+        let mut n = 14;
+        let mut param = || {
+            n += 1;
+            format!("${n}")
+        };
+        if !sealed.0.is_empty() {
+            let (a, b, c, d) = (param(), param(), param(), param());
+            sql.push_str(&format!(
+                ", new_payloads AS ( \
                  INSERT INTO payloads (log, idx, kek_id, wrapped_key, ciphertext) \
-                 SELECT $1, u.* FROM UNNEST($15::bigint[], $16::text[], $17::bytea[], \
-                 $18::bytea[]) AS u WHERE EXISTS (SELECT FROM moved) \
-             ), erased AS ( \
+                 SELECT $1, u.* FROM UNNEST({a}::bigint[], {b}::text[], {c}::bytea[], \
+                 {d}::bytea[]) AS u WHERE EXISTS (SELECT FROM moved))"
+            ));
+        }
+        if !erased.0.is_empty() {
+            let (a, b, c) = (param(), param(), param());
+            sql.push_str(&format!(
+                ", erased AS ( \
                  UPDATE payloads p SET kek_id = NULL, wrapped_key = NULL, ciphertext = NULL, \
-                 erased_by = u.by FROM UNNEST($19::bigint[], $20::bigint[]) AS u(record, by) \
+                 erased_by = u.by FROM UNNEST({a}::bigint[], {b}::bigint[]) AS u(record, by) \
                  WHERE p.log = $1 AND p.idx = u.record AND p.erased_by IS NULL \
-                 AND EXISTS (SELECT FROM moved) \
-             ), scrubbed AS ( \
+                 AND EXISTS (SELECT FROM moved)), \
+                 scrubbed AS ( \
                  UPDATE entries e SET dedup_key = u.key \
-                 FROM UNNEST($19::bigint[], $21::bytea[]) AS u(record, key) \
-                 WHERE e.log = $1 AND e.idx = u.record AND EXISTS (SELECT FROM moved) \
-             ), new_events AS ( \
+                 FROM UNNEST({a}::bigint[], {c}::bytea[]) AS u(record, key) \
+                 WHERE e.log = $1 AND e.idx = u.record AND EXISTS (SELECT FROM moved))"
+            ));
+        }
+        if !events.0.is_empty() {
+            let (a, b) = (param(), param());
+            sql.push_str(&format!(
+                ", new_events AS ( \
                  INSERT INTO payload_events (log, record, idx) \
-                 SELECT $1, u.* FROM UNNEST($22::bigint[], $23::bigint[]) AS u \
-                 WHERE EXISTS (SELECT FROM moved) \
-             ) \
-             SELECT count(*) FROM moved",
-        )
-        .bind(batch.log)
-        .bind(to_i64(batch.old_size, "tree size")?)
-        .bind(to_i64(batch.new_size, "tree size")?)
-        .bind(batch.root.0.as_slice())
-        .bind(batch.checkpoint)
-        .bind(last_ts)
-        .bind(&idx)
-        .bind(&leaf)
-        .bind(&leaf_hash)
-        .bind(&dedup)
-        .bind(&ts)
-        .bind(&t_level)
-        .bind(&t_idx)
-        .bind(&t_data)
-        .bind(&sealed.0)
-        .bind(&sealed.1)
-        .bind(&sealed.2)
-        .bind(&sealed.3)
-        .bind(&erased.0)
-        .bind(&erased.1)
-        .bind(&erased.2)
-        .bind(&events.0)
-        .bind(&events.1)
-        .fetch_one(&mut **conn)
-        .await
-        .map_err(map_err);
+                 SELECT $1, u.* FROM UNNEST({a}::bigint[], {b}::bigint[]) AS u \
+                 WHERE EXISTS (SELECT FROM moved))"
+            ));
+        }
+        sql.push_str(" SELECT count(*) FROM moved");
+        let mut q = sqlx::query(&sql)
+            .bind(batch.log)
+            .bind(to_i64(batch.old_size, "tree size")?)
+            .bind(to_i64(batch.new_size, "tree size")?)
+            .bind(batch.root.0.as_slice())
+            .bind(batch.checkpoint)
+            .bind(last_ts)
+            .bind(&idx)
+            .bind(&leaf)
+            .bind(&leaf_hash)
+            .bind(&dedup)
+            .bind(&ts)
+            .bind(&t_level)
+            .bind(&t_idx)
+            .bind(&t_data);
+        if !sealed.0.is_empty() {
+            q = q
+                .bind(&sealed.0)
+                .bind(&sealed.1)
+                .bind(&sealed.2)
+                .bind(&sealed.3);
+        }
+        if !erased.0.is_empty() {
+            q = q.bind(&erased.0).bind(&erased.1).bind(&erased.2);
+        }
+        if !events.0.is_empty() {
+            q = q.bind(&events.0).bind(&events.1);
+        }
+        let result = q.fetch_one(&mut **conn).await.map_err(map_err);
         // Crash point: if the connection drops before the answer arrives the
         // outcome is unknown to us; the caller reloads the state (see the
         // trait docs). The connection is not reused after such an error.
