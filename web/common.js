@@ -74,10 +74,10 @@ export function renderSteps(list, steps) {
 /** A failure of the network or of the server, with its message. */
 export class FetchError extends v.VerifyError {}
 
-export async function fetchJson(url) {
+export async function fetchJson(url, headers = {}) {
   let r;
   try {
-    r = await fetch(url, { headers: { accept: 'application/json' } });
+    r = await fetch(url, { headers: { accept: 'application/json', ...headers } });
   } catch {
     throw new FetchError('err.network', { url });
   }

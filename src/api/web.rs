@@ -1,4 +1,4 @@
-//! The web pages (`/`, `/receipt`, `/explorer`) and their assets, compiled
+//! The web pages (`/`, `/receipt`, `/explorer`, `/disclosure`) and their assets, compiled
 //! into the binary (no CDN, no files on disk). The pages ask the server only
 //! for data (`/logs`, checkpoints, tiles, entries, proofs); every check runs
 //! in the browser, and a receipt in a link travels in the URL fragment, which
@@ -28,6 +28,16 @@ pub const ASSETS: &[Asset] = &[
     ("/", HTML, include_str!("../../web/index.html")),
     ("/receipt", HTML, include_str!("../../web/receipt.html")),
     ("/explorer", HTML, include_str!("../../web/explorer.html")),
+    (
+        "/disclosure",
+        HTML,
+        include_str!("../../web/disclosure.html"),
+    ),
+    (
+        "/assets/disclosure.js",
+        JS,
+        include_str!("../../web/disclosure.js"),
+    ),
     (
         "/assets/style.css",
         CSS,

@@ -187,6 +187,17 @@ pub fn disclose(args: DiscloseArgs) -> anyhow::Result<ExitCode> {
         d.index,
         args.out.display()
     );
+    // The subject's page on the log's server, the disclosure in the
+    // fragment (never sent to the server).
+    if let Ok((receipt_page, _)) = super::receipt_print::receipt_page_for(&a.log) {
+        use base64::Engine as _;
+        let page = receipt_page.trim_end_matches("/receipt");
+        let json = serde_json::to_vec(&d)?;
+        println!(
+            "{page}/disclosure#d={}",
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(json)
+        );
+    }
     Ok(ExitCode::SUCCESS)
 }
 

@@ -65,7 +65,7 @@ function sources() {
 test('every key the pages and scripts name is in the catalogues, and every catalogue key is used', () => {
   const named = new Map();
   const note = (k, f) => named.set(k, [...(named.get(k) || []), f]);
-  const keyish = /['"`]((?:page|nav|lang|common|main|verify|scan|key|share|logs|lookup|footer|step|err|receipt|explorer|policy|p|v)\.[A-Za-z][A-Za-z0-9.]*)['"`]/g;
+  const keyish = /['"`]((?:page|nav|lang|common|main|verify|scan|key|share|logs|lookup|footer|step|err|receipt|explorer|policy|disclosure|p|v)\.[A-Za-z][A-Za-z0-9.]*)['"`]/g;
   for (const [f, text] of sources()) {
     if (f.endsWith('.html')) {
       for (const m of text.matchAll(/data-i18n="([^"]+)"/g)) note(m[1], f);
