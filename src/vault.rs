@@ -9,8 +9,10 @@
 //! old copies can reveal.
 //!
 //! A KEK lives in a key file (`payload_key_file`): one line,
-//! `stele-kek-v1:` and 32 bytes in standard base64. [`Kek`] is the seam
-//! for an external KMS: wrapping and unwrapping are its only operations.
+//! `stele-kek-v1:` and 32 bytes in standard base64 ([`Kek`]). The vault
+//! only ever asks a KEK to wrap and unwrap a data key ([`KeyWrapper`]): an
+//! external KMS (its own key id, a network call per wrap) implements that
+//! trait, and the key never enters this process.
 //!
 //! Encodings: a wrapped key and a ciphertext are each `nonce (24 bytes) ||
 //! AEAD output`. The data key is bound to the record by associated data
@@ -46,7 +48,19 @@ pub enum VaultError {
     Corrupt,
 }
 
-/// A key-encryption key.
+/// What the vault needs of a key-encryption key: an id (stored with every
+/// payload it wrapped) and wrapping. Implemented by [`Kek`] (a key file);
+/// a KMS client implements it to keep the key out of this process.
+pub trait KeyWrapper: Send + Sync + std::fmt::Debug {
+    /// A stable id of the key (never the key itself).
+    fn id(&self) -> &str;
+    /// Seals a data key, bound to `aad`.
+    fn wrap(&self, data_key: &[u8; 32], aad: &[u8]) -> Vec<u8>;
+    /// Opens a wrapped data key bound to `aad`.
+    fn unwrap(&self, wrapped: &[u8], aad: &[u8]) -> Result<[u8; 32], VaultError>;
+}
+
+/// A key-encryption key read from a key file.
 pub struct Kek {
     id: String,
     cipher: XChaCha20Poly1305,
@@ -128,16 +142,18 @@ impl Kek {
             .with_context(|| format!("reading the payload key {}", path.display()))?;
         Kek::parse(&text).with_context(|| format!("payload key {}", path.display()))
     }
+}
 
-    pub fn id(&self) -> &str {
+impl KeyWrapper for Kek {
+    fn id(&self) -> &str {
         &self.id
     }
 
-    pub fn wrap(&self, data_key: &[u8; 32], aad: &[u8]) -> Vec<u8> {
+    fn wrap(&self, data_key: &[u8; 32], aad: &[u8]) -> Vec<u8> {
         seal_with(&self.cipher, aad, data_key)
     }
 
-    pub fn unwrap(&self, wrapped: &[u8], aad: &[u8]) -> Result<[u8; 32], VaultError> {
+    fn unwrap(&self, wrapped: &[u8], aad: &[u8]) -> Result<[u8; 32], VaultError> {
         open_with(&self.cipher, aad, wrapped)?
             .try_into()
             .map_err(|_| VaultError::Corrupt)
@@ -148,7 +164,7 @@ impl Kek {
 /// older keys kept while `rotate-kek` runs).
 #[derive(Debug)]
 pub struct Vault {
-    keks: Vec<Kek>,
+    keks: Vec<Box<dyn KeyWrapper>>,
 }
 
 /// The associated data of a record's payload.
@@ -162,6 +178,17 @@ fn binding(log: &str, commitment: &str) -> Vec<u8> {
 
 impl Vault {
     pub fn new(current: Kek, older: Vec<Kek>) -> Vault {
+        let mut keks: Vec<Box<dyn KeyWrapper>> = vec![Box::new(current)];
+        keks.extend(
+            older
+                .into_iter()
+                .map(|k| Box::new(k) as Box<dyn KeyWrapper>),
+        );
+        Vault { keks }
+    }
+
+    /// A vault over any key wrappers (a KMS): the first seals, any opens.
+    pub fn with_wrappers(current: Box<dyn KeyWrapper>, older: Vec<Box<dyn KeyWrapper>>) -> Vault {
         let mut keks = vec![current];
         keks.extend(older);
         Vault { keks }
@@ -178,16 +205,17 @@ impl Vault {
         let data_key: [u8; 32] = XChaCha20Poly1305::generate_key(&mut OsRng).into();
         let data = XChaCha20Poly1305::new(&data_key.into());
         SealedPayload {
-            kek_id: self.keks[0].id.clone(),
+            kek_id: self.keks[0].id().to_string(),
             wrapped_key: self.keks[0].wrap(&data_key, &aad),
             ciphertext: seal_with(&data, &aad, plaintext),
         }
     }
 
-    fn kek(&self, id: &str) -> Result<&Kek, VaultError> {
+    fn kek(&self, id: &str) -> Result<&dyn KeyWrapper, VaultError> {
         self.keks
             .iter()
-            .find(|k| k.id == id)
+            .find(|k| k.id() == id)
+            .map(|k| k.as_ref())
             .ok_or_else(|| VaultError::UnknownKek(id.to_string()))
     }
 
@@ -218,7 +246,7 @@ impl Vault {
         let aad = binding(log, commitment);
         let data_key = self.kek(&p.kek_id)?.unwrap(&p.wrapped_key, &aad)?;
         Ok(SealedPayload {
-            kek_id: self.keks[0].id.clone(),
+            kek_id: self.keks[0].id().to_string(),
             wrapped_key: self.keks[0].wrap(&data_key, &aad),
             ciphertext: p.ciphertext.clone(),
         })

@@ -164,7 +164,7 @@ pub async fn serve(config: Config, addr_file: Option<PathBuf>) -> anyhow::Result
 /// Reads the payload key (embedded mode: creates it if missing). None: no
 /// payload key configured, so this server takes no private records.
 pub fn load_vault(config: &Config) -> anyhow::Result<Option<Arc<crate::vault::Vault>>> {
-    use crate::vault::{Kek, Vault};
+    use crate::vault::{Kek, KeyWrapper, Vault};
     let Some(path) = config.payload_key_path() else {
         return Ok(None);
     };

@@ -18,7 +18,7 @@ use clap::Subcommand;
 
 use crate::config::{Config, Overrides};
 use crate::storage::{Storage, StoredEntry};
-use crate::vault::{Kek, Vault};
+use crate::vault::{Kek, KeyWrapper, Vault};
 
 /// Command-line arguments of `stele vault`.
 #[derive(Debug, clap::Args)]

@@ -19,7 +19,7 @@ use stele::cli::audit::{audit, Rules};
 use stele::cli::client::LogClient;
 use stele::cli::content::verify_content;
 use stele::engine::EngineConfig;
-use stele::vault::{Kek, Vault};
+use stele::vault::{Kek, KeyWrapper, Vault};
 use stele::wire;
 use stele_core::note::{open_checkpoint, Verifier};
 use stele_core::receipt::Receipt;
