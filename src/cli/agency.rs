@@ -17,9 +17,10 @@ use crate::engine::agency::{new_token, valid_type_pattern};
 use crate::names::AgencyName;
 use crate::storage::{AgencyRecord, StorageError};
 
-/// Command-line arguments of `stele agency`.
+/// Where the operators' commands (`agency`, `vault`) find the storage
+/// `stele serve` uses: the same configuration resolution.
 #[derive(Debug, clap::Args)]
-pub struct Args {
+pub struct StoreArgs {
     /// TOML configuration file (also `STELE_CONFIG`).
     #[arg(long, value_name = "FILE", global = true)]
     pub config: Option<PathBuf>,
@@ -29,6 +30,25 @@ pub struct Args {
     /// PostgreSQL URL (production mode); also `DATABASE_URL`.
     #[arg(long, value_name = "URL", global = true)]
     pub database_url: Option<String>,
+}
+
+impl StoreArgs {
+    /// The configuration `stele serve` would run with.
+    pub fn config(&self) -> anyhow::Result<Config> {
+        Config::load(&Overrides {
+            config_file: self.config.clone(),
+            listen: None,
+            data_dir: self.data_dir.clone(),
+            database_url: self.database_url.clone(),
+        })
+    }
+}
+
+/// Command-line arguments of `stele agency`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    #[command(flatten)]
+    pub store: StoreArgs,
     #[command(subcommand)]
     pub action: Action,
 }
@@ -57,12 +77,7 @@ pub enum Action {
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let config = Config::load(&Overrides {
-        config_file: args.config.clone(),
-        listen: None,
-        data_dir: args.data_dir.clone(),
-        database_url: args.database_url.clone(),
-    })?;
+    let config = args.store.config()?;
     super::runtime()?.block_on(run_action(&config, args.action))
 }
 

@@ -16,22 +16,15 @@ use std::process::ExitCode;
 use anyhow::{bail, Context};
 use clap::Subcommand;
 
-use crate::config::{Config, Overrides};
+use crate::config::Config;
 use crate::storage::{Storage, StoredEntry};
 use crate::vault::{Kek, KeyWrapper, Vault};
 
 /// Command-line arguments of `stele vault`.
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// TOML configuration file (also `STELE_CONFIG`).
-    #[arg(long, value_name = "FILE", global = true)]
-    pub config: Option<PathBuf>,
-    /// Data directory of the embedded mode.
-    #[arg(long, value_name = "DIR", global = true)]
-    pub data_dir: Option<PathBuf>,
-    /// PostgreSQL URL (production mode); also `DATABASE_URL`.
-    #[arg(long, value_name = "URL", global = true)]
-    pub database_url: Option<String>,
+    #[command(flatten)]
+    pub store: super::agency::StoreArgs,
     #[command(subcommand)]
     pub action: Action,
 }
@@ -64,12 +57,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Action::RotateKek => {
-            let config = Config::load(&Overrides {
-                config_file: args.config.clone(),
-                listen: None,
-                data_dir: args.data_dir.clone(),
-                database_url: args.database_url.clone(),
-            })?;
+            let config = args.store.config()?;
             super::runtime()?.block_on(rotate(&config))
         }
     }

@@ -274,6 +274,26 @@ pub(crate) fn payload_from(
     }
 }
 
+/// Payload rows `(idx, kek_id, wrapped_key, ciphertext)` as both backends
+/// read them for a re-wrap.
+#[allow(clippy::type_complexity)]
+pub(crate) fn sealed_rows(
+    rows: Vec<(i64, String, Vec<u8>, Vec<u8>)>,
+) -> Result<Vec<(u64, crate::vault::SealedPayload)>> {
+    rows.into_iter()
+        .map(|(i, kek_id, wrapped_key, ciphertext)| {
+            Ok((
+                to_u64(i)?,
+                crate::vault::SealedPayload {
+                    kek_id,
+                    wrapped_key,
+                    ciphertext,
+                },
+            ))
+        })
+        .collect()
+}
+
 /// The end of every backend's `ensure_log`: the log must exist now, and an
 /// existing log's origin is never silently changed.
 pub(crate) fn expect_origin(state: Option<LogState>, name: &str, origin: &str) -> Result<LogState> {

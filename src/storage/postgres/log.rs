@@ -472,18 +472,7 @@ impl LogWriter for PostgresStorage {
         .fetch_all(&mut *self.conn(Pool::Write).await?)
         .await
         .map_err(map_err)?;
-        rows.into_iter()
-            .map(|(i, kek_id, wrapped_key, ciphertext)| {
-                Ok((
-                    to_u64(i)?,
-                    crate::vault::SealedPayload {
-                        kek_id,
-                        wrapped_key,
-                        ciphertext,
-                    },
-                ))
-            })
-            .collect()
+        crate::storage::sealed_rows(rows)
     }
 
     async fn rewrap_payload(

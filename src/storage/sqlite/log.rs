@@ -393,18 +393,7 @@ impl LogWriter for SqliteStorage {
         .fetch_all(&self.writer)
         .await
         .map_err(map_err)?;
-        rows.into_iter()
-            .map(|(i, kek_id, wrapped_key, ciphertext)| {
-                Ok((
-                    to_u64(i)?,
-                    crate::vault::SealedPayload {
-                        kek_id,
-                        wrapped_key,
-                        ciphertext,
-                    },
-                ))
-            })
-            .collect()
+        crate::storage::sealed_rows(rows)
     }
 
     async fn rewrap_payload(
