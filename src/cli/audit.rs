@@ -271,6 +271,21 @@ pub async fn audit<S: TileSource + ?Sized>(
     rules: Option<Rules>,
     save: &mut (dyn FnMut(&AuditState) -> anyhow::Result<()> + Send),
 ) -> anyhow::Result<Result<u64, Alarm>> {
+    audit_visiting(source, cp, slot, concurrency, rules, save, &mut |_, _| {}).await
+}
+
+/// [`audit`], showing every leaf it reads to `visit` (index, leaf bytes).
+/// The leaves are authentic only once the audit returns `Ok(Ok(_))`: the
+/// tree rebuilt from them reproduced the checkpoint's root.
+pub async fn audit_visiting<S: TileSource + ?Sized>(
+    source: &S,
+    cp: &Checkpoint,
+    slot: &mut Option<AuditState>,
+    concurrency: usize,
+    rules: Option<Rules>,
+    save: &mut (dyn FnMut(&AuditState) -> anyhow::Result<()> + Send),
+    visit: &mut (dyn FnMut(u64, &[u8]) + Send),
+) -> anyhow::Result<Result<u64, Alarm>> {
     let prior = slot.as_ref().filter(|s| s.size <= cp.size);
     let mut checks = RuleCheck::resume(rules, prior)?;
     let (mut builder, mut edge) = resume(slot.as_ref(), cp)?;
@@ -321,6 +336,7 @@ pub async fn audit<S: TileSource + ?Sized>(
             };
             for (j, l) in leaves.iter().enumerate().skip(skip) {
                 checks.check(k * TILE_WIDTH + j as u64, l);
+                visit(k * TILE_WIDTH + j as u64, l);
             }
             let hashes: Vec<Hash> = leaves[skip..].iter().map(|l| leaf_hash(l)).collect();
             for (id, data) in builder.append(&hashes) {

@@ -100,6 +100,47 @@ pub struct AccessesArgs {
     pub vkey_file: Option<PathBuf>,
     #[command(flatten)]
     pub tls: TlsArgs,
+    /// Also prove the list complete: rebuild the whole tree from the log's
+    /// public entry bundles (as `stele monitor --audit` does), check that it
+    /// reproduces the answer's signed checkpoint, and find every access and
+    /// erasure entry about the record in it; any the log left out of the
+    /// list is an error. Downloads the whole log (about 5 s per million
+    /// entries).
+    #[arg(long)]
+    pub complete: bool,
+}
+
+/// The access and erasure entries about `record` among the leaves of the
+/// tree of `cp`, found by rebuilding it from the log's entry bundles; an
+/// error if the bundles do not reproduce `cp`'s root.
+pub async fn entries_about(
+    client: &LogClient,
+    cp: &stele_core::checkpoint::Checkpoint,
+    record: u64,
+) -> anyhow::Result<Vec<u64>> {
+    let mut found = Vec::new();
+    let mut visit = |index: u64, leaf: &[u8]| {
+        if index <= record {
+            return;
+        }
+        let Ok(l) = serde_json::from_slice::<Value>(leaf) else {
+            return;
+        };
+        let t = l.get("type").and_then(Value::as_str);
+        if matches!(t, Some(ACCESS_TYPE) | Some(ERASURE_TYPE))
+            && l.pointer("/attributes/record").and_then(Value::as_u64) == Some(record)
+        {
+            found.push(index);
+        }
+    };
+    let mut slot = None;
+    let mut save = |_: &super::audit::AuditState| Ok(());
+    match super::audit::audit_visiting(client, cp, &mut slot, 32, None, &mut save, &mut visit)
+        .await?
+    {
+        Ok(_) => Ok(found),
+        Err(alarm) => bail!("the log's tiles do not prove its checkpoint: {alarm}"),
+    }
 }
 
 /// Checks an answer of `GET .../records/{index}/accesses` for the record of
@@ -234,6 +275,23 @@ pub fn accesses(args: AccessesArgs) -> anyhow::Result<ExitCode> {
         serde_json::from_slice::<wire::Accesses>(&bytes).context("not an accesses answer")
     })?;
     let leaves = verify_accesses(&answer, &d, &verifier)?;
+    if args.complete {
+        let note = answer.checkpoint.as_deref().unwrap_or_default();
+        let cp = stele_core::note::open_checkpoint(note, &verifier)
+            .map_err(|e| anyhow::anyhow!("the checkpoint does not verify: {e}"))?;
+        let all = block_on(entries_about(&client, &cp, d.index))?;
+        let listed: Vec<u64> = answer.entries.iter().map(|e| e.index).collect();
+        if all != listed {
+            bail!(
+                "the list is not complete: the log holds the entries {all:?} about record {}, the answer listed {listed:?}",
+                d.index
+            );
+        }
+        eprintln!(
+            "complete: the {} entries of the signed tree hold no other entry about record {}",
+            cp.size, d.index
+        );
+    }
     println!(
         "record {} of {}: {} entries about it, proven in the signed tree of {}",
         d.index,

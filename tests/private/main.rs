@@ -832,6 +832,21 @@ async fn a_disclosure_lists_exactly_the_records_accesses(backend: Backend) -> Te
     let mut foreign = a.clone();
     foreign.entries.push(a.record.clone());
     ensure!(stele::cli::content::verify_accesses(&foreign, &d, &f.verifier).is_err());
+    // Complete: the whole tree rebuilt from the public bundles (reproducing
+    // the signed root) holds no other entry about the record.
+    let client = LogClient::new(&f.app.log_url(""))?;
+    let cp = open_checkpoint(a.checkpoint.as_deref().context("checkpoint")?, &f.verifier)?;
+    let all = stele::cli::content::entries_about(&client, &cp, mine.index).await?;
+    let listed: Vec<u64> = a.entries.iter().map(|e| e.index).collect();
+    ensure!(
+        all == listed && all.len() == 2,
+        "in the log {all:?}, listed {listed:?}"
+    );
+    let of_other = stele::cli::content::entries_about(&client, &cp, other.index).await?;
+    ensure!(
+        of_other.len() == 3 && of_other.iter().all(|i| !listed.contains(i)),
+        "{of_other:?}"
+    );
     ensure!(a.record.index == mine.index && a.record.leaf == mine.leaf);
     let seen: Vec<(String, String)> = a
         .entries
