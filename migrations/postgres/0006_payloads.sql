@@ -20,6 +20,10 @@ CREATE TABLE payloads (
         AND (wrapped_key IS NULL) = (ciphertext IS NULL))
 );
 
+-- Agencies that may erase the content of any private record of every log
+-- (a data-protection officer), besides the agency that wrote it.
+ALTER TABLE agencies ADD COLUMN eraser boolean NOT NULL DEFAULT false;
+
 -- The entries the log made about each private record (its `stele.access`
 -- and `stele.erasure` entries), written by `commit_batch` with them: what a
 -- disclosure lists.

@@ -15,6 +15,9 @@ CREATE TABLE payloads (
         AND (wrapped_key IS NULL) = (ciphertext IS NULL))
 ) WITHOUT ROWID;
 
+-- Agencies that may erase the content of any private record (PostgreSQL 0006).
+ALTER TABLE agencies ADD COLUMN eraser INTEGER NOT NULL DEFAULT 0 CHECK (eraser IN (0, 1));
+
 -- The entries the log made about each private record (see PostgreSQL 0006).
 CREATE TABLE payload_events (
     log         TEXT NOT NULL,

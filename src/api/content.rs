@@ -97,7 +97,9 @@ pub async fn read(
 
 /// Erase a private record's content.
 ///
-/// By the agency that wrote the record. Appends a `stele.erasure` entry
+/// By the agency that wrote the record, or an agency registered as an
+/// eraser (`stele agency add --eraser`, a data-protection officer).
+/// Appends a `stele.erasure` entry
 /// (the reason, the record's index) whose commit destroys the sealed
 /// content, its data key and salt, and the record's deduplication key, in
 /// one transaction. The record's entry, every checkpoint and every proof
@@ -116,7 +118,7 @@ pub async fn read(
     responses(
         (status = 200, description = "Erased: the erasure entry's receipt", body = wire::Receipt,
             headers(("Stele-Receipt-Kind" = String, description = "`log-signed`"))),
-        (status = 403, description = "Another agency wrote the record (`urn:stele:problem:forbidden`)", body = wire::Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Another agency wrote the record, and this one is no eraser (`urn:stele:problem:forbidden`)", body = wire::Problem, content_type = "application/problem+json"),
         (status = 404, description = "Unknown log, no such entry, or the entry is not a private record", body = wire::Problem, content_type = "application/problem+json"),
         (status = 410, description = "Already erased (`urn:stele:problem:erased`; `tombstone` names the erasure entry)", body = wire::Problem, content_type = "application/problem+json"),
         (status = 422, description = "No or unknown reason, or a bad index (`urn:stele:problem:invalid-field`)", body = wire::Problem, content_type = "application/problem+json"),

@@ -69,6 +69,10 @@ pub enum Action {
         /// (`stele type apply`).
         #[arg(long)]
         registry_admin: bool,
+        /// It may erase the content of any private record of every log (a
+        /// data-protection officer), not only those it wrote.
+        #[arg(long)]
+        eraser: bool,
     },
     /// List the agencies (never their tokens).
     List,
@@ -88,6 +92,7 @@ async fn run_action(config: &Config, action: Action) -> anyhow::Result<ExitCode>
             name,
             types,
             registry_admin,
+            eraser,
         } => {
             for t in &types {
                 if !valid_type_pattern(t) {
@@ -101,6 +106,7 @@ async fn run_action(config: &Config, action: Action) -> anyhow::Result<ExitCode>
                 types,
                 revoked: false,
                 registry_admin,
+                eraser,
                 created_ms: chrono::Utc::now().timestamp_millis(),
             };
             match storage.add_agency(&record).await {
@@ -112,10 +118,11 @@ async fn run_action(config: &Config, action: Action) -> anyhow::Result<ExitCode>
                 "registered agency {name:?}. It is granted no record type by this: it may write \
                  a type in a log only once that log's registry lists it among the type's writers \
                  (stele type apply).{}",
-                if registry_admin {
-                    " It may change every log's registry."
-                } else {
-                    ""
+                match (registry_admin, eraser) {
+                    (true, true) => " It may change every log's registry, and erase any private record's content.",
+                    (true, false) => " It may change every log's registry.",
+                    (false, true) => " It may erase any private record's content.",
+                    (false, false) => "",
                 }
             );
             eprintln!("Its token is shown once, store it now:");
@@ -135,11 +142,14 @@ async fn run_action(config: &Config, action: Action) -> anyhow::Result<ExitCode>
                 } else {
                     a.types.join(",")
                 };
-                let status = match (a.revoked, a.registry_admin) {
-                    (true, _) => "revoked",
-                    (false, true) => "active,registry-admin",
-                    (false, false) => "active",
-                };
+                let mut status = vec![if a.revoked { "revoked" } else { "active" }];
+                if !a.revoked && a.registry_admin {
+                    status.push("registry-admin");
+                }
+                if !a.revoked && a.eraser {
+                    status.push("eraser");
+                }
+                let status = status.join(",");
                 println!("{}\t{status}\t{types}\t{created}", a.name);
             }
         }

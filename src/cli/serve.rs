@@ -278,6 +278,7 @@ async fn ensure_demo_agency(storage: &dyn Agencies) -> anyhow::Result<()> {
         types: vec![],
         revoked: false,
         registry_admin: true,
+        eraser: false,
         created_ms: chrono::Utc::now().timestamp_millis(),
     };
     storage.add_agency(&record).await?;
@@ -325,6 +326,7 @@ async fn register_example_types(engine: &Engine) -> anyhow::Result<()> {
         name: AgencyName::parse("demo").expect("a valid name"),
         types: vec![],
         registry_admin: true,
+        eraser: false,
     };
     for log in engine.logs().await {
         let (registry, _) = engine.registry(&log.name)?;

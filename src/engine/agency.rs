@@ -30,6 +30,8 @@ pub struct Agency {
     pub types: Vec<String>,
     /// May change the record-type registry of every log.
     pub registry_admin: bool,
+    /// May erase the content of any private record of every log.
+    pub eraser: bool,
 }
 
 /// A fresh token for `agency` and the hash to store for it.
@@ -155,6 +157,7 @@ impl Authenticator {
                 name,
                 types: r.types.clone(),
                 registry_admin: r.registry_admin,
+                eraser: r.eraser,
             }),
             _ => Err(LogError::Unauthorized(BAD_TOKEN.into())),
         }

@@ -179,7 +179,8 @@ impl Engine {
     /// Erases the content of private record `index`: appends a
     /// `stele.erasure` entry (`reason`, the record) whose commit destroys
     /// the sealed content and the record's dedup key in the same
-    /// transaction. Only the agency that wrote the record may. The entry,
+    /// transaction. Only the agency that wrote the record may, or an agency
+    /// registered as an eraser (`stele agency add --eraser`). The entry,
     /// every checkpoint and every proof stay valid; content reads answer
     /// `410` naming the erasure entry from then on. Erasing again answers
     /// `410` too.
@@ -198,9 +199,9 @@ impl Engine {
             ));
         }
         let leaf = self.private_leaf(log, index).await?;
-        if leaf.agency != agency.name.as_str() {
+        if leaf.agency != agency.name.as_str() && !agency.eraser {
             return Err(LogError::Forbidden(format!(
-                "only agency {} (which wrote record {index}) may erase its content",
+                "only agency {} (which wrote record {index}) or an eraser may erase its content",
                 leaf.agency
             )));
         }

@@ -214,6 +214,9 @@ pub struct AgencyRecord {
     /// May change the record-type registry of every log
     /// (`POST /logs/{log}/types`).
     pub registry_admin: bool,
+    /// May erase the content of any private record of every log (a
+    /// data-protection officer), not only those it wrote.
+    pub eraser: bool,
     /// Creation time, milliseconds since the Unix epoch.
     pub created_ms: i64,
 }

@@ -637,9 +637,15 @@ async fn erasure_destroys_content_and_keeps_proofs(backend: Backend) -> TestResu
     let (wrapped, cipher) = (wrapped.context("sealed")?, cipher.context("sealed")?);
     let key_before = db.dedup_key(rec.index as i64).await?;
 
-    // Only the writer may erase, with a known reason.
+    // Only the writer (or an eraser) may erase, with a known reason.
     let (status, _) = f.erase(&f.h2, rec.index, "subject-request").await?;
     ensure!(status == StatusCode::FORBIDDEN, "reader erased: {status}");
+    let officer =
+        stele_testkit::agency::register_eraser(f.app.storage.as_ref(), "privacy-office").await?;
+    let (status, v) = f.erase(&officer, other.index, "legal-order").await?;
+    ensure!(status == StatusCode::OK, "the eraser: {status} {v}");
+    let leaf: Value = serde_json::from_str(v["leaf"].as_str().context("leaf")?)?;
+    ensure!(leaf["agency"] == "privacy-office" && leaf["attributes"]["record"] == other.index);
     let (status, v) = f.erase(&f.h1, rec.index, "because").await?;
     ensure!(
         status == StatusCode::UNPROCESSABLE_ENTITY && v["field"] == "reason",
@@ -694,9 +700,13 @@ async fn erasure_destroys_content_and_keeps_proofs(backend: Backend) -> TestResu
         );
     }
     ensure!(f.content_reads("erased") == 1);
-    // The other record of the same subject is untouched.
-    let (status, _) = f.read(&f.h2, other.index, Some("treatment")).await?;
-    ensure!(status == StatusCode::OK);
+    // The other record of the same subject was erased by the eraser, not
+    // by this erasure.
+    let (status, v) = f.read(&f.h2, other.index, Some("treatment")).await?;
+    ensure!(
+        status == StatusCode::GONE && v["tombstone"] != tomb.index,
+        "{status} {v}"
+    );
     // Every old receipt still verifies, the audit still passes, and the
     // same content submitted again is a new record (nothing of the old one
     // is left to match it).

@@ -498,6 +498,7 @@ fn agency(name: &str, admin: bool) -> Agency {
         name: AgencyName::parse(name).unwrap(),
         types: vec![],
         registry_admin: admin,
+        eraser: false,
     }
 }
 

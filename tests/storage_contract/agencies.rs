@@ -16,6 +16,8 @@ async fn agencies_add_list_get_revoke(mut ctx: Ctx) -> TestResult {
         types: vec!["land.*".into(), "parking.status".into()],
         revoked: false,
         registry_admin: false,
+        // The eraser flag is stored and read back.
+        eraser: true,
         created_ms: 1_700_000_000_123,
     };
     let health = AgencyRecord {
@@ -25,6 +27,7 @@ async fn agencies_add_list_get_revoke(mut ctx: Ctx) -> TestResult {
         revoked: false,
         // The admin flag is stored and read back.
         registry_admin: true,
+        eraser: false,
         created_ms: 1_700_000_000_456,
     };
     ensure!(s.list_agencies().await?.is_empty(), "no agencies at first");

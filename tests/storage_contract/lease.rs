@@ -87,6 +87,7 @@ async fn durable_across_reopen(mut ctx: Ctx) -> TestResult {
         types: vec!["parking.*".into()],
         revoked: false,
         registry_admin: true,
+        eraser: true,
         created_ms: 5,
     };
     s.add_agency(&agency).await?;

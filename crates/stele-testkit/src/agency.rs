@@ -23,6 +23,22 @@ pub async fn register_agency_as(
     types: &[&str],
     registry_admin: bool,
 ) -> anyhow::Result<String> {
+    register(storage, name, types, registry_admin, false).await
+}
+
+/// Registers agency `name` as an eraser (it may erase any private
+/// record's content); returns its bearer token.
+pub async fn register_eraser(storage: &dyn Agencies, name: &str) -> anyhow::Result<String> {
+    register(storage, name, &[], false, true).await
+}
+
+async fn register(
+    storage: &dyn Agencies,
+    name: &str,
+    types: &[&str],
+    registry_admin: bool,
+    eraser: bool,
+) -> anyhow::Result<String> {
     let (token, token_hash) = new_token(&AgencyName::parse(name)?);
     storage
         .add_agency(&AgencyRecord {
@@ -31,6 +47,7 @@ pub async fn register_agency_as(
             types: types.iter().map(|t| t.to_string()).collect(),
             revoked: false,
             registry_admin,
+            eraser,
             created_ms: chrono::Utc::now().timestamp_millis(),
         })
         .await?;

@@ -17,6 +17,7 @@ fn agency_from(row: &PgRow) -> Result<AgencyRecord> {
         types: row.try_get("types").map_err(map_err)?,
         revoked: row.try_get("revoked").map_err(map_err)?,
         registry_admin: row.try_get("registry_admin").map_err(map_err)?,
+        eraser: row.try_get("eraser").map_err(map_err)?,
         created_ms: created.timestamp_millis(),
     })
 }
@@ -25,8 +26,8 @@ fn agency_from(row: &PgRow) -> Result<AgencyRecord> {
 impl Agencies for PostgresStorage {
     async fn add_agency(&self, agency: &AgencyRecord) -> Result<()> {
         sqlx::query(
-            "INSERT INTO agencies (name, token_hash, types, revoked, registry_admin, created) \
-             VALUES ($1, $2, $3, $4, $5, $6)",
+            "INSERT INTO agencies (name, token_hash, types, revoked, registry_admin, created, eraser) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
         )
         .bind(&agency.name)
         .bind(agency.token_hash.as_slice())
@@ -34,6 +35,7 @@ impl Agencies for PostgresStorage {
         .bind(agency.revoked)
         .bind(agency.registry_admin)
         .bind(ts_from_ms(agency.created_ms)?)
+        .bind(agency.eraser)
         .execute(&mut *self.conn(Pool::Auth).await?)
         .await
         .map_err(map_err)?;
@@ -42,7 +44,7 @@ impl Agencies for PostgresStorage {
 
     async fn list_agencies(&self) -> Result<Vec<AgencyRecord>> {
         let rows = sqlx::query(
-            "SELECT name, token_hash, types, revoked, registry_admin, created FROM agencies ORDER BY name",
+            "SELECT name, token_hash, types, revoked, registry_admin, eraser, created FROM agencies ORDER BY name",
         )
         .fetch_all(&mut *self.conn(Pool::Auth).await?)
         .await
@@ -52,7 +54,7 @@ impl Agencies for PostgresStorage {
 
     async fn agency(&self, name: &str) -> Result<Option<AgencyRecord>> {
         let row = sqlx::query(
-            "SELECT name, token_hash, types, revoked, registry_admin, created FROM agencies WHERE name = $1",
+            "SELECT name, token_hash, types, revoked, registry_admin, eraser, created FROM agencies WHERE name = $1",
         )
         .bind(name)
         .fetch_optional(&mut *self.conn(Pool::Auth).await?)

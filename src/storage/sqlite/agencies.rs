@@ -15,6 +15,7 @@ fn agency_from(row: &SqliteRow) -> Result<AgencyRecord> {
             .map_err(|e| StorageError::Other(format!("agency types: {e}")))?,
         revoked: get(row, "revoked")?,
         registry_admin: get(row, "registry_admin")?,
+        eraser: get(row, "eraser")?,
         created_ms: get(row, "created")?,
     })
 }
@@ -25,7 +26,7 @@ impl Agencies for SqliteStorage {
         let types = serde_json::to_string(&agency.types)
             .map_err(|e| StorageError::Other(format!("agency types: {e}")))?;
         sqlx::query(
-            "INSERT INTO agencies (name, token_hash, types, revoked, registry_admin, created) VALUES (?, ?, ?, ?, ?, ?)",
+            "INSERT INTO agencies (name, token_hash, types, revoked, registry_admin, created, eraser) VALUES (?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(&agency.name)
         .bind(agency.token_hash.as_slice())
@@ -33,6 +34,7 @@ impl Agencies for SqliteStorage {
         .bind(agency.revoked)
         .bind(agency.registry_admin)
         .bind(agency.created_ms)
+        .bind(agency.eraser)
         .execute(&self.writer)
         .await
         .map_err(map_err)?;
@@ -41,7 +43,7 @@ impl Agencies for SqliteStorage {
 
     async fn list_agencies(&self) -> Result<Vec<AgencyRecord>> {
         let rows = sqlx::query(
-            "SELECT name, token_hash, types, revoked, registry_admin, created FROM agencies ORDER BY name",
+            "SELECT name, token_hash, types, revoked, registry_admin, eraser, created FROM agencies ORDER BY name",
         )
         .fetch_all(&self.reader)
         .await
@@ -51,7 +53,7 @@ impl Agencies for SqliteStorage {
 
     async fn agency(&self, name: &str) -> Result<Option<AgencyRecord>> {
         let row = sqlx::query(
-            "SELECT name, token_hash, types, revoked, registry_admin, created FROM agencies WHERE name = ?",
+            "SELECT name, token_hash, types, revoked, registry_admin, eraser, created FROM agencies WHERE name = ?",
         )
         .bind(name)
         .fetch_optional(&self.reader)
