@@ -761,6 +761,10 @@ mod tests {
                 c.key_file(&c.logs[0]),
                 PathBuf::from("/etc/stele/keys/land.skey")
             );
+            assert_eq!(
+                c.payload_key_path(),
+                Some(PathBuf::from("/etc/stele/keys/payload.key"))
+            );
             Ok(())
         });
     }
