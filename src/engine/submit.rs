@@ -204,13 +204,14 @@ impl Engine {
         bulk: bool,
     ) -> Result<Vec<Integrated>, LogError> {
         let log = self.log(log_name)?;
-        let versions = check_records(log, &log.registry(), &agency.name, &records, bulk)
-            .inspect_err(|_| {
+        // One snapshot of the registry for the checks and the sealing.
+        let registry = log.registry();
+        let versions =
+            check_records(log, &registry, &agency.name, &records, bulk).inspect_err(|_| {
                 self.ctx
                     .metrics
                     .submitted(log_name, "rejected", records.len() as u64)
             })?;
-        let registry = log.registry();
         let mut items = Vec::with_capacity(records.len());
         for (i, (r, v)) in records.into_iter().zip(versions).enumerate() {
             let private = registry
