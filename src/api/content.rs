@@ -86,13 +86,18 @@ pub async fn read(
         receipt: c.record.receipt(),
         access: c.access.receipt(),
     };
-    let body = serde_json::to_vec(&body).expect("content always serializes");
-    let mut resp = json_response(StatusCode::OK, body);
+    Ok(private_json(StatusCode::OK, &body))
+}
+
+/// A JSON answer about a private record: never kept by a cache.
+fn private_json(status: StatusCode, body: &impl serde::Serialize) -> Response {
+    let body = serde_json::to_vec(body).expect("a wire type always serializes");
+    let mut resp = json_response(status, body);
     resp.headers_mut().insert(
         axum::http::header::CACHE_CONTROL,
         axum::http::HeaderValue::from_static("no-store"),
     );
-    Ok(resp)
+    resp
 }
 
 /// Erase a private record's content.
@@ -190,15 +195,7 @@ pub async fn disclose(
         commitment: d.commitment,
         capability: d.capability,
     };
-    let mut resp = json_response(
-        StatusCode::CREATED,
-        serde_json::to_vec(&body).expect("a disclosure always serializes"),
-    );
-    resp.headers_mut().insert(
-        axum::http::header::CACHE_CONTROL,
-        axum::http::HeaderValue::from_static("no-store"),
-    );
-    Ok(resp)
+    Ok(private_json(StatusCode::CREATED, &body))
 }
 
 /// The header that carries a disclosure's capability.
@@ -256,13 +253,5 @@ pub async fn accesses(
         record: proven(a.record),
         entries: a.events.into_iter().map(proven).collect(),
     };
-    let mut resp = json_response(
-        StatusCode::OK,
-        serde_json::to_vec(&body).expect("accesses always serialize"),
-    );
-    resp.headers_mut().insert(
-        axum::http::header::CACHE_CONTROL,
-        axum::http::HeaderValue::from_static("no-store"),
-    );
-    Ok(resp)
+    Ok(private_json(StatusCode::OK, &body))
 }
