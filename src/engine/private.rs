@@ -130,19 +130,15 @@ impl Engine {
             .ok_or_else(|| LogError::bug("no receipt for an access entry"))?;
         // Read after the access entry is durable (an erasure may have
         // committed meanwhile).
-        let sealed = match self.ctx.storage.payload(log_name, index).await? {
-            Some(StoredPayload::Sealed(p)) => p,
-            Some(StoredPayload::Erased { by }) => {
-                m.content_read(log_name, "erased");
-                return Err(erased(index, by));
-            }
-            None => {
-                return Err(LogError::bug(format!(
-                    "private record {index} of log {log_name} has no payload row"
-                )))
-            }
-        };
-        let corrupt = |why: String| {
+        let sealed = self
+            .sealed_payload(log_name, index)
+            .await
+            .inspect_err(|e| {
+                if matches!(e, LogError::Erased { .. }) {
+                    m.content_read(log_name, "erased");
+                }
+            })?;
+        let (salt, content) = open_checked(&vault, log_name, &leaf, &sealed).map_err(|why| {
             m.content_read(log_name, "corrupt");
             tracing::error!(
                 log = log_name,
@@ -150,30 +146,33 @@ impl Engine {
                 "refusing to serve private content: {why}"
             );
             LogError::bug(format!("the payload of record {index} is corrupt: {why}"))
-        };
-        let plain = vault
-            .open(log_name, &leaf.commitment, &sealed)
-            .map_err(|e| corrupt(e.to_string()))?;
-        if plain.len() < SALT_LEN {
-            return Err(corrupt("shorter than its salt".into()));
-        }
-        let (salt, content) = plain.split_at(SALT_LEN);
-        if private::commitment(salt, content) != leaf.commitment {
-            return Err(corrupt(
-                "it does not match the commitment in its leaf".into(),
-            ));
-        }
+        })?;
         let size = checkpoint_size(&access.checkpoint)?;
         let record = self
             .receipt_in(log, index, size, access.checkpoint.clone())
             .await?;
         m.content_read(log_name, "released");
         Ok(Content {
-            content: content.to_vec(),
-            salt: salt.try_into().expect("split at SALT_LEN"),
+            content,
+            salt,
             record,
             access,
         })
+    }
+
+    /// The sealed payload of private record `index`; `410` once erased.
+    async fn sealed_payload(
+        &self,
+        log_name: &str,
+        index: u64,
+    ) -> Result<crate::vault::SealedPayload, LogError> {
+        match self.ctx.storage.payload(log_name, index).await? {
+            Some(StoredPayload::Sealed(p)) => Ok(p),
+            Some(StoredPayload::Erased { by }) => Err(erased(index, by)),
+            None => Err(LogError::bug(format!(
+                "private record {index} of log {log_name} has no payload row"
+            ))),
+        }
     }
 
     /// Erases the content of private record `index`: appends a
@@ -205,15 +204,7 @@ impl Engine {
                 leaf.agency
             )));
         }
-        match self.ctx.storage.payload(log_name, index).await? {
-            Some(StoredPayload::Erased { by }) => return Err(erased(index, by)),
-            Some(StoredPayload::Sealed(_)) => {}
-            None => {
-                return Err(LogError::bug(format!(
-                    "private record {index} of log {log_name} has no payload row"
-                )))
-            }
-        }
+        self.sealed_payload(log_name, index).await?;
         let record = log_entry(ERASURE_TYPE, "reason", reason, index);
         let mut item = self.pending(agency, record, None, None);
         // One erasure per record: a second one racing this one is a
@@ -287,27 +278,10 @@ impl Engine {
                 leaf.agency
             )));
         }
-        let sealed = match self.ctx.storage.payload(log_name, index).await? {
-            Some(StoredPayload::Sealed(p)) => p,
-            Some(StoredPayload::Erased { by }) => return Err(erased(index, by)),
-            None => {
-                return Err(LogError::bug(format!(
-                    "private record {index} of log {log_name} has no payload row"
-                )))
-            }
-        };
-        let plain = vault
-            .open(log_name, &leaf.commitment, &sealed)
-            .map_err(|e| LogError::bug(format!("the payload of record {index}: {e}")))?;
-        let salt: [u8; SALT_LEN] = plain
-            .get(..SALT_LEN)
-            .and_then(|s| s.try_into().ok())
-            .ok_or_else(|| LogError::bug(format!("the payload of record {index} is too short")))?;
-        if private::commitment(&salt, &plain[SALT_LEN..]) != leaf.commitment {
-            return Err(LogError::bug(format!(
-                "the payload of record {index} does not match its commitment"
-            )));
-        }
+        let sealed = self.sealed_payload(log_name, index).await?;
+        let (salt, _) = open_checked(&vault, log_name, &leaf, &sealed).map_err(|why| {
+            LogError::bug(format!("the payload of record {index} is corrupt: {why}"))
+        })?;
         let mut cap = [0u8; 32];
         rand_core::OsRng.fill_bytes(&mut cap);
         if !self
@@ -390,6 +364,28 @@ impl Engine {
     pub fn origin(&self, log: &str) -> Result<String, LogError> {
         Ok(self.log(log)?.origin.to_string())
     }
+}
+
+/// Opens a private record's payload and checks it against the commitment
+/// in its leaf: `(salt, content)`, or why it is not the record's.
+fn open_checked(
+    vault: &crate::vault::Vault,
+    log_name: &str,
+    leaf: &PrivateLeaf,
+    sealed: &crate::vault::SealedPayload,
+) -> Result<([u8; SALT_LEN], Vec<u8>), String> {
+    let mut plain = vault
+        .open(log_name, &leaf.commitment, sealed)
+        .map_err(|e| e.to_string())?;
+    let salt: [u8; SALT_LEN] = plain
+        .get(..SALT_LEN)
+        .and_then(|s| s.try_into().ok())
+        .ok_or("shorter than its salt")?;
+    let content = plain.split_off(SALT_LEN);
+    if private::commitment(&salt, &content) != leaf.commitment {
+        return Err("it does not match the commitment in its leaf".into());
+    }
+    Ok((salt, content))
 }
 
 /// The tree size of a signed checkpoint note.
