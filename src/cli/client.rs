@@ -202,6 +202,38 @@ pub struct LogClient {
     base: String,
 }
 
+/// An agency acting on a log: its URL, the agency's token and TLS (shared
+/// by `submit`, `fetch`, `erase`, `disclose`).
+#[derive(Debug, clap::Args)]
+pub struct AgencyArgs {
+    /// The log's URL, e.g. `http://127.0.0.1:8080/logs/default`.
+    #[arg(long, value_name = "URL")]
+    pub log: String,
+    /// The agency's bearer token (`<agency>.<secret>`), also from
+    /// `STELE_TOKEN`. Prefer `--token-file` or the environment: a token on
+    /// the command line is visible to other users in `ps`.
+    #[arg(
+        long,
+        env = "STELE_TOKEN",
+        hide_env_values = true,
+        conflicts_with = "token_file"
+    )]
+    pub token: Option<String>,
+    /// A file holding the agency's bearer token.
+    #[arg(long, value_name = "FILE")]
+    pub token_file: Option<PathBuf>,
+    #[command(flatten)]
+    pub tls: TlsArgs,
+}
+
+impl AgencyArgs {
+    /// The token and a client for the log.
+    pub fn connect(&self) -> anyhow::Result<(String, LogClient)> {
+        let token = read_token(self.token.as_deref(), self.token_file.as_deref())?;
+        Ok((token, LogClient::with_tls(&self.log, &self.tls)?))
+    }
+}
+
 /// How the commands reach a log over TLS (`--ca-file`), shared by
 /// `submit`, `verify --online` and `monitor`.
 #[derive(Clone, Debug, Default, clap::Args)]

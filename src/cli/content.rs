@@ -10,7 +10,7 @@ use base64::Engine as _;
 use serde_json::Value;
 use stele_core::note::Verifier;
 
-use super::client::{block_on, load_verifier, problem_message, read_token, LogClient, TlsArgs};
+use super::client::{block_on, load_verifier, problem_message, AgencyArgs, LogClient, TlsArgs};
 use crate::files::write_atomic;
 use crate::records::private::{commitment, ACCESS_TYPE, ERASURE_TYPE, SALT_LEN};
 use crate::wire;
@@ -18,23 +18,8 @@ use crate::wire;
 /// The agency's token and the log (shared by both commands).
 #[derive(Debug, clap::Args)]
 pub struct Agent {
-    /// The log's URL, e.g. `http://127.0.0.1:8080/logs/default`.
-    #[arg(long, value_name = "URL")]
-    pub log: String,
-    /// The agency's bearer token, also from `STELE_TOKEN` (prefer
-    /// `--token-file` or the environment).
-    #[arg(
-        long,
-        env = "STELE_TOKEN",
-        hide_env_values = true,
-        conflicts_with = "token_file"
-    )]
-    pub token: Option<String>,
-    /// A file holding the agency's bearer token.
-    #[arg(long, value_name = "FILE")]
-    pub token_file: Option<PathBuf>,
     #[command(flatten)]
-    pub tls: TlsArgs,
+    pub agency: AgencyArgs,
     /// The private record's index.
     #[arg(long)]
     pub index: u64,
@@ -207,8 +192,7 @@ pub fn verify_accesses(
 /// Runs `stele disclose`.
 pub fn disclose(args: DiscloseArgs) -> anyhow::Result<ExitCode> {
     let a = &args.agent;
-    let token = read_token(a.token.as_deref(), a.token_file.as_deref())?;
-    let client = LogClient::with_tls(&a.log, &a.tls)?;
+    let (token, client) = a.agency.connect()?;
     let rel = format!("records/{}/disclosure", a.index);
     let req = client.http().post(client.url(&rel));
     let (status, retry_after, bytes) = block_on(client.authed("POST", &rel, &token, req))?;
@@ -230,7 +214,7 @@ pub fn disclose(args: DiscloseArgs) -> anyhow::Result<ExitCode> {
     );
     // The subject's page on the log's server, the disclosure in the
     // fragment (never sent to the server).
-    if let Ok((receipt_page, _)) = super::receipt_print::receipt_page_for(&a.log) {
+    if let Ok((receipt_page, _)) = super::receipt_print::receipt_page_for(&a.agency.log) {
         use base64::Engine as _;
         let page = receipt_page.trim_end_matches("/receipt");
         let json = serde_json::to_vec(&d)?;
@@ -409,9 +393,8 @@ fn purpose_header(p: &str) -> String {
 pub fn fetch(args: FetchArgs) -> anyhow::Result<ExitCode> {
     let verifier = load_verifier(args.vkey.as_deref(), args.vkey_file.as_deref())?;
     let a = &args.agent;
-    let token = read_token(a.token.as_deref(), a.token_file.as_deref())?;
+    let (token, client) = a.agency.connect()?;
     let reader = token.split_once('.').map(|(n, _)| n.to_string());
-    let client = LogClient::with_tls(&a.log, &a.tls)?;
     let rel = format!("records/{}/content", a.index);
     let req = client
         .http()
@@ -451,8 +434,7 @@ pub fn fetch(args: FetchArgs) -> anyhow::Result<ExitCode> {
 /// Runs `stele erase`.
 pub fn erase(args: EraseArgs) -> anyhow::Result<ExitCode> {
     let a = &args.agent;
-    let token = read_token(a.token.as_deref(), a.token_file.as_deref())?;
-    let client = LogClient::with_tls(&a.log, &a.tls)?;
+    let (token, client) = a.agency.connect()?;
     let rel = format!("records/{}/content", a.index);
     let req = client
         .http()

@@ -15,32 +15,14 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use stele_core::receipt::Receipt;
 
-use super::client::{
-    block_on, describe_key, load_verifier, problem_message, read_token, LogClient, TlsArgs,
-};
+use super::client::{block_on, describe_key, load_verifier, problem_message, AgencyArgs};
 use crate::files::write_atomic;
 
 /// Command-line arguments of `stele submit`.
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// The log's URL, e.g. `http://127.0.0.1:8080/logs/default`.
-    #[arg(long, value_name = "URL")]
-    pub log: String,
-    /// The agency's bearer token (`<agency>.<secret>`), also from
-    /// `STELE_TOKEN`. Prefer `--token-file` or the environment: a token on
-    /// the command line is visible to other users in `ps`.
-    #[arg(
-        long,
-        env = "STELE_TOKEN",
-        hide_env_values = true,
-        conflicts_with = "token_file"
-    )]
-    pub token: Option<String>,
-    /// A file holding the agency's bearer token.
-    #[arg(long, value_name = "FILE")]
-    pub token_file: Option<PathBuf>,
     #[command(flatten)]
-    pub tls: TlsArgs,
+    pub agency: AgencyArgs,
     /// The record (JSON: `type`, optional `subject`, `content_hash`,
     /// `attributes`); `-` reads standard input.
     pub file: PathBuf,
@@ -92,11 +74,10 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         None
     };
 
-    let token = read_token(args.token.as_deref(), args.token_file.as_deref())?;
-    let client = LogClient::with_tls(&args.log, &args.tls)?;
+    let (token, client) = args.agency.connect()?;
     if !args.print.is_empty() {
         // The QR code needs the log's name: refuse before submitting, not after.
-        super::receipt_print::receipt_page_for(&args.log)?;
+        super::receipt_print::receipt_page_for(&args.agency.log)?;
     }
     let retries = args.retries;
     let path = if args.witnessed {
@@ -162,7 +143,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         &args.print,
         &dir,
         &stem,
-        &args.log,
+        &args.agency.log,
         args.receipt_page.as_deref(),
     )?;
 
