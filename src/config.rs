@@ -91,6 +91,10 @@ pub struct Config {
     /// re-wraps the data keys they wrapped: they open payloads, never seal.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub old_payload_key_files: Vec<PathBuf>,
+    /// Publishing every log's tiles and checkpoint to S3-compatible object
+    /// storage (`[publish]`); unset: no publishing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub publish: Option<PublishSettings>,
     /// The configuration file this was read from (not a setting).
     #[serde(skip)]
     pub source_file: Option<PathBuf>,
@@ -116,6 +120,44 @@ pub struct HttpSettings {
     /// Serve `/metrics` on this address alone (e.g. `127.0.0.1:9090`),
     /// not on `listen`. Default: on `listen`.
     pub metrics_listen: Option<SocketAddr>,
+}
+
+/// Publishing to object storage (`[publish]`): the writer uploads each log's
+/// tiles, entry bundles and checkpoint to `<url>/<log>/...`, so that the
+/// bucket behind a CDN is a complete C2SP tlog-tiles log. Credentials come
+/// from the environment (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`,
+/// optionally `AWS_SESSION_TOKEN`), never from this file.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PublishSettings {
+    /// `s3://bucket` or `s3://bucket/prefix`.
+    pub url: String,
+    /// An S3-compatible service instead of AWS, e.g. `http://127.0.0.1:9000`
+    /// (path-style requests; `http://` only here).
+    #[serde(default)]
+    pub endpoint: Option<String>,
+    /// Default `us-east-1`.
+    #[serde(default = "default_publish_region")]
+    pub region: String,
+    /// Publishing further behind than this, in seconds, fails `/readyz`.
+    /// Default 60.
+    #[serde(default = "default_publish_max_lag_s")]
+    pub max_lag_s: u64,
+    /// Objects uploaded at once. Default 16.
+    #[serde(default = "default_publish_concurrency")]
+    pub concurrency: usize,
+}
+
+fn default_publish_region() -> String {
+    "us-east-1".into()
+}
+
+fn default_publish_max_lag_s() -> u64 {
+    60
+}
+
+fn default_publish_concurrency() -> usize {
+    16
 }
 
 /// Per-agency quotas (`[quotas]`): token buckets, refilled continuously.
@@ -319,6 +361,7 @@ impl Default for Config {
             quotas: QuotaSettings::default(),
             payload_key_file: None,
             old_payload_key_files: Vec::new(),
+            publish: None,
             source_file: None,
         }
     }
@@ -373,6 +416,7 @@ const ENV_KEYS: &[&str] = &[
     "embedded",
     "http",
     "quotas",
+    "publish",
 ];
 
 impl Config {
@@ -516,6 +560,26 @@ impl Config {
         if q.burst_s == 0 {
             bail!("invalid configuration: quotas.burst_s must be at least 1");
         }
+        if let Some(p) = &self.publish {
+            let bucket = p
+                .url
+                .strip_prefix("s3://")
+                .map(|rest| rest.split('/').next().unwrap_or_default());
+            if bucket.is_none_or(str::is_empty) {
+                bail!(
+                    "invalid configuration: publish.url {:?} must be s3://bucket or s3://bucket/prefix",
+                    p.url
+                );
+            }
+            if p.max_lag_s == 0 || p.concurrency == 0 {
+                bail!("invalid configuration: publish.max_lag_s and publish.concurrency must be at least 1");
+            }
+            if let Some(ep) = &p.endpoint {
+                if !(ep.starts_with("http://") || ep.starts_with("https://")) {
+                    bail!("invalid configuration: publish.endpoint {ep:?} must be an http:// or https:// URL");
+                }
+            }
+        }
         if self.database_url.is_none()
             && !self.embedded
             && self.logs.iter().any(|l| l.key_file.is_some())
@@ -610,6 +674,8 @@ impl Config {
             quotas: self.quotas.quota_config(),
             // Loaded from its file by `stele serve` (`cli::serve::load_vault`).
             vault: None,
+            // Opened by `stele serve` (`cli::serve::open_publishing`).
+            publish: None,
             max_document_bytes: self.limits.max_document_bytes,
         }
     }
@@ -645,6 +711,7 @@ impl std::fmt::Debug for Config {
             .field("disk_cache_bytes", &self.disk_cache_bytes)
             .field("token_cache_ttl_ms", &self.token_cache_ttl_ms)
             .field("db", &self.db)
+            .field("publish", &self.publish)
             .finish()
     }
 }

@@ -13,12 +13,7 @@ use super::AppState;
 use crate::engine::Locator;
 use crate::wire;
 
-/// `Cache-Control` of full tiles and full entry bundles: they never change.
-pub const CACHE_IMMUTABLE: &str = "public, max-age=31536000, immutable";
-/// `Cache-Control` of partial tiles: they grow as the log grows.
-pub const CACHE_PARTIAL: &str = "public, max-age=5";
-/// `Cache-Control` of the checkpoint: always ask again.
-pub const CACHE_CHECKPOINT: &str = "no-cache";
+pub use crate::engine::{CACHE_CHECKPOINT, CACHE_IMMUTABLE, CACHE_PARTIAL};
 
 /// List the logs.
 #[utoipa::path(

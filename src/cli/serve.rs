@@ -77,6 +77,7 @@ pub async fn serve(config: Config, addr_file: Option<PathBuf>) -> anyhow::Result
     let logs = load_logs(&config)?;
     let mut settings = config.settings();
     settings.engine.vault = load_vault(&config)?;
+    settings.engine.publish = open_publishing(&config)?;
     let storage = crate::storage::open(&settings.storage).await?;
     let metrics = Arc::new(Metrics::new());
     // TLS files are checked before anything starts.
@@ -163,6 +164,25 @@ pub async fn serve(config: Config, addr_file: Option<PathBuf>) -> anyhow::Result
 
 /// Reads the payload key (embedded mode: creates it if missing). None: no
 /// payload key configured, so this server takes no private records.
+/// The `[publish]` bucket, if configured (opened, not yet contacted: the
+/// publisher reads its checkpoint when it starts).
+pub fn open_publishing(
+    config: &Config,
+) -> anyhow::Result<Option<Arc<crate::engine::PublishTarget>>> {
+    let Some(p) = &config.publish else {
+        return Ok(None);
+    };
+    let target = crate::engine::PublishTarget::s3(
+        &p.url,
+        p.endpoint.as_deref(),
+        &p.region,
+        p.concurrency,
+        Duration::from_secs(p.max_lag_s),
+    )?;
+    tracing::info!("publishing tiles to {}", target.describe);
+    Ok(Some(Arc::new(target)))
+}
+
 pub fn load_vault(config: &Config) -> anyhow::Result<Option<Arc<crate::vault::Vault>>> {
     use crate::vault::{Kek, KeyWrapper, Vault};
     let Some(path) = config.payload_key_path() else {

@@ -58,6 +58,8 @@ pub struct EngineConfig {
     pub vault: Option<Arc<crate::vault::Vault>>,
     /// Largest `document` of a private record, in bytes.
     pub max_document_bytes: usize,
+    /// Where the writer publishes every log's tiles; None: nowhere.
+    pub publish: Option<Arc<super::publishing::PublishTarget>>,
 }
 
 impl Default for EngineConfig {
@@ -73,6 +75,7 @@ impl Default for EngineConfig {
             quotas: QuotaConfig::default(),
             vault: None,
             max_document_bytes: 36 * 1024,
+            publish: None,
         }
     }
 }

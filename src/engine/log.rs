@@ -166,6 +166,11 @@ pub(crate) struct Log {
     pub accept_unregistered: bool,
     /// The log's witnesses, if it has a policy.
     pub witnesses: Option<Arc<super::witnessing::Federation>>,
+    /// The tree size of the latest snapshot, for tasks that follow the
+    /// log (the publisher).
+    pub grown: tokio::sync::watch::Sender<u64>,
+    /// Where the log's tiles are published, if they are.
+    pub publisher: Option<Arc<super::publishing::Publisher>>,
 }
 
 impl Log {
@@ -179,7 +184,22 @@ impl Log {
     }
 
     pub fn set_snapshot(&self, s: Snapshot) {
+        let size = s.size;
         *self.snapshot.write().expect("snapshot lock") = Arc::new(s);
+        self.grown.send_replace(size);
+    }
+
+    /// The checkpoint this log shows the world, with its tree size: with a
+    /// witness policy the latest one a quorum cosigned, else the latest one
+    /// it signed. None: there is none yet.
+    pub fn public_checkpoint(&self) -> Option<(u64, Arc<str>)> {
+        match &self.witnesses {
+            Some(f) => f.published().map(|p| (p.size, p.note.clone())),
+            None => {
+                let s = self.snapshot();
+                s.checkpoint.as_deref().map(|c| (s.size, Arc::from(c)))
+            }
+        }
     }
 
     pub fn registry(&self) -> Arc<Registry> {

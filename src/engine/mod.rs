@@ -33,6 +33,7 @@ mod disk_cache;
 mod interior;
 mod log;
 mod private;
+mod publishing;
 mod quota;
 mod read;
 mod sequencer;
@@ -45,8 +46,12 @@ pub use agency::Agency;
 pub use config::{EngineConfig, LogConfig};
 pub use log::Integrated;
 pub use private::{Accesses, Content, Disclosure, ProvenEntry};
+pub use publishing::PublishTarget;
 pub use quota::{QuotaConfig, Rate};
-pub use read::{ConsistencyProof, EntryView, InclusionProof, Locator, LogInfo, TileData};
+pub use read::{
+    ConsistencyProof, EntryView, InclusionProof, Locator, LogInfo, TileData, CACHE_CHECKPOINT,
+    CACHE_IMMUTABLE, CACHE_PARTIAL,
+};
 pub use sequencer::mark_file_for;
 pub use witnessing::{Published, WitnessConfig};
 
@@ -156,6 +161,12 @@ impl Engine {
                 registry: RwLock::new((Default::default(), 0)),
                 accept_unregistered: lc.accept_unregistered,
                 witnesses,
+                grown: tokio::sync::watch::channel(state.tree_size).0,
+                publisher: ctx
+                    .config
+                    .publish
+                    .clone()
+                    .map(|t| Arc::new(publishing::Publisher::new(t))),
             });
             ctx.metrics
                 .tree_size
@@ -167,6 +178,14 @@ impl Engine {
             if let Some(f) = &log.witnesses {
                 tasks.push(tokio::spawn(witnessing::run(
                     f.clone(),
+                    log.clone(),
+                    ctx.clone(),
+                    stop_rx.clone(),
+                )));
+            }
+            if let Some(p) = &log.publisher {
+                tasks.push(tokio::spawn(publishing::run(
+                    p.clone(),
                     log.clone(),
                     ctx.clone(),
                     stop_rx.clone(),
@@ -197,13 +216,7 @@ impl Engine {
     }
 
     fn source<'a>(&'a self, log: &'a Log, snapshot: &'a Snapshot) -> TileSource<'a> {
-        TileSource::new(
-            log.name.as_arc(),
-            &*self.ctx.storage,
-            &self.ctx.cache,
-            snapshot,
-            None,
-        )
+        self.ctx.source(log, snapshot)
     }
 
     /// The `Retry-After` of this engine's `503` and `429` answers.
@@ -216,7 +229,8 @@ impl Engine {
         self.auth.authenticate(token).await
     }
 
-    /// Ok when the database answers and every sequencer is running and writable.
+    /// Ok when the database answers, every sequencer is running and
+    /// writable, and publishing (if configured) keeps up without an alarm.
     pub async fn ready(&self) -> Result<(), String> {
         // Bounded, so a readiness probe gets its 503 quickly during an
         // outage instead of waiting out the pool's acquire timeout.
@@ -251,6 +265,15 @@ impl Engine {
                 continue;
             }
             if let Some(why) = f.alarm().or_else(|| f.failure()) {
+                problems.push(format!("log {}: {why}", l.name));
+            }
+        }
+        for l in &self.logs {
+            let Some(p) = &l.publisher else { continue };
+            if l.status() != Status::Writable {
+                continue;
+            }
+            if let Some(why) = p.problem() {
                 problems.push(format!("log {}: {why}", l.name));
             }
         }

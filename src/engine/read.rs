@@ -8,7 +8,8 @@ use stele_core::Hash;
 
 use super::cache;
 use super::log::Log;
-use super::tiles::{ProofJob, Snapshot};
+use super::sequencer::Ctx;
+use super::tiles::{ProofJob, Snapshot, TileSource};
 use super::{Engine, Integrated, LogError};
 use crate::storage::StoredEntry;
 use std::sync::Arc;
@@ -57,6 +58,13 @@ pub struct ConsistencyProof {
 }
 
 /// A tile or bundle and whether it is immutable (full).
+/// `Cache-Control` of full tiles and full entry bundles: they never change.
+pub const CACHE_IMMUTABLE: &str = "public, max-age=31536000, immutable";
+/// `Cache-Control` of partial tiles: they grow as the log grows.
+pub const CACHE_PARTIAL: &str = "public, max-age=5";
+/// `Cache-Control` of the checkpoint: always ask again.
+pub const CACHE_CHECKPOINT: &str = "no-cache";
+
 #[derive(Clone, Debug)]
 pub struct TileData {
     pub data: Bytes,
@@ -81,22 +89,19 @@ impl Engine {
     /// latest the log signed.
     pub async fn checkpoint(&self, log: &str) -> Result<String, LogError> {
         let log = self.log(log)?;
-        if let Some(f) = &log.witnesses {
-            return match f.published() {
-                Some(p) => Ok(p.note.to_string()),
-                None => Err(LogError::Pushback {
-                    detail: format!(
-                        "no checkpoint of this log has reached its witness quorum yet{}",
-                        f.failure().map(|w| format!(" ({w})")).unwrap_or_default()
-                    ),
-                    retry_after: self.retry_after(),
-                }),
-            };
+        if let Some((_, note)) = log.public_checkpoint() {
+            return Ok(note.to_string());
         }
-        log.snapshot()
-            .checkpoint
-            .clone()
-            .ok_or_else(|| LogError::NotFound("the log has no checkpoint yet".into()))
+        Err(match &log.witnesses {
+            Some(f) => LogError::Pushback {
+                detail: format!(
+                    "no checkpoint of this log has reached its witness quorum yet{}",
+                    f.failure().map(|w| format!(" ({w})")).unwrap_or_default()
+                ),
+                retry_after: self.retry_after(),
+            },
+            None => LogError::NotFound("the log has no checkpoint yet".into()),
+        })
     }
 
     /// How long `?wait=witnessed` waits: two witnessing intervals and two
@@ -203,77 +208,7 @@ impl Engine {
     }
 
     pub async fn tile(&self, log: &str, path: TilePath) -> Result<TileData, LogError> {
-        let log = self.log(log)?;
-        let snapshot = log.snapshot();
-        let (id, entries) = match path {
-            TilePath::Hash(id) => (id, false),
-            TilePath::Entries(id) => (id, true),
-        };
-        let level = if entries { 0 } else { id.level };
-        let exists = stele_core::tile::tile_width(level, id.index, snapshot.size);
-        if id.width == 0 || id.width > exists || (entries && id.level != 0) {
-            return Err(LogError::NotFound(format!(
-                "{path} is not in the tree of size {}",
-                snapshot.size
-            )));
-        }
-        let immutable = id.is_full();
-        if !entries {
-            let data = self
-                .source(log, &snapshot)
-                .hash_tile(id.level, id.index, id.width)
-                .await?;
-            return Ok(TileData { data, immutable });
-        }
-        let key = cache::Key {
-            log: log.name.as_arc().clone(),
-            kind: cache::Kind::Entries,
-            level: 0,
-            index: id.index,
-        };
-        // A partial bundle of a bundle that is full by now is a prefix of
-        // the full one, which is cached: so every anonymous bundle request
-        // costs at most one storage read per full bundle, whatever width
-        // it names.
-        let full_exists = exists == TILE_WIDTH as u16;
-        if full_exists {
-            let full = match self.ctx.cache.get(&key) {
-                Some(data) => data,
-                None => {
-                    let data = self.read_bundle(log, id.index, TILE_WIDTH as u16).await?;
-                    self.ctx.cache.insert(key, data.clone());
-                    data
-                }
-            };
-            let data = if immutable {
-                full
-            } else {
-                let len = stele_core::tile::truncate_bundle(&full, id.width)
-                    .map_err(LogError::internal)?
-                    .len();
-                full.slice(..len)
-            };
-            return Ok(TileData { data, immutable });
-        }
-        let data = self.read_bundle(log, id.index, id.width).await?;
-        Ok(TileData { data, immutable })
-    }
-
-    /// Bundle `index` at `width` from storage.
-    async fn read_bundle(&self, log: &Log, index: u64, width: u16) -> Result<Bytes, LogError> {
-        let start = index * TILE_WIDTH;
-        let end = start + u64::from(width);
-        let stored = self.ctx.storage.read_entries(&log.name, start, end).await?;
-        if stored.len() != usize::from(width)
-            || stored.iter().zip(start..).any(|(e, i)| e.index != i)
-        {
-            return Err(LogError::bug(format!(
-                "entries {start}..{end} are incomplete in storage"
-            )));
-        }
-        let bundle = stele_core::tile::encode_bundle(stored.iter().map(|e| e.leaf.as_slice()))
-            .map_err(LogError::internal)?;
-        Ok(Bytes::from(bundle))
+        self.ctx.tile(self.log(log)?, path).await
     }
 
     pub async fn entry(&self, log: &str, index: u64) -> Result<EntryView, LogError> {
@@ -491,5 +426,108 @@ impl Engine {
         }
         let checkpoint = self.checkpoint_at(log, &snapshot, size).await?;
         Ok((size, checkpoint, out))
+    }
+}
+
+impl Ctx {
+    /// The tiles of `log` as of `snapshot`: its latest state, the cache,
+    /// then storage.
+    pub(super) fn source<'a>(&'a self, log: &'a Log, snapshot: &'a Snapshot) -> TileSource<'a> {
+        TileSource::new(
+            log.name.as_arc(),
+            &*self.storage,
+            &self.cache,
+            snapshot,
+            None,
+        )
+    }
+
+    /// A hash tile or entry bundle of `log` (the public tile read, and what
+    /// the publisher uploads).
+    pub(super) async fn tile(&self, log: &Log, path: TilePath) -> Result<TileData, LogError> {
+        let snapshot = log.snapshot();
+        let (id, entries) = match path {
+            TilePath::Hash(id) => (id, false),
+            TilePath::Entries(id) => (id, true),
+        };
+        let level = if entries { 0 } else { id.level };
+        let exists = stele_core::tile::tile_width(level, id.index, snapshot.size);
+        if id.width == 0 || id.width > exists || (entries && id.level != 0) {
+            return Err(LogError::NotFound(format!(
+                "{path} is not in the tree of size {}",
+                snapshot.size
+            )));
+        }
+        let immutable = id.is_full();
+        if !entries {
+            let data = self
+                .source(log, &snapshot)
+                .hash_tile(id.level, id.index, id.width)
+                .await?;
+            return Ok(TileData { data, immutable });
+        }
+        let key = cache::Key {
+            log: log.name.as_arc().clone(),
+            kind: cache::Kind::Entries,
+            level: 0,
+            index: id.index,
+        };
+        // A partial bundle of a bundle that is full by now is a prefix of
+        // the full one, which is cached: so every anonymous bundle request
+        // costs at most one storage read per full bundle, whatever width
+        // it names.
+        let full_exists = exists == TILE_WIDTH as u16;
+        if full_exists {
+            let full = match self.cache.get(&key) {
+                Some(data) => data,
+                None => {
+                    let data = self.read_bundle(log, id.index, TILE_WIDTH as u16).await?;
+                    self.cache.insert(key, data.clone());
+                    data
+                }
+            };
+            let data = if immutable {
+                full
+            } else {
+                let len = stele_core::tile::truncate_bundle(&full, id.width)
+                    .map_err(LogError::internal)?
+                    .len();
+                full.slice(..len)
+            };
+            return Ok(TileData { data, immutable });
+        }
+        // The log's head: the writer holds the partial bundle.
+        if let Some(b) = snapshot
+            .bundle
+            .as_ref()
+            .filter(|_| id.index == snapshot.size / TILE_WIDTH)
+        {
+            let len = stele_core::tile::truncate_bundle(b, id.width)
+                .map_err(LogError::internal)?
+                .len();
+            return Ok(TileData {
+                data: b.slice(..len),
+                immutable,
+            });
+        }
+        let data = self.read_bundle(log, id.index, id.width).await?;
+        Ok(TileData { data, immutable })
+    }
+
+    /// Bundle `index` at `width` from storage.
+    async fn read_bundle(&self, log: &Log, index: u64, width: u16) -> Result<Bytes, LogError> {
+        let start = index * TILE_WIDTH;
+        let end = start + u64::from(width);
+        let stored = self.storage.read_entries(&log.name, start, end).await?;
+        if stored.len() != usize::from(width)
+            || stored.iter().zip(start..).any(|(e, i)| e.index != i)
+        {
+            return Err(LogError::bug(format!(
+                "entries {start}..{end} are incomplete in storage"
+            )));
+        }
+        let bundle = stele_core::tile::encode_bundle(stored.iter().map(|e| e.leaf.as_slice()))
+            .map_err(LogError::internal)?;
+        Ok(Bytes::from(bundle))
     }
 }

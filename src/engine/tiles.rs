@@ -32,6 +32,9 @@ pub(crate) struct Snapshot {
     pub partials: HashMap<(u8, u64), Bytes>,
     /// Interiors of `partials`, computed on first use.
     pub partial_interiors: OnceLock<HashMap<(u8, u64), Interior>>,
+    /// The partial entry bundle at `size` (bundle `size / 256`), when the
+    /// writer knows its leaves; None: read it from storage.
+    pub bundle: Option<Bytes>,
 }
 
 impl Snapshot {
@@ -41,7 +44,14 @@ impl Snapshot {
             checkpoint,
             partials,
             partial_interiors: OnceLock::new(),
+            bundle: None,
         }
+    }
+
+    /// The same, with the partial entry bundle at `size`.
+    pub fn with_bundle(mut self, bundle: Option<Bytes>) -> Self {
+        self.bundle = bundle;
+        self
     }
 
     fn partial_interior(&self, key: (u8, u64)) -> Option<&Interior> {

@@ -60,6 +60,8 @@ pub enum Needs {
     Postgres,
     /// PostgreSQL's server programs, to start a throwaway cluster.
     PgCluster,
+    /// An S3-compatible server program ([`crate::s3`]).
+    S3,
 }
 
 /// The trials of one test binary.
@@ -68,6 +70,8 @@ pub struct Suite {
     /// Names of the trials that need PostgreSQL, for the announcement.
     pg_names: Vec<String>,
     cluster_names: Vec<String>,
+    s3_names: Vec<String>,
+    s3: Result<(), String>,
     policy: PgPolicy,
     cluster: Result<(), String>,
     workers: usize,
@@ -88,6 +92,8 @@ impl Suite {
             trials: Vec::new(),
             pg_names: Vec::new(),
             cluster_names: Vec::new(),
+            s3_names: Vec::new(),
+            s3: crate::s3::s3s_fs_bin().map(|_| ()),
             policy: pg_policy(),
             cluster: pg_cluster_available(),
             workers: 2,
@@ -113,15 +119,32 @@ impl Suite {
         F: Fn(Backend) -> Fut + Clone + Send + 'static,
         Fut: Future<Output = TestResult> + 'static,
     {
+        self.per_backend_needing(name, backends, Needs::Nothing, test);
+    }
+
+    /// [`Suite::per_backend`] for trials that also need `extra`.
+    pub fn per_backend_needing<F, Fut>(
+        &mut self,
+        name: &str,
+        backends: &[Backend],
+        extra: Needs,
+        test: F,
+    ) where
+        F: Fn(Backend) -> Fut + Clone + Send + 'static,
+        Fut: Future<Output = TestResult> + 'static,
+    {
         for &backend in backends {
             let needs = match backend {
                 Backend::Sqlite => Needs::Nothing,
                 Backend::Postgres => Needs::Postgres,
             };
             let test = test.clone();
-            self.add_async(format!("{}::{name}", backend.name()), needs, move || {
-                test(backend)
-            });
+            let (workers, timeout) = (self.workers, self.timeout);
+            self.add_needing(
+                format!("{}::{name}", backend.name()),
+                &[needs, extra],
+                move || block_on(workers, timeout, test(backend)),
+            );
         }
     }
 
@@ -156,8 +179,34 @@ impl Suite {
     where
         F: FnOnce() -> TestResult + Send + 'static,
     {
+        self.add_needing(name, &[needs], test);
+    }
+
+    /// A trial that needs all of `needs`; the first one missing decides
+    /// whether it is skipped or fails.
+    pub fn add_needing<F>(&mut self, name: impl Into<String>, needs: &[Needs], test: F)
+    where
+        F: FnOnce() -> TestResult + Send + 'static,
+    {
         let name = name.into();
-        let gate = match needs {
+        let gate = needs
+            .iter()
+            .map(|&n| self.gate(&name, n))
+            .fold(Ok(()), Result::and);
+        self.trials
+            .push(Trial::ignorable_test(name, move || match gate {
+                Ok(()) => test()
+                    .map(|()| Completion::Completed)
+                    .map_err(|e| Failed::from(format!("{e:#}"))),
+                Err((false, reason)) => Ok(Completion::ignored_with(reason)),
+                Err((true, reason)) => Err(Failed::from(reason)),
+            }));
+    }
+
+    /// Whether a trial may run for want of `needs`: `Err((fail, reason))`.
+    fn gate(&mut self, name: &str, needs: Needs) -> Result<(), (bool, String)> {
+        let name = name.to_string();
+        match needs {
             Needs::Nothing => Ok(()),
             Needs::Postgres => {
                 self.pg_names.push(name.clone());
@@ -177,15 +226,17 @@ impl Suite {
                     Err(e) => Err((false, e.clone())),
                 }
             }
-        };
-        self.trials
-            .push(Trial::ignorable_test(name, move || match gate {
-                Ok(()) => test()
-                    .map(|()| Completion::Completed)
-                    .map_err(|e| Failed::from(format!("{e:#}"))),
-                Err((false, reason)) => Ok(Completion::ignored_with(reason)),
-                Err((true, reason)) => Err(Failed::from(reason)),
-            }));
+            Needs::S3 => {
+                self.s3_names.push(name);
+                match &self.s3 {
+                    Ok(()) => Ok(()),
+                    Err(e) if crate::s3::require_s3() => {
+                        Err((true, format!("{e}, and STELE_REQUIRE_S3=1")))
+                    }
+                    Err(e) => Err((false, e.clone())),
+                }
+            }
+        }
     }
 
     /// Marks the trials added last, `n` of them, as ignored unless asked
@@ -218,6 +269,16 @@ impl Suite {
                     "not running"
                 };
                 eprintln!("{reason}: {verdict} {}", self.cluster_names.join(", "));
+            }
+        }
+        if let Err(reason) = &self.s3 {
+            if !self.s3_names.is_empty() {
+                let verdict = if crate::s3::require_s3() {
+                    "failing"
+                } else {
+                    "not running"
+                };
+                eprintln!("{reason}: {verdict} {}", self.s3_names.join(", "));
             }
         }
         libtest_mimic::run(&args, self.trials)

@@ -10,6 +10,8 @@
 //! - [`server`]: an in-process server on `127.0.0.1:0`;
 //! - [`process`]: `stele` processes, deployments and throwaway PostgreSQL clusters;
 //! - [`faults`]: a storage wrapper that injects faults;
+//! - [`s3`]: a real S3-compatible server (`s3s-fs`); [`static_site`]: a
+//!   plain static file server over a directory;
 //! - [`synthetic`]: real Merkle batches with signed checkpoints, for tests
 //!   that write storage directly.
 
@@ -19,6 +21,8 @@ pub mod faults;
 pub mod harness;
 pub mod pg;
 pub mod process;
+pub mod s3;
 pub mod server;
+pub mod static_site;
 pub mod store;
 pub mod synthetic;

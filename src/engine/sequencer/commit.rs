@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use stele_core::checkpoint::Checkpoint;
-use stele_core::tile::{partial_tiles, TileId, TreeBuilder};
+use stele_core::tile::{encode_bundle, partial_tiles, TileId, TreeBuilder, TILE_WIDTH};
 use stele_core::Hash;
 use tokio::time::Instant;
 
@@ -116,6 +116,7 @@ impl Sequencer {
                 m.batch_size
                     .get_or_create(&self.log.label)
                     .observe(entries.len() as f64);
+                self.extend_bundles(old_size, entries);
                 Ok(self.adopt(prepared))
             }
             Err(StorageError::Duplicate(why)) => Err(Commit::Duplicate(why)),
@@ -150,6 +151,46 @@ impl Sequencer {
                 .map_err(|e| format!("log {}: {e}; refusing to sign", self.log.name)),
             None => Ok(()),
         }
+    }
+
+    /// Adds a committed batch's leaves to the bundle edge: each bundle they
+    /// fill goes into the tile cache (bundles never change once full).
+    fn extend_bundles(&mut self, old_size: u64, entries: &[NewEntry]) {
+        for (index, e) in (old_size..).zip(entries) {
+            if index % TILE_WIDTH == 0 && self.bundle_edge.is_none() {
+                self.bundle_edge = Some(Vec::with_capacity(TILE_WIDTH as usize));
+            }
+            let Some(edge) = &mut self.bundle_edge else {
+                continue;
+            };
+            edge.push(e.leaf.clone());
+            if edge.len() == TILE_WIDTH as usize {
+                match encode_bundle(edge.iter().map(|l| l.as_ref())) {
+                    Ok(b) => self.ctx.cache.insert(
+                        Key {
+                            log: self.log.name.as_arc().clone(),
+                            kind: Kind::Entries,
+                            level: 0,
+                            index: index / TILE_WIDTH,
+                        },
+                        Bytes::from(b),
+                    ),
+                    Err(e) => {
+                        tracing::warn!(log = %self.log.name, "bundle {}: {e}", index / TILE_WIDTH)
+                    }
+                }
+                edge.clear();
+            }
+        }
+    }
+
+    /// The partial entry bundle of the committed tree, if its leaves are
+    /// known.
+    fn partial_bundle(&self) -> Option<Bytes> {
+        let edge = self.bundle_edge.as_ref().filter(|e| !e.is_empty())?;
+        encode_bundle(edge.iter().map(|l| l.as_ref()))
+            .ok()
+            .map(Bytes::from)
     }
 
     /// Makes a committed batch the current state. Returns the changed tiles
@@ -189,8 +230,9 @@ impl Sequencer {
             .map(|t| (t.level, t.index))
             .collect();
         partials.retain(|k, _| keep.contains(k));
-        self.log
-            .set_snapshot(Snapshot::new(new_size, Some(p.note), partials));
+        self.log.set_snapshot(
+            Snapshot::new(new_size, Some(p.note), partials).with_bundle(self.partial_bundle()),
+        );
         self.ctx
             .metrics
             .tree_size

@@ -105,6 +105,12 @@ pub(crate) struct Sequencer {
     /// The record-type registry of the committed tree (published to the
     /// log, for submissions, after each change).
     registry: Arc<crate::registry::Registry>,
+    /// The leaves of the committed tree's partial entry bundle, when known
+    /// (from the first bundle boundary this writer committed across):
+    /// every bundle it fills goes into the tile cache, and the partial one
+    /// into the snapshot, so that bundle reads of the log's head (the
+    /// publisher, monitors, mirrors) need no database query.
+    bundle_edge: Option<Vec<bytes::Bytes>>,
 }
 
 impl Sequencer {
@@ -124,6 +130,7 @@ impl Sequencer {
             lease: None,
             held: None,
             registry: Default::default(),
+            bundle_edge: None,
         }
     }
 

@@ -190,6 +190,7 @@ impl Sequencer {
         self.log.set_registry(self.registry.clone(), size);
         self.builder = builder;
         self.last_ts = state.last_ts_ms;
+        self.bundle_edge = (size % stele_core::tile::TILE_WIDTH == 0).then(Vec::new);
         self.log
             .set_snapshot(Snapshot::new(size, Some(note_text), partials));
         self.ctx
@@ -259,6 +260,9 @@ impl Sequencer {
                         if let Err(why) = self.mark(&prepared.note).await {
                             return self.refused(why);
                         }
+                        // Its entries are not at hand: bundles come from
+                        // storage until the next bundle boundary.
+                        self.bundle_edge = None;
                         self.adopt(prepared);
                     } else if s.tree_size == old_size {
                         tracing::info!(log = %name, "the failed commit did not happen; continuing at {old_size}");
