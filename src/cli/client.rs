@@ -94,6 +94,35 @@ pub fn load_log_key(
     Ok((verifier, policy))
 }
 
+/// How a verifier names the log it trusts: its key, and the witness
+/// policy its checkpoints must meet (shared by `verify`, `monitor` and
+/// `mirror`).
+#[derive(Clone, Debug, Default, clap::Args)]
+pub struct LogKeyArgs {
+    /// The log's verifier key, `<origin>+<key id>+<base64>`.
+    #[arg(long)]
+    pub vkey: Option<String>,
+    /// A file holding the verifier key.
+    #[arg(long, value_name = "FILE")]
+    pub vkey_file: Option<PathBuf>,
+    /// A witness policy (C2SP tlog-policy) to require: every checkpoint
+    /// checked must carry valid cosignatures of its quorum, or it fails.
+    /// Without --vkey, the log key is the policy's `log` line.
+    #[arg(long, value_name = "FILE")]
+    pub policy: Option<PathBuf>,
+}
+
+impl LogKeyArgs {
+    /// The key and the policy ([`load_log_key`]).
+    pub fn load(&self) -> anyhow::Result<(Verifier, Option<stele_core::policy::Policy>)> {
+        load_log_key(
+            self.vkey.as_deref(),
+            self.vkey_file.as_deref(),
+            self.policy.as_deref(),
+        )
+    }
+}
+
 /// Checks a checkpoint note under a witness policy: `Ok` names the
 /// witnesses whose cosignatures verified (with when they cosigned).
 pub fn check_quorum(policy: &stele_core::policy::Policy, note: &str) -> Result<String, String> {

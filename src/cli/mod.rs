@@ -10,6 +10,7 @@ pub mod audit;
 pub mod client;
 pub mod content;
 pub mod keygen;
+pub mod mirror;
 pub mod monitor;
 pub mod receipt_print;
 pub mod serve;
@@ -56,6 +57,10 @@ pub enum Command {
     Verify(verify::Args),
     /// Watch a log: verify every new checkpoint and its consistency.
     Monitor(monitor::Args),
+    /// Copy any tlog-tiles log into a directory, verifying every tile
+    /// against a checked checkpoint (resumable; a static copy any web
+    /// server can serve).
+    Mirror(mirror::Args),
     /// A C2SP tlog-witness: `keygen` and `serve`.
     Witness(witness::Args),
     /// Print the OpenAPI document (regenerate the checked-in copy with
@@ -81,6 +86,7 @@ pub fn main() -> ExitCode {
         Command::Type(args) => types::run(args),
         Command::Verify(args) => verify::run(args),
         Command::Monitor(args) => monitor::run(args),
+        Command::Mirror(args) => mirror::run(args),
         Command::Witness(args) => witness::run(args),
         Command::Openapi => {
             print!("{}", crate::api::ops::OPENAPI_JSON.as_str());

@@ -22,7 +22,7 @@ use stele_core::note::{open_checkpoint, Verifier};
 use stele_core::Hash;
 
 use super::audit::{audit, Alarm, AuditState, Rules};
-use super::client::{block_on, check_quorum, describe_key, load_log_key, LogClient, TlsArgs};
+use super::client::{block_on, check_quorum, describe_key, LogClient, LogKeyArgs, TlsArgs};
 use crate::files::write_atomic;
 
 /// Command-line arguments of `stele monitor`.
@@ -30,12 +30,8 @@ use crate::files::write_atomic;
 pub struct Args {
     /// The log's URL, e.g. `https://host/logs/default`.
     pub url: String,
-    /// The log's verifier key, `<origin>+<key id>+<base64>`.
-    #[arg(long)]
-    pub vkey: Option<String>,
-    /// A file holding the verifier key.
-    #[arg(long, value_name = "FILE")]
-    pub vkey_file: Option<PathBuf>,
+    #[command(flatten)]
+    pub key: LogKeyArgs,
     /// Where to keep what has been verified across restarts.
     #[arg(long, value_name = "FILE")]
     pub state: Option<PathBuf>,
@@ -59,11 +55,6 @@ pub struct Args {
     /// tlog-tiles log whose leaves are not Stele records).
     #[arg(long, requires = "audit", conflicts_with = "allow_unregistered")]
     pub tree_only: bool,
-    /// A witness policy (C2SP tlog-policy) to require: every checkpoint
-    /// must carry valid cosignatures of its quorum, or it is an alarm.
-    /// Without --vkey, the log key is the policy's `log` line.
-    #[arg(long, value_name = "FILE")]
-    pub policy: Option<PathBuf>,
     #[command(flatten)]
     pub tls: TlsArgs,
     /// Tiles fetched at once while auditing.
@@ -72,9 +63,9 @@ pub struct Args {
 }
 
 /// Exit status when the log misbehaved.
-const EXIT_ALARM: u8 = 1;
+pub(crate) const EXIT_ALARM: u8 = 1;
 /// Exit status when the log could not be checked (network, bad answers).
-const EXIT_UNCHECKED: u8 = 2;
+pub(crate) const EXIT_UNCHECKED: u8 = 2;
 
 /// What the monitor keeps on disk.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
@@ -115,11 +106,7 @@ enum Poll {
 
 /// Runs the command; the exit code is the process's.
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let (verifier, policy) = load_log_key(
-        args.vkey.as_deref(),
-        args.vkey_file.as_deref(),
-        args.policy.as_deref(),
-    )?;
+    let (verifier, policy) = args.key.load()?;
     let client = LogClient::with_tls(&args.url, &args.tls)?;
     let mut state = match &args.state {
         Some(p) => State::load(p)?.unwrap_or_default(),
@@ -324,7 +311,7 @@ async fn poll_once(
 }
 
 /// Rollback and split-view checks against what was verified before.
-fn check_against(
+pub(crate) fn check_against(
     cp: &Checkpoint,
     note: &str,
     state: &State,

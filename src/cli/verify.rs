@@ -18,7 +18,7 @@ use stele_core::receipt::{Receipt, Step};
 use stele_core::tlog_proof::TlogProof;
 use stele_core::{leaf_hash, Hash};
 
-use super::client::{block_on, check_quorum, describe_key, load_log_key, LogClient, TlsArgs};
+use super::client::{block_on, check_quorum, describe_key, LogClient, LogKeyArgs, TlsArgs};
 use stele_core::policy::Policy;
 
 /// Command-line arguments of `stele verify`.
@@ -27,12 +27,8 @@ pub struct Args {
     /// A receipt (`.json`, as the log returns it) or a `.tlog-proof` file;
     /// `-` reads standard input.
     pub receipt: PathBuf,
-    /// The log's verifier key, `<origin>+<key id>+<base64>`.
-    #[arg(long)]
-    pub vkey: Option<String>,
-    /// A file holding the verifier key.
-    #[arg(long, value_name = "FILE")]
-    pub vkey_file: Option<PathBuf>,
+    #[command(flatten)]
+    pub key: LogKeyArgs,
     /// For a `.tlog-proof`: the file with the exact leaf bytes (default: the
     /// `.leaf` file beside the proof, as `stele submit` saves it).
     #[arg(long, value_name = "FILE")]
@@ -42,12 +38,6 @@ pub struct Args {
     /// receipt's checkpoint consistent with it.
     #[arg(long, value_name = "URL")]
     pub online: Option<String>,
-    /// A witness policy (C2SP tlog-policy) to require: the receipt's
-    /// checkpoint must carry valid cosignatures of its quorum (a witnessed
-    /// receipt), and with --online so must the live checkpoint. Without
-    /// --vkey, the log key is the policy's `log` line.
-    #[arg(long, value_name = "FILE")]
-    pub policy: Option<PathBuf>,
     #[command(flatten)]
     pub tls: TlsArgs,
 }
@@ -111,11 +101,7 @@ impl Report {
 
 /// Runs the command; the exit code is the process's.
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let (verifier, policy) = load_log_key(
-        args.vkey.as_deref(),
-        args.vkey_file.as_deref(),
-        args.policy.as_deref(),
-    )?;
+    let (verifier, policy) = args.key.load()?;
     let input = read_input(&args.receipt)?;
     let text = String::from_utf8(input).context("the receipt is not UTF-8")?;
     let trimmed = text.trim_start();

@@ -1,4 +1,4 @@
-//! `stele submit`, `stele verify` and `stele monitor` against a running
+//! `stele submit`, `stele verify`, `stele monitor` and `stele mirror` against a running
 //! `stele serve` (SQLite, started from a deployment made with `stele keygen`
 //! and `stele agency add`) and against small fake logs served by the test
 //! itself (forged, rolled-back, inconsistent and split-view checkpoints,
@@ -20,6 +20,7 @@ use stele_testkit::store::{Backend, TestStore};
 
 mod audit;
 mod fake;
+mod mirror;
 mod monitor;
 mod types;
 mod verify;
@@ -239,6 +240,7 @@ fn main() {
     for &(name, test) in monitor::TESTS
         .iter()
         .chain(audit::TESTS)
+        .chain(mirror::TESTS)
         .chain(types::TESTS)
     {
         suite.add(name, Needs::Nothing, test);
