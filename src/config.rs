@@ -146,6 +146,16 @@ pub struct PublishSettings {
     /// Objects uploaded at once. Default 16.
     #[serde(default = "default_publish_concurrency")]
     pub concurrency: usize,
+    /// Shortest time between two publishing rounds, in milliseconds: each
+    /// round uploads the partial tiles and the checkpoint again, so under a
+    /// steady write load this trades a little delay for fewer objects.
+    /// Default 200.
+    #[serde(default = "default_publish_interval_ms")]
+    pub interval_ms: u64,
+}
+
+fn default_publish_interval_ms() -> u64 {
+    200
 }
 
 fn default_publish_region() -> String {

@@ -178,6 +178,7 @@ pub fn open_publishing(
         &p.region,
         p.concurrency,
         Duration::from_secs(p.max_lag_s),
+        Duration::from_millis(p.interval_ms),
     )?;
     tracing::info!("publishing tiles to {}", target.describe);
     Ok(Some(Arc::new(target)))

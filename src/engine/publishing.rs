@@ -61,6 +61,10 @@ pub struct PublishTarget {
     pub concurrency: usize,
     /// Publishing further behind than this fails readiness.
     pub max_lag: Duration,
+    /// Shortest time between the starts of two rounds: under a steady
+    /// write load each round uploads every partial tile and the
+    /// checkpoint again, so fewer rounds mean fewer objects.
+    pub interval: Duration,
 }
 
 impl std::fmt::Debug for PublishTarget {
@@ -69,6 +73,7 @@ impl std::fmt::Debug for PublishTarget {
             .field("bucket", &self.describe)
             .field("concurrency", &self.concurrency)
             .field("max_lag", &self.max_lag)
+            .field("interval", &self.interval)
             .finish()
     }
 }
@@ -85,6 +90,7 @@ impl PublishTarget {
         region: &str,
         concurrency: usize,
         max_lag: Duration,
+        interval: Duration,
     ) -> anyhow::Result<Self> {
         let parsed =
             url::Url::parse(url).map_err(|e| anyhow::anyhow!("publish.url {url:?}: {e}"))?;
@@ -130,6 +136,7 @@ impl PublishTarget {
             describe,
             concurrency: concurrency.max(1),
             max_lag,
+            interval,
         })
     }
 
@@ -517,8 +524,9 @@ fn attributes(cache_control: &'static str, content_type: &'static str) -> Attrib
 }
 
 /// Publishes `log` while this process is its writer, until `stop`: a round
-/// whenever the tree grows or a witnessed checkpoint is published, and at
-/// least every [`IDLE_ROUND`] (retries, the lag gauges).
+/// whenever the tree grows or a witnessed checkpoint is published (at most
+/// one per `interval`), and at least every [`IDLE_ROUND`] (retries, the lag
+/// gauges).
 pub(crate) async fn run(
     publisher: Arc<Publisher>,
     log: Arc<Log>,
@@ -529,10 +537,15 @@ pub(crate) async fn run(
     let mut witnessed = log.witnesses.as_ref().map(|f| f.subscribe());
     loop {
         if log.status() == Status::Writable {
+            let started = tokio::time::Instant::now();
             // Shutdown never waits for the bucket; a round cut short is
             // safe (tiles are create-only, the checkpoint goes last).
             tokio::select! {
                 _ = publisher.round(&log, &ctx) => {}
+                _ = stop.changed() => return,
+            }
+            tokio::select! {
+                _ = tokio::time::sleep_until(started + publisher.target.interval) => {}
                 _ = stop.changed() => return,
             }
         }
