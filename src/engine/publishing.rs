@@ -67,6 +67,22 @@ pub struct PublishTarget {
     pub interval: Duration,
 }
 
+/// `s3://bucket` or `s3://bucket/prefix` → the bucket and the prefix
+/// (without surrounding slashes; "" for the bucket's root).
+pub fn parse_bucket_url(url: &str) -> anyhow::Result<(String, String)> {
+    let parsed = url::Url::parse(url).map_err(|e| anyhow::anyhow!("publish.url {url:?}: {e}"))?;
+    match parsed
+        .host_str()
+        .filter(|h| parsed.scheme() == "s3" && !h.is_empty())
+    {
+        Some(bucket) => Ok((
+            bucket.to_string(),
+            parsed.path().trim_matches('/').to_string(),
+        )),
+        None => anyhow::bail!("publish.url {url:?} must be s3://bucket or s3://bucket/prefix"),
+    }
+}
+
 impl std::fmt::Debug for PublishTarget {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("PublishTarget")
@@ -92,14 +108,7 @@ impl PublishTarget {
         max_lag: Duration,
         interval: Duration,
     ) -> anyhow::Result<Self> {
-        let parsed =
-            url::Url::parse(url).map_err(|e| anyhow::anyhow!("publish.url {url:?}: {e}"))?;
-        anyhow::ensure!(
-            parsed.scheme() == "s3" && parsed.host_str().is_some_and(|h| !h.is_empty()),
-            "publish.url {url:?} must be s3://bucket[/prefix]"
-        );
-        let bucket = parsed.host_str().unwrap_or_default().to_string();
-        let prefix = parsed.path().trim_matches('/').to_string();
+        let (bucket, prefix) = parse_bucket_url(url)?;
         // Bounded: a round against an unreachable bucket fails within
         // seconds (and is retried next round) instead of waiting minutes.
         let retry = object_store::RetryConfig {
@@ -269,31 +278,22 @@ impl Publisher {
         let Some((size, note)) = log.public_checkpoint() else {
             return Ok(());
         };
-        {
-            let mut b = self.bucket();
-            let now = Instant::now();
-            if b.seen.back().is_none_or(|&(s, _)| s < size)
-                && size > b.size
-                && b.seen.len() < MAX_SEEN
-            {
-                b.seen.push_back((size, now));
-            }
-            if b.loaded && (size < b.size || b.note.as_deref() == Some(&*note)) {
-                return Ok(());
-            }
-            if b.behind_since.is_none() && size > b.size {
-                b.behind_since = Some(now);
-            }
-        }
+        // Noted before the bucket is read, so that a bucket unreachable
+        // from the start shows as lag.
+        self.shown(size);
         if !self.bucket().loaded {
             self.load(log, ctx).await?;
         }
         let from = {
             let b = self.bucket();
-            if size < b.size || b.note.as_deref() == Some(&*note) {
+            let up_to_date = size < b.size || b.note.as_deref() == Some(&*note);
+            let from = b.size;
+            drop(b);
+            if up_to_date {
+                self.settle(log, ctx);
                 return Ok(());
             }
-            b.size
+            from
         };
         // Full tiles first, then partial ones, then the checkpoint: a
         // client that sees the checkpoint finds every tile it needs.
@@ -318,10 +318,31 @@ impl Publisher {
         self.put_tiles(log, ctx, full, CACHE_IMMUTABLE).await?;
         self.put_tiles(log, ctx, partial, CACHE_PARTIAL).await?;
         self.put_checkpoint(log, size, note).await?;
+        self.settle(log, ctx);
+        Ok(())
+    }
+
+    /// The log shows a tree of `size`: remember when, if the bucket lacks it.
+    fn shown(&self, size: u64) {
+        let mut b = self.bucket();
+        if size <= b.size {
+            return;
+        }
+        let now = Instant::now();
+        if b.seen.back().is_none_or(|&(s, _)| s < size) && b.seen.len() < MAX_SEEN {
+            b.seen.push_back((size, now));
+        }
+        b.behind_since.get_or_insert(now);
+    }
+
+    /// What the bucket now has is no longer behind: the delay of every
+    /// size it covers is observed, and the lag runs from the oldest size
+    /// still missing (none: no lag).
+    fn settle(&self, log: &Log, ctx: &Ctx) {
         let mut b = self.bucket();
         let now = Instant::now();
         while let Some(&(s, t)) = b.seen.front() {
-            if s > size {
+            if s > b.size {
                 break;
             }
             ctx.metrics
@@ -331,7 +352,6 @@ impl Publisher {
             b.seen.pop_front();
         }
         b.behind_since = b.seen.front().map(|&(_, t)| t);
-        Ok(())
     }
 
     /// Reads the bucket's checkpoint and checks it against the database.

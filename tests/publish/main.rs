@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, ensure, Context};
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 use serde_json::{json, Value};
-use stele_core::tile::{tile_count, tile_width, TileId, TilePath, TILE_WIDTH};
+use stele_core::tile::{changed_bundles, changed_tiles, TileId, TilePath};
 use stele_testkit::checker::{HttpView, LogChecker};
 use stele_testkit::harness::{Needs, Suite, TestResult};
 use stele_testkit::process::{command, run_async, Deployment, DeploymentSpec, ServerProcess};
@@ -234,28 +234,33 @@ async fn metric(server: &ServerProcess, name: &str, extra: &str) -> anyhow::Resu
         .unwrap_or(0.0))
 }
 
+/// Waits until `done(metric(name, extra))`, for at most 30 s; `what` and
+/// the server's log otherwise.
+async fn wait_metric(
+    server: &ServerProcess,
+    name: &str,
+    extra: &str,
+    done: impl Fn(f64) -> bool,
+    what: &str,
+) -> TestResult {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !done(metric(server, name, extra).await?) {
+        ensure!(
+            Instant::now() < deadline,
+            "{what}; the server logged:\n{}",
+            server.output()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Ok(())
+}
+
 /// Every tile and bundle of a tree of `size`, at its width there.
 fn tiles_of(size: u64) -> Vec<TilePath> {
-    let mut out = Vec::new();
-    let mut level = 0u8;
-    while tile_count(level, size) > 0 {
-        for index in 0..tile_count(level, size) {
-            out.push(TilePath::Hash(TileId::new(
-                level,
-                index,
-                tile_width(level, index, size),
-            )));
-        }
-        level += 1;
-    }
-    for index in 0..size.div_ceil(TILE_WIDTH) {
-        out.push(TilePath::Entries(TileId::new(
-            0,
-            index,
-            tile_width(0, index, size),
-        )));
-    }
-    out
+    let hashes = changed_tiles(0, size).into_iter().map(TilePath::Hash);
+    hashes
+        .chain(changed_bundles(0, size).into_iter().map(TilePath::Entries))
+        .collect()
 }
 
 /// Every object of the log in the bucket: key → (bytes, last modified).
@@ -392,22 +397,34 @@ async fn a_killed_publisher_resumes_without_gaps_or_rewrites(backend: Backend) -
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while metric(&server, "stele_publish_failures_total", "").await? < 1.0 {
-        ensure!(
-            Instant::now() < deadline,
-            "no failed publishing round counted with the bucket down; the server logged:\n{}",
-            server.output()
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    wait_metric(
+        &server,
+        "stele_publish_failures_total",
+        "",
+        |v| v >= 1.0,
+        "no failed publishing round counted with the bucket down",
+    )
+    .await?;
     ensure!(metric(&server, "stele_published_tree_size", "").await? == 2300.0);
     ensure!(metric(&server, "stele_publish_lag_entries", "").await? == 500.0);
     ctx.s3.restart().await?;
     ctx.wait_published(&server, Duration::from_secs(60)).await?;
     server.wait_ready(Duration::from_secs(30)).await?;
     ensure!(ctx.check(&server).await? == 2800);
-    ctx.audit_bucket().await
+    ctx.audit_bucket().await?;
+
+    // Restarted with the bucket up to date and nothing written since: no
+    // lag, however long it waits (longer than max_lag_s).
+    drop(server);
+    let server = ctx.deployment.start("writer, third").await?;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let (status, body) = ctx.readyz(&server).await?;
+    ensure!(
+        status == 200,
+        "/readyz {status} with an up-to-date bucket: {body}"
+    );
+    ensure!(metric(&server, "stele_publish_lag_seconds", "").await? == 0.0);
+    Ok(())
 }
 
 async fn a_conflicting_object_is_an_alarm_and_stays(backend: Backend) -> TestResult {
@@ -424,15 +441,14 @@ async fn a_conflicting_object_is_an_alarm_and_stays(backend: Backend) -> TestRes
         .put(&bundle, PutPayload::from(planted.clone()))
         .await?;
     ctx.bulk(&server, "b", 200).await?;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while metric(&server, "stele_publish_alarm", "").await? != 1.0 {
-        ensure!(
-            Instant::now() < deadline,
-            "no publishing alarm; the server logged:\n{}",
-            server.output()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_metric(
+        &server,
+        "stele_publish_alarm",
+        "",
+        |v| v == 1.0,
+        "no publishing alarm",
+    )
+    .await?;
     ensure!(
         metric(
             &server,
@@ -484,15 +500,14 @@ async fn a_bucket_checkpoint_the_log_did_not_sign_is_an_alarm(backend: Backend) 
     // Never ready (the alarm comes with the first round): only listening.
     let server = ctx.deployment.spawn("writer").await?;
     ctx.bulk(&server, "a", 300).await?;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while metric(&server, "stele_publish_alarm", "").await? != 1.0 {
-        ensure!(
-            Instant::now() < deadline,
-            "no alarm for a checkpoint another key signed; the server logged:\n{}",
-            server.output()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_metric(
+        &server,
+        "stele_publish_alarm",
+        "",
+        |v| v == 1.0,
+        "no alarm for a checkpoint another key signed",
+    )
+    .await?;
     ensure!(
         ctx.bucket_checkpoint().await?.as_deref() == Some(forged.as_str()),
         "the bucket's checkpoint was replaced"
