@@ -571,16 +571,8 @@ impl Config {
             bail!("invalid configuration: quotas.burst_s must be at least 1");
         }
         if let Some(p) = &self.publish {
-            let bucket = p
-                .url
-                .strip_prefix("s3://")
-                .map(|rest| rest.split('/').next().unwrap_or_default());
-            if bucket.is_none_or(str::is_empty) {
-                bail!(
-                    "invalid configuration: publish.url {:?} must be s3://bucket or s3://bucket/prefix",
-                    p.url
-                );
-            }
+            crate::engine::parse_bucket_url(&p.url)
+                .map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
             if p.max_lag_s == 0 || p.concurrency == 0 {
                 bail!("invalid configuration: publish.max_lag_s and publish.concurrency must be at least 1");
             }

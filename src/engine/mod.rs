@@ -46,7 +46,7 @@ pub use agency::Agency;
 pub use config::{EngineConfig, LogConfig};
 pub use log::Integrated;
 pub use private::{Accesses, Content, Disclosure, ProvenEntry};
-pub use publishing::PublishTarget;
+pub use publishing::{parse_bucket_url, PublishTarget};
 pub use quota::{QuotaConfig, Rate};
 pub use read::{
     ConsistencyProof, EntryView, InclusionProof, Locator, LogInfo, TileData, CACHE_CHECKPOINT,

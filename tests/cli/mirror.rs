@@ -7,11 +7,10 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, Context};
-use stele_core::tile::{tile_count, tile_width, TileId, TilePath, TILE_WIDTH};
+use stele_core::tile::{changed_bundles, changed_tiles, TileId, TilePath};
 use stele_testkit::harness::TestResult;
 use stele_testkit::process::command;
-use stele_testkit::s3::files_under;
-use stele_testkit::static_site::StaticSite;
+use stele_testkit::static_site::{files_under, StaticSite};
 
 use super::{ensure, expect_alarm, expect_fine, monitor, stele, Server, Test};
 
@@ -36,19 +35,10 @@ fn count(out: &stele_testkit::process::Output, what: &str) -> anyhow::Result<u64
 
 /// Every tile path of a tree of `size`, plus the checkpoint.
 fn files_of(size: u64) -> Vec<String> {
-    let mut out = vec!["checkpoint".to_string()];
-    let mut level = 0u8;
-    while tile_count(level, size) > 0 {
-        for index in 0..tile_count(level, size) {
-            let id = TileId::new(level, index, tile_width(level, index, size));
-            out.push(TilePath::Hash(id).to_path());
-        }
-        level += 1;
-    }
-    for index in 0..size.div_ceil(TILE_WIDTH) {
-        let id = TileId::new(0, index, tile_width(0, index, size));
-        out.push(TilePath::Entries(id).to_path());
-    }
+    let hashes = changed_tiles(0, size).into_iter().map(TilePath::Hash);
+    let tiles = hashes.chain(changed_bundles(0, size).into_iter().map(TilePath::Entries));
+    let mut out: Vec<String> = tiles.map(|t| t.to_path()).collect();
+    out.push("checkpoint".into());
     out.sort();
     out
 }

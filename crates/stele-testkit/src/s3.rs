@@ -7,7 +7,7 @@
 //! the trials that need it are reported as not run, or fail under
 //! `STELE_REQUIRE_S3=1` (CI).
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -162,32 +162,4 @@ impl Drop for S3Server {
     fn drop(&mut self) {
         self.stop();
     }
-}
-
-/// Every file under `dir` (relative path → bytes), skipping dot-files and
-/// dot-directories.
-pub fn files_under(dir: &Path) -> Result<std::collections::BTreeMap<String, Vec<u8>>> {
-    fn walk(
-        root: &Path,
-        d: &Path,
-        out: &mut std::collections::BTreeMap<String, Vec<u8>>,
-    ) -> Result<()> {
-        for e in std::fs::read_dir(d)? {
-            let e = e?;
-            if e.file_name().to_string_lossy().starts_with('.') {
-                continue;
-            }
-            let p = e.path();
-            if p.is_dir() {
-                walk(root, &p, out)?;
-            } else {
-                let rel = p.strip_prefix(root)?.to_string_lossy().replace('\\', "/");
-                out.insert(rel, std::fs::read(&p)?);
-            }
-        }
-        Ok(())
-    }
-    let mut out = std::collections::BTreeMap::new();
-    walk(dir, dir, &mut out)?;
-    Ok(out)
 }

@@ -1,6 +1,7 @@
 //! A plain static file server over a directory (`tower-http`'s `ServeDir`)
 //! on a loopback port: what a web server or a CDN in front of a bucket or a
-//! mirror does, for the tests that audit a log from its files alone.
+//! mirror does, for the tests that audit a log from its files alone; and
+//! [`files_under`], what such a directory holds.
 
 use std::path::Path;
 
@@ -35,4 +36,32 @@ impl Drop for StaticSite {
     fn drop(&mut self) {
         self.task.abort();
     }
+}
+
+/// Every file under `dir` (relative path → bytes), skipping dot-files and
+/// dot-directories.
+pub fn files_under(dir: &Path) -> Result<std::collections::BTreeMap<String, Vec<u8>>> {
+    fn walk(
+        root: &Path,
+        d: &Path,
+        out: &mut std::collections::BTreeMap<String, Vec<u8>>,
+    ) -> Result<()> {
+        for e in std::fs::read_dir(d)? {
+            let e = e?;
+            if e.file_name().to_string_lossy().starts_with('.') {
+                continue;
+            }
+            let p = e.path();
+            if p.is_dir() {
+                walk(root, &p, out)?;
+            } else {
+                let rel = p.strip_prefix(root)?.to_string_lossy().replace('\\', "/");
+                out.insert(rel, std::fs::read(&p)?);
+            }
+        }
+        Ok(())
+    }
+    let mut out = std::collections::BTreeMap::new();
+    walk(dir, dir, &mut out)?;
+    Ok(out)
 }
