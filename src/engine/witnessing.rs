@@ -31,7 +31,9 @@
 //! published (witnessed) checkpoint stays where it was, `/readyz` and the
 //! `witness_quorum` metric say so, and the next round tries again. There is
 //! no fail-open switch: a log with a policy never publishes a checkpoint
-//! the policy does not accept.
+//! the policy does not accept. A witness that missed a published
+//! checkpoint's round (down, slow) is asked again every round until it
+//! cosigns it; its line is then added to the published note.
 
 use std::collections::HashSet;
 use std::sync::{Arc, RwLock};
@@ -276,10 +278,17 @@ impl Federation {
         let snapshot = log.snapshot();
         let note = snapshot.checkpoint.clone()?;
         let size = snapshot.size;
-        if !check && self.published().is_some_and(|p| p.size >= size) {
+        let mut round = self.round.lock().await;
+        // Published already: only the witnesses that missed this note's
+        // round are asked again (a witness back after an outage is brought
+        // up to date without waiting for a new entry, and its cosignature
+        // joins the published note).
+        let current = self.published().is_some_and(|p| p.size >= size);
+        let stragglers = round.note.as_deref() == Some(note.as_str())
+            && round.cosigned.iter().any(Option::is_none);
+        if !check && current && !stragglers {
             return None;
         }
-        let mut round = self.round.lock().await;
         if check || round.note.as_deref() != Some(note.as_str()) {
             round.note = Some(Arc::from(note.as_str()));
             round.size = size;
@@ -304,12 +313,14 @@ impl Federation {
             .collect::<Vec<_>>();
         let answers = futures::future::join_all(asks).await;
         let mut problems = Vec::new();
+        let mut gained = false;
         for (i, (known, answer)) in answers {
             round.known[i] = known;
             let name = witnesses[i].name.to_string();
             let outcome = match answer {
                 Answer::Cosigned(c) => {
                     round.cosigned[i] = Some(c);
+                    gained = true;
                     "cosigned"
                 }
                 Answer::Ahead(theirs) => match ctx.storage.log_state(&log.name).await {
@@ -354,6 +365,10 @@ impl Federation {
             self.set_failure(Some(a.clone()));
             ctx.metrics.witness_quorum.get_or_create(&log.label).set(0);
             return Some(a);
+        }
+        if !check && current && !gained {
+            // A straggler still missing: what is published stands.
+            return None;
         }
         let cosigned: HashSet<usize> = (0..witnesses.len())
             .filter(|&i| round.cosigned[i].is_some())
