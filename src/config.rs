@@ -95,6 +95,13 @@ pub struct Config {
     /// storage (`[publish]`); unset: no publishing.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub publish: Option<PublishSettings>,
+    /// Run as a read node (`[read_node]`): serve the public API from a
+    /// PostgreSQL streaming replica of the writer's database, with each
+    /// log's public key (`vkey`) and no signing key; writes are refused
+    /// with `421` naming the writer. Unset: this process is (or waits to
+    /// become) the writer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub read_node: Option<ReadNodeSettings>,
     /// The configuration file this was read from (not a setting).
     #[serde(skip)]
     pub source_file: Option<PathBuf>,
@@ -152,6 +159,24 @@ pub struct PublishSettings {
     /// Default 200.
     #[serde(default = "default_publish_interval_ms")]
     pub interval_ms: u64,
+}
+
+/// A read node (`[read_node]`).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReadNodeSettings {
+    /// The writer's public URL (`https://log.example.gov`), named in the
+    /// `421` problem a write sent here gets. Optional.
+    #[serde(default)]
+    pub writer_url: Option<String>,
+    /// How often the replica's state is read again, in milliseconds (each
+    /// new checkpoint is verified before it is served). Default 500.
+    #[serde(default = "default_read_node_refresh_ms")]
+    pub refresh_ms: u64,
+}
+
+fn default_read_node_refresh_ms() -> u64 {
+    500
 }
 
 fn default_publish_interval_ms() -> u64 {
@@ -267,6 +292,11 @@ pub struct LogSettings {
     /// keygen`). Default `<data_dir>/keys/<name>.skey`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key_file: Option<PathBuf>,
+    /// The log's verifier key (`origin+hash+key`, as `stele keygen`
+    /// prints it): what a read node checks every checkpoint with. Only
+    /// for read nodes (a writer takes it from its signing key).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vkey: Option<String>,
     /// Accept records of types the log's registry does not know (stored
     /// unvalidated, without `type_version`, writable by any agency whose
     /// `--types` allow them). Only for logs that predate the registry,
@@ -356,6 +386,7 @@ impl Default for Config {
                 name: LogName::parse("default").expect("a valid name"),
                 origin: "stele.localhost/default".into(),
                 key_file: None,
+                vkey: None,
                 accept_unregistered_types: false,
                 witness_policy: None,
                 witness_interval_ms: default_witness_interval_ms(),
@@ -372,6 +403,7 @@ impl Default for Config {
             payload_key_file: None,
             old_payload_key_files: Vec::new(),
             publish: None,
+            read_node: None,
             source_file: None,
         }
     }
@@ -427,6 +459,7 @@ const ENV_KEYS: &[&str] = &[
     "http",
     "quotas",
     "publish",
+    "read_node",
 ];
 
 impl Config {
@@ -582,6 +615,14 @@ impl Config {
                 }
             }
         }
+        if let Some(r) = &self.read_node {
+            self.validate_read_node(r)?;
+        } else if let Some(log) = self.logs.iter().find(|l| l.vkey.is_some()) {
+            bail!(
+                "invalid configuration: log {:?} has a `vkey`, which only read nodes take (a writer reads its signing key); add `[read_node]` or remove it",
+                log.name
+            );
+        }
         if self.database_url.is_none()
             && !self.embedded
             && self.logs.iter().any(|l| l.key_file.is_some())
@@ -590,6 +631,52 @@ impl Config {
                 "invalid configuration: the logs name key files but there is no database_url (is DATABASE_URL missing from the service's environment?); \
                  set `embedded = true` to run this configuration on the embedded SQLite database on purpose"
             );
+        }
+        Ok(())
+    }
+
+    fn validate_read_node(&self, r: &ReadNodeSettings) -> anyhow::Result<()> {
+        if self.database_url.is_none() {
+            bail!("invalid configuration: a read node follows a PostgreSQL streaming replica: set database_url to the replica");
+        }
+        if self.publish.is_some() {
+            bail!("invalid configuration: a read node does not publish; `[publish]` belongs to the writer's configuration");
+        }
+        if r.refresh_ms == 0 {
+            bail!("invalid configuration: read_node.refresh_ms must be at least 1");
+        }
+        if let Some(url) = &r.writer_url {
+            match url::Url::parse(url) {
+                Ok(u) if matches!(u.scheme(), "http" | "https") => {}
+                _ => bail!(
+                    "invalid configuration: read_node.writer_url {url:?} must be an http:// or https:// URL"
+                ),
+            }
+        }
+        for log in &self.logs {
+            if log.key_file.is_some() {
+                bail!(
+                    "invalid configuration: log {:?} names a key_file, but a read node holds no signing key; give its `vkey` instead",
+                    log.name
+                );
+            }
+            let Some(vkey) = &log.vkey else {
+                bail!(
+                    "invalid configuration: log {:?} needs its `vkey` on a read node (the verifier key `stele keygen` printed for it)",
+                    log.name
+                );
+            };
+            let verifier = stele_core::note::Verifier::from_vkey(vkey).map_err(|e| {
+                anyhow::anyhow!("invalid configuration: log {:?}: vkey: {e}", log.name)
+            })?;
+            if verifier.name() != log.origin {
+                bail!(
+                    "invalid configuration: log {:?}: the vkey is for origin {:?}, but the log's origin is {:?}",
+                    log.name,
+                    verifier.name(),
+                    log.origin
+                );
+            }
         }
         Ok(())
     }
@@ -617,6 +704,14 @@ impl Config {
         log.key_file
             .clone()
             .unwrap_or_else(|| default_key_file(&self.data_dir, &log.name))
+    }
+
+    /// A read node's served mark for a log (the newest checkpoint it
+    /// served): `<data_dir>/read-node/<name>.served`.
+    pub fn served_mark_file(&self, log: &LogSettings) -> PathBuf {
+        self.data_dir
+            .join("read-node")
+            .join(format!("{}.served", log.name))
     }
 
     /// The runtime settings of `stele serve`.
@@ -653,6 +748,7 @@ impl Config {
                     auth_connections: self.db.auth_connections,
                     write_connections: self.db.write_connections,
                     acquire_timeout: Duration::from_millis(self.db.acquire_timeout_ms),
+                    replica: self.read_node.is_some(),
                     ..PgOptions::default()
                 },
             },
@@ -679,6 +775,10 @@ impl Config {
             // Opened by `stele serve` (`cli::serve::open_publishing`).
             publish: None,
             max_document_bytes: self.limits.max_document_bytes,
+            read_node: self.read_node.as_ref().map(|r| crate::engine::ReadNode {
+                writer_url: r.writer_url.clone(),
+                refresh: Duration::from_millis(r.refresh_ms),
+            }),
         }
     }
 
@@ -714,6 +814,7 @@ impl std::fmt::Debug for Config {
             .field("token_cache_ttl_ms", &self.token_cache_ttl_ms)
             .field("db", &self.db)
             .field("publish", &self.publish)
+            .field("read_node", &self.read_node)
             .finish()
     }
 }
@@ -836,6 +937,89 @@ mod tests {
             );
             Ok(())
         });
+    }
+
+    #[test]
+    #[allow(clippy::result_large_err)]
+    fn example_read_node_config_is_valid() {
+        let example = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("deploy/scale-out/stele-read-node.toml");
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("DATABASE_URL", "postgres://stele_reader:pw@replica/stele");
+            let c = Config::load(&Overrides {
+                config_file: Some(example.clone()),
+                ..Overrides::default()
+            })
+            .map_err(|e| e.to_string())?;
+            let r = c.read_node.as_ref().expect("a read node");
+            assert_eq!(r.writer_url.as_deref(), Some("https://records.example.gov"));
+            assert!(c.logs.iter().all(|l| l.vkey.is_some()));
+            let Location::Postgres { options, .. } = c.storage_location() else {
+                panic!("a read node is on PostgreSQL");
+            };
+            assert!(options.replica);
+            assert!(c.engine_config().read_node.is_some());
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn read_node_settings_are_checked() {
+        let vkey = "records.example.gov/land+523b0478+AXjrSUlUD6hwTowN1uhixJ+AxO8OGgYSaWN3/XWVDdoQ";
+        let node = |f: &dyn Fn(&mut Config)| {
+            let mut c = Config {
+                database_url: Some("postgres://replica/stele".into()),
+                read_node: Some(ReadNodeSettings {
+                    writer_url: Some("https://records.example.gov".into()),
+                    refresh_ms: 500,
+                }),
+                ..Config::default()
+            };
+            c.logs[0].origin = "records.example.gov/land".into();
+            c.logs[0].vkey = Some(vkey.into());
+            f(&mut c);
+            c.validate().map_err(|e| e.to_string())
+        };
+        node(&|_| {}).unwrap();
+        let cases: [(&dyn Fn(&mut Config), &str); 7] = [
+            (&|c| c.database_url = None, "PostgreSQL streaming replica"),
+            (&|c| c.logs[0].vkey = None, "needs its `vkey`"),
+            (
+                &|c| c.logs[0].key_file = Some("/k".into()),
+                "holds no signing key",
+            ),
+            (
+                &|c| c.logs[0].origin = "records.example.gov/other".into(),
+                "the vkey is for origin",
+            ),
+            (&|c| c.logs[0].vkey = Some("nonsense".into()), "vkey"),
+            (
+                &|c| c.read_node.as_mut().unwrap().writer_url = Some("ftp://x".into()),
+                "writer_url",
+            ),
+            (
+                &|c| {
+                    c.publish = Some(PublishSettings {
+                        url: "s3://b".into(),
+                        endpoint: None,
+                        region: default_publish_region(),
+                        max_lag_s: 60,
+                        concurrency: 1,
+                        interval_ms: 200,
+                    })
+                },
+                "does not publish",
+            ),
+        ];
+        for (change, says) in cases {
+            let e = node(change).unwrap_err();
+            assert!(e.contains(says), "{e} (expected {says:?})");
+        }
+        // A writer takes no vkey.
+        let mut c = Config::default();
+        c.logs[0].vkey = Some(vkey.into());
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.contains("only read nodes"), "{e}");
     }
 
     #[test]

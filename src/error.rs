@@ -58,6 +58,13 @@ pub enum LogError {
         detail: String,
         retry_after: Duration,
     },
+    /// 421: a write sent to a read node; `writer` is the writer's URL,
+    /// when configured.
+    #[error("{detail}")]
+    Misdirected {
+        detail: String,
+        writer: Option<String>,
+    },
     /// 503 + Retry-After: the database is unreachable.
     #[error("{0}")]
     Unavailable(String),

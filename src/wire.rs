@@ -355,6 +355,10 @@ pub struct Problem {
     /// destroyed the record's content.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tombstone: Option<u64>,
+    /// For `read-node`: the writer's URL, where writes go (when the read
+    /// node was told it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub writer: Option<String>,
 }
 
 /// One way a record breaks its type's rules.

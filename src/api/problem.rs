@@ -48,6 +48,9 @@ pub enum WriteProblems {
     /// Content type is not application/json (`urn:stele:problem:unsupported-media-type`)
     #[response(status = 415, content_type = "application/problem+json")]
     MediaType(wire::Problem),
+    /// Sent to a read node (`urn:stele:problem:read-node`); `writer` names the writer
+    #[response(status = 421, content_type = "application/problem+json")]
+    ReadNode(wire::Problem),
     /// The agency is over its quota or its share of the queue (`urn:stele:problem:rate-limited`); see Retry-After
     #[response(status = 429, content_type = "application/problem+json")]
     RateLimited(wire::Problem),
@@ -66,7 +69,17 @@ pub struct Problem {
     violations: Option<std::sync::Arc<Vec<crate::registry::Violation>>>,
     retry_after: Option<Duration>,
     www_authenticate: bool,
-    tombstone: Option<u64>,
+    extension: Option<Extension>,
+}
+
+/// The one problem-specific member a problem may carry besides `field`
+/// and the violations.
+#[derive(Clone, Debug)]
+enum Extension {
+    /// `erased`: the erasure entry's index.
+    Tombstone(u64),
+    /// `read-node`: the writer's URL.
+    Writer(String),
 }
 
 impl Problem {
@@ -79,7 +92,7 @@ impl Problem {
             violations: None,
             retry_after: None,
             www_authenticate: false,
-            tombstone: None,
+            extension: None,
         }
     }
 
@@ -150,7 +163,7 @@ impl Problem {
     /// 410: the content was erased by the erasure entry `tombstone`.
     pub fn erased(detail: impl Into<String>, tombstone: u64) -> Self {
         let mut p = Self::new(StatusCode::GONE, "erased", detail);
-        p.tombstone = Some(tombstone);
+        p.extension = Some(Extension::Tombstone(tombstone));
         p
     }
 
@@ -163,6 +176,13 @@ impl Problem {
     pub fn rate_limited(detail: impl Into<String>, retry_after: Duration) -> Self {
         let mut p = Self::new(StatusCode::TOO_MANY_REQUESTS, "rate-limited", detail);
         p.retry_after = Some(retry_after);
+        p
+    }
+
+    /// 421: a write sent to a read node, naming the writer.
+    pub fn read_node(detail: impl Into<String>, writer: Option<String>) -> Self {
+        let mut p = Self::new(StatusCode::MISDIRECTED_REQUEST, "read-node", detail);
+        p.extension = writer.map(Extension::Writer);
         p
     }
 
@@ -225,7 +245,14 @@ impl Problem {
                 .and_then(|v| v.first())
                 .map(|v| v.keyword.clone()),
             errors: self.violations.as_ref().map(|v| v.as_ref().clone()),
-            tombstone: self.tombstone,
+            tombstone: match &self.extension {
+                Some(Extension::Tombstone(t)) => Some(*t),
+                _ => None,
+            },
+            writer: match &self.extension {
+                Some(Extension::Writer(w)) => Some(w.clone()),
+                _ => None,
+            },
         }
     }
 }
@@ -247,6 +274,7 @@ impl From<LogError> for Problem {
             LogError::Violations(v) => Problem::violations(v),
             LogError::Conflict(d) => Problem::conflict(d),
             LogError::Erased { detail, tombstone } => Problem::erased(detail, tombstone),
+            LogError::Misdirected { detail, writer } => Problem::read_node(detail, writer),
             LogError::Pushback {
                 detail,
                 retry_after,

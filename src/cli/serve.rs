@@ -213,10 +213,34 @@ pub fn load_vault(config: &Config) -> anyhow::Result<Option<Arc<crate::vault::Va
     Ok(Some(Arc::new(Vault::new(kek, old))))
 }
 
-/// Reads (embedded mode: creates if missing) every log's signing key.
+/// Reads (embedded mode: creates if missing) every log's signing key; a
+/// read node takes each log's `vkey` instead, and keeps its served mark in
+/// the data directory.
 pub fn load_logs(config: &Config) -> anyhow::Result<Vec<LogConfig>> {
     let mut out = Vec::with_capacity(config.logs.len());
     for log in &config.logs {
+        if config.read_node.is_some() {
+            let vkey = log
+                .vkey
+                .clone()
+                .expect("validated: a read node's logs have a vkey");
+            tracing::info!(log = %log.name, origin = %log.origin, vkey = %vkey, "log (read node)");
+            let mark = config.served_mark_file(log);
+            if let Some(dir) = mark.parent() {
+                std::fs::create_dir_all(dir)
+                    .with_context(|| format!("creating {}", dir.display()))?;
+            }
+            out.push(LogConfig {
+                name: log.name.clone(),
+                origin: log.origin.clone(),
+                signer: None,
+                witnesses: witness_config(log, &vkey)?,
+                vkey,
+                mark_file: Some(mark),
+                accept_unregistered: log.accept_unregistered_types,
+            });
+            continue;
+        }
         let path = config.key_file(log);
         let signer = if path.exists() {
             // In production a key others can read is refused.
@@ -250,39 +274,46 @@ pub fn load_logs(config: &Config) -> anyhow::Result<Vec<LogConfig>> {
             );
         }
         tracing::info!(log = %log.name, origin = %log.origin, vkey = %signer.vkey(), "log");
-        let witnesses = match &log.witness_policy {
-            Some(policy) => {
-                let text = std::fs::read_to_string(policy).with_context(|| {
-                    format!(
-                        "log {:?}: cannot read the witness policy {}",
-                        log.name,
-                        policy.display()
-                    )
-                })?;
-                let w = crate::engine::WitnessConfig::new(
-                    text,
-                    &signer.vkey(),
-                    std::time::Duration::from_millis(log.witness_interval_ms),
-                    std::time::Duration::from_millis(log.witness_timeout_ms),
-                )
-                .with_context(|| {
-                    format!("log {:?}: witness policy {}", log.name, policy.display())
-                })?;
-                tracing::info!(log = %log.name, policy = %policy.display(), witnesses = w.policy.witnesses().len(), "witness policy");
-                Some(w)
-            }
-            None => None,
-        };
         out.push(LogConfig {
             name: log.name.clone(),
             origin: log.origin.clone(),
-            signer: Arc::new(signer),
+            witnesses: witness_config(log, &signer.vkey())?,
+            vkey: signer.vkey(),
+            signer: Some(Arc::new(signer)),
             mark_file: Some(crate::engine::mark_file_for(&path)),
             accept_unregistered: log.accept_unregistered_types,
-            witnesses,
         });
     }
     Ok(out)
+}
+
+/// The log's witness policy, read and checked against its key `vkey`.
+fn witness_config(
+    log: &crate::config::LogSettings,
+    vkey: &str,
+) -> anyhow::Result<Option<crate::engine::WitnessConfig>> {
+    let witnesses = match &log.witness_policy {
+        Some(policy) => {
+            let text = std::fs::read_to_string(policy).with_context(|| {
+                format!(
+                    "log {:?}: cannot read the witness policy {}",
+                    log.name,
+                    policy.display()
+                )
+            })?;
+            let w = crate::engine::WitnessConfig::new(
+                text,
+                vkey,
+                std::time::Duration::from_millis(log.witness_interval_ms),
+                std::time::Duration::from_millis(log.witness_timeout_ms),
+            )
+            .with_context(|| format!("log {:?}: witness policy {}", log.name, policy.display()))?;
+            tracing::info!(log = %log.name, policy = %policy.display(), witnesses = w.policy.witnesses().len(), "witness policy");
+            Some(w)
+        }
+        None => None,
+    };
+    Ok(witnesses)
 }
 
 /// Embedded mode, first start: registers agency `demo` (all record types)

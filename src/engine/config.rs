@@ -15,9 +15,12 @@ use crate::names::LogName;
 /// One log's static configuration.
 pub struct LogConfig {
     pub name: LogName,
-    /// Checkpoint origin; must equal the signer's key name.
+    /// Checkpoint origin; must equal the key's name.
     pub origin: String,
-    pub signer: Arc<Signer>,
+    /// The signing key; None on a read node, which only verifies.
+    pub signer: Option<Arc<Signer>>,
+    /// The log's verifier key (the signer's, on a writer).
+    pub vkey: String,
     /// The high-water mark file (the newest checkpoint signed and stored,
     /// beside the key: `mark_file_for(key_file)`); `None`: no mark, storage
     /// is only checked against itself.
@@ -29,6 +32,22 @@ pub struct LogConfig {
     /// The log's witness policy: publish only checkpoints its quorum
     /// cosigned (`witnessing`). None: publish every signed checkpoint.
     pub witnesses: Option<super::witnessing::WitnessConfig>,
+}
+
+impl LogConfig {
+    /// A writer's log signed with `signer` (its name is the origin): no
+    /// mark file, no witnesses, registered types only.
+    pub fn for_signer(name: LogName, signer: Signer) -> Self {
+        LogConfig {
+            name,
+            origin: signer.name().to_string(),
+            vkey: signer.vkey(),
+            signer: Some(Arc::new(signer)),
+            mark_file: None,
+            accept_unregistered: false,
+            witnesses: None,
+        }
+    }
 }
 
 /// Sequencer and cache knobs.
@@ -60,6 +79,18 @@ pub struct EngineConfig {
     pub max_document_bytes: usize,
     /// Where the writer publishes every log's tiles; None: nowhere.
     pub publish: Option<Arc<super::publishing::PublishTarget>>,
+    /// This process is a read node (on a streaming replica): it never
+    /// takes the writer lease, never signs, never writes.
+    pub read_node: Option<ReadNode>,
+}
+
+/// A read node's settings.
+#[derive(Clone, Debug)]
+pub struct ReadNode {
+    /// The writer's public URL, named in the answer to a write.
+    pub writer_url: Option<String>,
+    /// How often the replica's state is read again.
+    pub refresh: Duration,
 }
 
 impl Default for EngineConfig {
@@ -76,6 +107,7 @@ impl Default for EngineConfig {
             vault: None,
             max_document_bytes: 36 * 1024,
             publish: None,
+            read_node: None,
         }
     }
 }

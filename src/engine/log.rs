@@ -33,6 +33,13 @@ pub(crate) enum Status {
     /// The stored state failed verification, or another writer moved the log
     /// under this one: reads only, until an operator looks.
     Refused(String),
+    /// A read node (on a streaming replica): never writes; submissions are
+    /// sent to `writer`. `behind`: why what it serves is not current yet
+    /// (the replica is behind the tree this node served before).
+    Reader {
+        writer: Option<String>,
+        behind: Option<String>,
+    },
     /// `shutdown()` was called.
     Stopped,
 }
@@ -47,11 +54,23 @@ impl Status {
                 retry_after,
             }),
             Status::Unavailable(m) => Some(LogError::Unavailable(m.clone())),
+            Status::Reader { writer, .. } => Some(misdirected(writer.as_deref())),
             Status::Stopped => Some(LogError::Pushback {
                 detail: "the service is shutting down".into(),
                 retry_after,
             }),
         }
+    }
+}
+
+/// What a write sent to a read node gets (`writer`: the writer's URL).
+pub(crate) fn misdirected(writer: Option<&str>) -> LogError {
+    LogError::Misdirected {
+        detail: match writer {
+            Some(w) => format!("this is a read node: send writes to the writer at {w}"),
+            None => "this is a read node: send writes to the log's writer".into(),
+        },
+        writer: writer.map(str::to_string),
     }
 }
 
@@ -139,7 +158,8 @@ pub(crate) struct Request {
 pub(crate) struct Log {
     pub name: LogName,
     pub origin: Arc<str>,
-    pub signer: Arc<Signer>,
+    /// None on a read node.
+    pub signer: Option<Arc<Signer>>,
     pub verifier: Verifier,
     pub vkey: String,
     /// The high-water mark file, if the log has one (`sequencer::mark`).

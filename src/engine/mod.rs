@@ -43,7 +43,7 @@ mod witnessing;
 
 pub use crate::error::LogError;
 pub use agency::Agency;
-pub use config::{EngineConfig, LogConfig};
+pub use config::{EngineConfig, LogConfig, ReadNode};
 pub use log::Integrated;
 pub use private::{Accesses, Content, Disclosure, ProvenEntry};
 pub use publishing::{parse_bucket_url, PublishTarget};
@@ -114,20 +114,34 @@ impl Engine {
                 "log {} is configured twice",
                 lc.name
             );
+            let verifier = stele_core::note::Verifier::from_vkey(&lc.vkey)
+                .map_err(|e| anyhow::anyhow!("log {}: {e}", lc.name))?;
             anyhow::ensure!(
-                lc.signer.name() == lc.origin,
-                "log {}: the signing key is named {:?} but the origin is {:?}",
+                verifier.name() == lc.origin,
+                "log {}: the key is named {:?} but the origin is {:?}",
                 lc.name,
-                lc.signer.name(),
+                verifier.name(),
                 lc.origin
             );
-            let state = storage
-                .ensure_log(&lc.name, &lc.origin)
-                .await
-                .map_err(|e| anyhow::anyhow!("log {}: {e}", lc.name))?;
-            let vkey = lc.signer.vkey();
-            let verifier = stele_core::note::Verifier::from_vkey(&vkey)
-                .map_err(|e| anyhow::anyhow!("log {}: {e}", lc.name))?;
+            let reader = ctx.config.read_node.is_some();
+            anyhow::ensure!(
+                reader || lc.signer.is_some(),
+                "log {}: a writer needs its signing key",
+                lc.name
+            );
+            // A read node's replica is read-only: the log is never created
+            // there, and a read node starts from nothing and adopts the
+            // replica's state only once verified (`become_reader`).
+            let (size, checkpoint) = if reader {
+                (0, None)
+            } else {
+                let state = storage
+                    .ensure_log(&lc.name, &lc.origin)
+                    .await
+                    .map_err(|e| anyhow::anyhow!("log {}: {e}", lc.name))?;
+                (state.tree_size, state.checkpoint)
+            };
+            let vkey = lc.vkey;
             let witnesses = match lc.witnesses {
                 Some(w) => {
                     Some(Arc::new(witnessing::Federation::new(w).map_err(|e| {
@@ -147,11 +161,7 @@ impl Engine {
                 verifier,
                 vkey,
                 mark_file: lc.mark_file,
-                snapshot: RwLock::new(Arc::new(Snapshot::new(
-                    state.tree_size,
-                    state.checkpoint,
-                    HashMap::new(),
-                ))),
+                snapshot: RwLock::new(Arc::new(Snapshot::new(size, checkpoint, HashMap::new()))),
                 status: RwLock::new(Status::NotWriter("starting".into())),
                 queue: tx,
                 slots: Arc::new(tokio::sync::Semaphore::new(ctx.config.queue_capacity)),
@@ -161,7 +171,7 @@ impl Engine {
                 registry: RwLock::new((Default::default(), 0)),
                 accept_unregistered: lc.accept_unregistered,
                 witnesses,
-                grown: tokio::sync::watch::channel(state.tree_size).0,
+                grown: tokio::sync::watch::channel(size).0,
                 publisher: ctx
                     .config
                     .publish
@@ -171,9 +181,12 @@ impl Engine {
             ctx.metrics
                 .tree_size
                 .get_or_create(&log.label)
-                .set(state.tree_size as i64);
+                .set(size as i64);
             let mut seq = Sequencer::new(log.clone(), ctx.clone(), rx, stop_rx.clone());
-            let mode = seq.become_writer().await;
+            let mode = match &ctx.config.read_node {
+                Some(r) => seq.become_reader(r).await,
+                None => seq.become_writer().await,
+            };
             tasks.push(tokio::spawn(seq.run(mode)));
             if let Some(f) = &log.witnesses {
                 tasks.push(tokio::spawn(witnessing::run(
@@ -253,6 +266,7 @@ impl Engine {
                 Status::Writable => l
                     .commit_failure()
                     .map(|why| format!("log {}: the last commit failed: {why}", l.name)),
+                Status::Reader { behind, .. } => behind.map(|m| format!("log {}: {m}", l.name)),
                 Status::NotWriter(m) | Status::Unavailable(m) | Status::Refused(m) => {
                     Some(format!("log {}: {m}", l.name))
                 }

@@ -173,6 +173,11 @@ impl Engine {
 
     /// The payload store's keys, or why this server has none.
     pub(crate) fn vault(&self) -> Result<&Arc<crate::vault::Vault>, LogError> {
+        // Every use of the payload key writes an entry (an access, an
+        // erasure, a disclosure, the private record itself): the writer's.
+        if let Some(r) = &self.ctx.config.read_node {
+            return Err(super::log::misdirected(r.writer_url.as_deref()));
+        }
         self.ctx.config.vault.as_ref().ok_or_else(|| {
             LogError::Unavailable(
                 "this server has no payload key (payload_key_file), so it takes and serves no private records"

@@ -73,12 +73,8 @@ impl Ctx {
         config: EngineConfig,
     ) -> anyhow::Result<Arc<Engine>> {
         let logs = vec![LogConfig {
-            name: LogName::parse(LOG)?,
-            origin: ORIGIN.into(),
-            signer: Arc::new(Signer::from_skey(&self.skey)?),
-            mark_file: None,
             accept_unregistered: true,
-            witnesses: None,
+            ..LogConfig::for_signer(LogName::parse(LOG)?, Signer::from_skey(&self.skey)?)
         }];
         Engine::start(storage, logs, config, Arc::new(Metrics::new())).await
     }

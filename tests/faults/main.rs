@@ -23,6 +23,7 @@ mod concurrency;
 mod crash;
 mod load;
 mod outage;
+mod read_nodes;
 mod rollback;
 mod two_writers;
 mod witnessed;
@@ -33,6 +34,8 @@ const LOG: &str = "default";
 const ORIGIN: &str = "faults.stele.test/default";
 const AGENCY: &str = "faults";
 const RECORD_TYPE: &str = "faults.test";
+/// How long a server may take to stop after SIGTERM.
+const STOP: Duration = Duration::from_secs(30);
 
 fn main() {
     let mut suite = Suite::new().workers(4).timeout(Duration::from_secs(600));
@@ -42,6 +45,11 @@ fn main() {
         "postgres::database_outage",
         Needs::PgCluster,
         outage::outage,
+    );
+    suite.add_async(
+        "postgres::read_nodes_on_a_replica",
+        Needs::PgCluster,
+        read_nodes::read_nodes,
     );
     suite.per_backend("rollback_refused", Backend::ALL, rollback::rollback);
     suite.per_backend("two_writers", Backend::ALL, two_writers::two_writers);

@@ -15,7 +15,7 @@ use stele_testkit::store::{Backend, TestStore};
 
 use super::load::{submit_once, submitter, Outcome};
 
-const STOP: Duration = Duration::from_secs(30);
+use super::STOP;
 
 pub async fn rollback(backend: Backend) -> Result<()> {
     let (store, deployment) = super::deploy(backend).await?;

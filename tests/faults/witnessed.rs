@@ -36,7 +36,7 @@ use super::load::submitter;
 use super::rollback::{refuses, restore, save, wipe};
 use super::{LOG, ORIGIN, RECORD_TYPE};
 
-const STOP: Duration = Duration::from_secs(30);
+use super::STOP;
 /// The log's witnessing interval in these tests.
 const INTERVAL_MS: u64 = 200;
 

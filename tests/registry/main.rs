@@ -458,14 +458,9 @@ async fn refusals_append_nothing(backend: Backend) -> TestResult {
 }
 
 fn log_config(name: &str, skey: &str) -> anyhow::Result<LogConfig> {
-    Ok(LogConfig {
-        name: LogName::parse(name)?,
-        origin: format!("stele.test/{name}"),
-        signer: Arc::new(Signer::from_skey(skey).map_err(|e| anyhow::anyhow!("{e}"))?),
-        mark_file: None,
-        accept_unregistered: false,
-        witnesses: None,
-    })
+    let signer = Signer::from_skey(skey).map_err(|e| anyhow::anyhow!("{e}"))?;
+    ensure!(signer.name() == format!("stele.test/{name}"));
+    Ok(LogConfig::for_signer(LogName::parse(name)?, signer))
 }
 
 async fn start(store: &TestStore, keys: &[(&str, String)]) -> anyhow::Result<Arc<Engine>> {

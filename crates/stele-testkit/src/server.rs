@@ -118,12 +118,8 @@ pub async fn spawn_app_with(backend: Backend, opts: AppOptions) -> anyhow::Resul
     let vkey = signer.vkey();
     let metrics = Arc::new(Metrics::new());
     let logs = vec![LogConfig {
-        name: LogName::parse(&opts.log)?,
-        origin: origin.clone(),
-        signer: Arc::new(signer),
-        mark_file: None,
         accept_unregistered: opts.accept_unregistered,
-        witnesses: None,
+        ..LogConfig::for_signer(LogName::parse(&opts.log)?, signer)
     }];
     let engine = Engine::start(storage.clone(), logs, opts.engine.clone(), metrics.clone()).await?;
     let types: Vec<&str> = opts.agency_types.iter().map(String::as_str).collect();

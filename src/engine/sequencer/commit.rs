@@ -46,6 +46,8 @@ impl Sequencer {
     pub(super) fn sign(&self, size: u64, root: Hash) -> Result<String, String> {
         self.log
             .signer
+            .as_ref()
+            .ok_or("a read node holds no signing key")?
             .sign_checkpoint(&Checkpoint::new(self.log.origin.to_string(), size, root))
             .map_err(|e| format!("cannot sign a checkpoint: {e}"))
     }

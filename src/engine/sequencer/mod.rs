@@ -54,6 +54,7 @@ use crate::storage::{Storage, WriterLease};
 mod batch;
 mod commit;
 pub(crate) mod mark;
+mod reader;
 mod receipts;
 mod recovery;
 
@@ -88,6 +89,8 @@ pub(crate) enum Mode {
     Reload { old_size: u64, prepared: Prepared },
     /// The stored state failed verification: never write.
     Refused,
+    /// A read node: follow the replica, never write.
+    Reader,
 }
 
 pub(crate) struct Sequencer {
@@ -111,6 +114,9 @@ pub(crate) struct Sequencer {
     /// into the snapshot, so that bundle reads of the log's head (the
     /// publisher, monitors, mirrors) need no database query.
     bundle_edge: Option<Vec<bytes::Bytes>>,
+    /// On a read node: the newest checkpoint it served (its served mark,
+    /// `reader.rs`), if any.
+    served_mark: Option<stele_core::checkpoint::Checkpoint>,
 }
 
 impl Sequencer {
@@ -131,6 +137,7 @@ impl Sequencer {
             held: None,
             registry: Default::default(),
             bundle_edge: None,
+            served_mark: None,
         }
     }
 
@@ -147,6 +154,7 @@ impl Sequencer {
                 Mode::Follower => self.follower_step().await,
                 Mode::Reload { old_size, prepared } => self.reload(old_size, prepared).await,
                 Mode::Refused => self.refused_step().await,
+                Mode::Reader => self.reader_step().await,
             };
         }
         // A shutdown with a commit outcome unknown leaves it to the next
@@ -234,7 +242,7 @@ impl Sequencer {
         if self.stopping() {
             return Mode::Follower;
         }
-        if !self.refresh_snapshot().await {
+        if matches!(self.refresh_snapshot().await, recovery::Refreshed::Refused) {
             // Storage went back or forked: never write on it (an operator
             // must look); keep serving what was verified.
             self.lease = None;

@@ -300,21 +300,40 @@ impl Sequencer {
     /// extends the one served so far: storage that went back (a restore)
     /// or forked is never served, and the log refuses writes.
     ///
-    /// Returns false if storage was refused (the log is then `Refused`).
-    pub(super) async fn refresh_snapshot(&mut self) -> bool {
-        let Ok(Some(s)) = self.ctx.storage.log_state(&self.log.name).await else {
-            return true;
+    /// On a read node, the stored checkpoint must also extend the newest
+    /// one this node ever served (its served mark, `reader.rs`): one
+    /// smaller is not served yet ([`Refreshed::Behind`]), and the mark is
+    /// moved up before a larger one is served.
+    pub(super) async fn refresh_snapshot(&mut self) -> Refreshed {
+        let s = match self.ctx.storage.log_state(&self.log.name).await {
+            Ok(Some(s)) => s,
+            Ok(None) => {
+                return Refreshed::Behind(format!(
+                    "the database holds no log {} (yet)",
+                    self.log.name
+                ))
+            }
+            Err(e) => {
+                tracing::warn!(log = %self.log.name, "cannot read the log state: {e}");
+                return Refreshed::Unreadable;
+            }
         };
         let cur = self.log.snapshot();
         if s.tree_size == cur.size && s.checkpoint == cur.checkpoint {
-            return true;
+            return Refreshed::Same;
         }
         let Some(note_text) = s.checkpoint else {
-            return true;
+            return Refreshed::Same;
         };
         let checked = match note::open_checkpoint(&note_text, &self.log.verifier) {
             Ok(cp) if cp.size == s.tree_size && cp.origin.as_str() == &*self.log.origin => {
-                self.extends_served(&cp, &note_text).await.map(|()| cp)
+                if let Some(behind) = self.below_served_mark(&cp) {
+                    return Refreshed::Behind(behind);
+                }
+                match self.extends_served_mark(&cp, &note_text).await {
+                    Ok(()) => self.extends_served(&cp, &note_text).await.map(|()| cp),
+                    Err(why) => Err(why),
+                }
             }
             Ok(cp) => Err(format!(
                 "the stored checkpoint (size {}, origin {:?}) does not match the stored tree size {}",
@@ -326,6 +345,9 @@ impl Sequencer {
         };
         match checked {
             Ok(cp) => {
+                if let Err(why) = self.move_served_mark(&cp, &note_text).await {
+                    return Refreshed::Behind(why);
+                }
                 // The registry follows the tree (a reader answers the
                 // registry's reads with it); if it cannot be read now, the
                 // next refresh tries again from where it is.
@@ -348,7 +370,7 @@ impl Sequencer {
                     .tree_size
                     .get_or_create(&self.log.label)
                     .set(cp.size as i64);
-                true
+                Refreshed::Adopted
             }
             Err(why) => {
                 tracing::error!(log = %self.log.name, "not serving what storage now holds: {why}");
@@ -356,7 +378,7 @@ impl Sequencer {
                     "log {}: storage no longer extends the tree this process served: {why}",
                     self.log.name
                 )));
-                false
+                Refreshed::Refused
             }
         }
     }
@@ -382,7 +404,7 @@ impl Sequencer {
     /// Whether `cp` (a verified checkpoint now in storage) extends `old`:
     /// not smaller, the same root at the same size, and provably
     /// consistent (a proof from storage's tiles).
-    async fn extends(
+    pub(super) async fn extends(
         &self,
         cp: &stele_core::checkpoint::Checkpoint,
         note_text: &str,
@@ -419,8 +441,24 @@ impl Sequencer {
     }
 }
 
+/// What [`Sequencer::refresh_snapshot`] found.
+pub(super) enum Refreshed {
+    /// Nothing new.
+    Same,
+    /// A newer checkpoint, verified and now served.
+    Adopted,
+    /// Not served yet, and why (the database is behind what this read
+    /// node served, or holds no such log yet, or the served mark could
+    /// not be written).
+    Behind(String),
+    /// The database could not be read.
+    Unreadable,
+    /// Storage went back or forked: the log is now `Refused`.
+    Refused,
+}
+
 /// How a stored tree fails to extend an earlier checkpoint.
-enum Divergence {
+pub(super) enum Divergence {
     /// Smaller than it: storage went back.
     Smaller,
     /// A different root at its size.
@@ -432,7 +470,7 @@ enum Divergence {
 }
 
 impl Divergence {
-    fn against_served(
+    pub(super) fn against_served(
         &self,
         cp: &stele_core::checkpoint::Checkpoint,
         old: &stele_core::checkpoint::Checkpoint,

@@ -70,6 +70,10 @@ pub struct PgOptions {
     pub acquire_timeout: Duration,
     /// How often the writer lease checks that its session is still alive.
     pub lease_check_interval: Duration,
+    /// A read node's connection to a streaming replica (read-only): the
+    /// migrations are checked, not run (the writer runs them, and the
+    /// replica receives them).
+    pub replica: bool,
 }
 
 impl Default for PgOptions {
@@ -80,6 +84,7 @@ impl Default for PgOptions {
             write_connections: 2,
             acquire_timeout: Duration::from_secs(2),
             lease_check_interval: Duration::from_secs(1),
+            replica: false,
         }
     }
 }
@@ -114,6 +119,34 @@ pub struct PostgresStorage {
 /// database is still noticed by the next caller.
 pub const FAST_FAIL: Duration = Duration::from_secs(1);
 
+/// A read node on a replica: every migration this binary knows must have
+/// been applied (by the writer); a replica behind the binary, or ahead of
+/// it, is refused with what to do.
+async fn check_migrated(migrator: &sqlx::migrate::Migrator, pool: &PgPool) -> anyhow::Result<()> {
+    let applied: Vec<i64> = match sqlx::query_scalar(
+        "SELECT version FROM _sqlx_migrations WHERE success ORDER BY version",
+    )
+    .fetch_all(pool)
+    .await
+    {
+        Ok(v) => v,
+        Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("42P01") => Vec::new(),
+        Err(e) => return Err(e.into()),
+    };
+    let known: Vec<i64> = migrator.iter().map(|m| m.version).collect();
+    if let Some(missing) = known.iter().find(|v| !applied.contains(v)) {
+        anyhow::bail!(
+            "the replica's schema lacks migration {missing}: start (or upgrade) the writer first, which migrates the primary, and let the replica catch up"
+        );
+    }
+    if let Some(newer) = applied.iter().find(|v| !known.contains(v)) {
+        anyhow::bail!(
+            "the replica's schema has migration {newer}, which this binary does not know: upgrade this read node to the writer's version"
+        );
+    }
+    Ok(())
+}
+
 impl PostgresStorage {
     /// Connects, runs the migrations under `migrations/postgres`, and returns
     /// the storage. Fails if the database is unreachable now; later outages
@@ -131,7 +164,12 @@ impl PostgresStorage {
                 .connect_lazy_with(connect.clone())
         };
         let writes = pool(opts.write_connections);
-        sqlx::migrate!("./migrations/postgres").run(&writes).await?;
+        let migrator = sqlx::migrate!("./migrations/postgres");
+        if opts.replica {
+            check_migrated(&migrator, &writes).await?;
+        } else {
+            migrator.run(&writes).await?;
+        }
         Ok(PostgresStorage {
             reads: pool(opts.max_connections),
             auth: pool(opts.auth_connections),

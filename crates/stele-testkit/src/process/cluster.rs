@@ -32,27 +32,7 @@ pub struct PgCluster {
 impl PgCluster {
     /// `initdb` with trust authentication for user `postgres`, then start.
     pub async fn create() -> Result<Self> {
-        let dir = tempfile::Builder::new()
-            .prefix("stele-pgcluster-")
-            .tempdir()?;
-        let run_as_postgres = is_root();
-        if run_as_postgres {
-            let status = Command::new("chown")
-                .arg("postgres")
-                .arg(dir.path())
-                .status()?;
-            ensure!(
-                status.success(),
-                "chown postgres {} failed",
-                dir.path().display()
-            );
-        }
-        let port = free_port()?;
-        let cluster = PgCluster {
-            dir,
-            port,
-            run_as_postgres,
-        };
+        let cluster = Self::empty()?;
         let data = cluster.data_dir();
         cluster
             .run(
@@ -71,6 +51,61 @@ impl PgCluster {
             .await?;
         cluster.start().await?;
         Ok(cluster)
+    }
+
+    /// A streaming replica of `primary` (a hot standby): `pg_basebackup
+    /// -R` from it into a directory of its own, started on its own port.
+    /// Pause and resume its replay with `pg_wal_replay_pause()` /
+    /// `pg_wal_replay_resume()`.
+    pub async fn replica_of(primary: &PgCluster) -> Result<Self> {
+        let cluster = Self::empty()?;
+        let data = cluster.data_dir();
+        let port = primary.port.to_string();
+        cluster
+            .run(
+                "pg_basebackup",
+                &[
+                    "-h",
+                    "127.0.0.1",
+                    "-p",
+                    &port,
+                    "-U",
+                    "postgres",
+                    "-D",
+                    path_str(&data)?,
+                    "-R",
+                    "-X",
+                    "stream",
+                    "--no-sync",
+                ],
+            )
+            .await?;
+        cluster.start().await?;
+        Ok(cluster)
+    }
+
+    /// A directory (owned by `postgres` when run as root) and a port.
+    fn empty() -> Result<Self> {
+        let dir = tempfile::Builder::new()
+            .prefix("stele-pgcluster-")
+            .tempdir()?;
+        let run_as_postgres = is_root();
+        if run_as_postgres {
+            let status = Command::new("chown")
+                .arg("postgres")
+                .arg(dir.path())
+                .status()?;
+            ensure!(
+                status.success(),
+                "chown postgres {} failed",
+                dir.path().display()
+            );
+        }
+        Ok(PgCluster {
+            dir,
+            port: free_port()?,
+            run_as_postgres,
+        })
     }
 
     fn data_dir(&self) -> PathBuf {
@@ -185,7 +220,7 @@ impl Drop for PgCluster {
 
 /// Whether the PostgreSQL server programs this module runs are installed.
 pub fn pg_cluster_available() -> Result<(), String> {
-    for program in ["initdb", "pg_ctl"] {
+    for program in ["initdb", "pg_ctl", "pg_basebackup"] {
         let bin = pg_bin(program);
         if !bin.exists() {
             return Err(format!("{} not found (set STELE_PG_BIN)", bin.display()));

@@ -162,6 +162,39 @@ impl Deployment {
         ServerProcess::spawn(&self.bin, name, &self.options, START_TIMEOUT).await
     }
 
+    /// Starts a read node of this deployment's log (`[read_node]`, the
+    /// log's vkey, no key file) on `database_url` (a streaming replica),
+    /// with its own data directory (`data_dir`, where its served mark
+    /// lives) and `writer_url` named to writers; waits until it listens.
+    pub async fn spawn_read_node(
+        &self,
+        name: &str,
+        database_url: &str,
+        data_dir: &Path,
+        writer_url: &str,
+    ) -> Result<ServerProcess> {
+        let config_file = self.dir.path().join(format!("{name}.toml"));
+        std::fs::write(
+            &config_file,
+            format!(
+                "data_dir = {:?}\n[read_node]\nwriter_url = {writer_url:?}\nrefresh_ms = 100\n\n[[logs]]\nname = {:?}\norigin = {:?}\nvkey = {:?}\naccept_unregistered_types = {}\n{}\n",
+                data_dir.display().to_string(),
+                self.spec.log,
+                self.spec.origin,
+                self.vkey,
+                self.spec.accept_unregistered,
+                self.spec.log_config
+            ),
+        )?;
+        let options = ServeOptions {
+            database_url: Some(database_url.to_string()),
+            config: Some(config_file),
+            env: self.spec.env.clone(),
+            ..ServeOptions::default()
+        };
+        ServerProcess::spawn(&self.bin, name, &options, START_TIMEOUT).await
+    }
+
     /// Opens this deployment's storage from the test process (beside the
     /// servers, as another reader would).
     pub async fn open_storage(&self) -> Result<Opened> {
