@@ -981,7 +981,8 @@ mod tests {
             c.validate().map_err(|e| e.to_string())
         };
         node(&|_| {}).unwrap();
-        let cases: [(&dyn Fn(&mut Config), &str); 7] = [
+        type Change<'a> = &'a dyn Fn(&mut Config);
+        let cases: [(Change, &str); 7] = [
             (&|c| c.database_url = None, "PostgreSQL streaming replica"),
             (&|c| c.logs[0].vkey = None, "needs its `vkey`"),
             (
