@@ -66,9 +66,12 @@ enum Shape {
     about = "Load generator for a Stele service on loopback"
 )]
 struct Args {
-    /// Base URL of the service (loopback only).
+    /// Base URL of the service (loopback only). Repeat it to spread the
+    /// clients over several servers of one log (client i uses the i-th
+    /// URL, round robin; a writer and its read nodes); the tree size is
+    /// read from the first.
     #[arg(long, default_value = "http://127.0.0.1:8080")]
-    url: String,
+    url: Vec<String>,
     /// Log name.
     #[arg(long, default_value = "default")]
     log: String,
@@ -268,7 +271,7 @@ async fn client_loop(
     ready: Arc<tokio::sync::Barrier>,
 ) -> ClientStats {
     let mut stats = ClientStats::default();
-    let parsed = reqwest::Url::parse(&args.url).expect("checked in main");
+    let parsed = reqwest::Url::parse(&args.url[id % args.url.len()]).expect("checked in main");
     let host = format!(
         "{}:{}",
         parsed.host_str().unwrap_or("127.0.0.1"),
@@ -428,6 +431,19 @@ fn peak_rss_kib(pid: u32) -> Option<u64> {
         .and_then(|v| v.parse().ok())
 }
 
+/// CPU seconds (user + system) the process has used so far, from
+/// `/proc/<pid>/stat` (fields 14 and 15, in clock ticks of 1/100 s, the
+/// Linux `USER_HZ`).
+fn cpu_seconds(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may hold spaces: count from its `)`.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let utime: f64 = fields.get(11)?.parse().ok()?;
+    let stime: f64 = fields.get(12)?.parse().ok()?;
+    Some((utime + stime) / 100.0)
+}
+
 fn percentile(sorted: &[u32], p: f64) -> f64 {
     if sorted.is_empty() {
         return f64::NAN;
@@ -510,7 +526,9 @@ fn main() -> anyhow::Result<()> {
     // `cargo bench` passes `--bench`; ignore it.
     let argv: Vec<String> = std::env::args().filter(|a| a != "--bench").collect();
     let args = Arc::new(Args::parse_from(argv));
-    ensure_loopback(&args.url)?;
+    for url in &args.url {
+        ensure_loopback(url)?;
+    }
     if let Some(url) = &args.copy_ceiling {
         postgres_is_loopback(url)?;
     }
@@ -526,7 +544,7 @@ async fn run(args: Arc<Args>) -> anyhow::Result<()> {
         .pool_max_idle_per_host(args.clients)
         .timeout(Duration::from_secs(30))
         .build()?;
-    let url = args.url.trim_end_matches('/').to_string();
+    let url = args.url[0].trim_end_matches('/').to_string();
     let shared = Arc::new(Shared {
         stop: AtomicBool::new(false),
         done_ops: AtomicU64::new(0),
@@ -551,6 +569,7 @@ async fn run(args: Arc<Args>) -> anyhow::Result<()> {
         )));
     }
     ready.wait().await;
+    let cpu_before = args.server_pid.and_then(cpu_seconds);
     let start = Instant::now();
     let stopper = {
         let shared = shared.clone();
@@ -572,6 +591,11 @@ async fn run(args: Arc<Args>) -> anyhow::Result<()> {
     }
     stopper.abort();
     let elapsed = start.elapsed().as_secs_f64();
+    let server_cpu_s = args
+        .server_pid
+        .and_then(cpu_seconds)
+        .zip(cpu_before)
+        .map(|(after, before)| after - before);
     all.latencies_us.sort_unstable();
     let rate = all.ops as f64 / elapsed;
     let size_after = current_tree_size(&http, &url, &args.log)
@@ -597,6 +621,8 @@ async fn run(args: Arc<Args>) -> anyhow::Result<()> {
         "tree_size_before": size_before,
         "tree_size_after": size_after,
         "server_peak_rss_mib": rss.map(|k| k as f64 / 1024.0),
+        "server_cpu_s": server_cpu_s,
+        "server_cpu_us_per_op": server_cpu_s.map(|c| c * 1e6 / all.ops.max(1) as f64),
         "copy_ceiling_rows_per_s": ceiling,
         "ratio_to_ceiling": ceiling.map(|c| rate / c),
     });
@@ -623,6 +649,12 @@ async fn run(args: Arc<Args>) -> anyhow::Result<()> {
         println!("tree size        {size_before} -> {size_after}");
         if let Some(k) = rss {
             println!("server peak RSS  {:.1} MiB", k as f64 / 1024.0);
+        }
+        if let Some(c) = server_cpu_s {
+            println!(
+                "server CPU       {c:.2} s ({:.1} µs per op)",
+                c * 1e6 / all.ops.max(1) as f64
+            );
         }
         if let Some(c) = ceiling {
             println!("COPY ceiling     {c:.0} rows/s; ratio {:.2}", rate / c);

@@ -7,7 +7,10 @@
 # with the raw COPY ceiling measured in the same run; with publishing on,
 # the delay from a checkpoint shown by the log to a bucket checkpoint
 # covering it (`stele_publish_delay_seconds`, p50 and p99 over the round)
-# and how long the bucket took to catch up after the load stopped.
+# and how long the bucket took to catch up after the load stopped; and the
+# writer's own CPU time per record (user + system, from /proc), which
+# separates what publishing costs the writer from what the S3 server on the
+# same cores takes.
 #
 #   ROUNDS=5 DURATION=15 BULK_CLIENTS=8 BACKEND=postgres bash benches/publish.sh
 #
@@ -123,12 +126,14 @@ for rnd, v in sorted(by.items()):
     print(f"{rnd}: off {off['rate_per_s']:.0f}/s (ceiling {off.get('copy_ceiling_rows_per_s') or 0:.0f}), "
           f"on {on['rate_per_s']:.0f}/s (ceiling {on.get('copy_ceiling_rows_per_s') or 0:.0f}), on/off {ratios[-1]:.2f}; "
           f"delay p50 {on['publish_delay_p50_s']} s, p99 {on['publish_delay_p99_s']} s over {on['publish_checkpoints']:.0f} checkpoints; "
-          f"caught up {on['catch_up_s']:.1f} s after the load ({on['published_size']} of {on['tree_size']})")
+          f"caught up {on['catch_up_s']:.1f} s after the load ({on['published_size']} of {on['tree_size']}); "
+          f"writer CPU per record off {off.get('server_cpu_us_per_op') or 0:.1f} µs, on {on.get('server_cpu_us_per_op') or 0:.1f} µs")
 on = [v["on"] for v in by.values()]
 off = [v["off"] for v in by.values()]
 med = statistics.median
 print(f"median on/off write rate: {med(ratios):.2f} ({len(ratios)} rounds); "
       f"off {med([r['rate_per_s'] for r in off]):.0f}/s, on {med([r['rate_per_s'] for r in on]):.0f}/s; "
       f"delay p50 {med([r['publish_delay_p50_s'] for r in on])} s, p99 {med([r['publish_delay_p99_s'] for r in on])} s; "
-      f"catch-up {med([r['catch_up_s'] for r in on]):.1f} s")
+      f"catch-up {med([r['catch_up_s'] for r in on]):.1f} s; "
+      f"writer CPU per record on/off {med([v['on']['server_cpu_us_per_op'] / v['off']['server_cpu_us_per_op'] for v in by.values()]):.2f}")
 PY

@@ -412,6 +412,68 @@ impl LogClient {
         Ok(self.consistency_answer(from, to).await?.consistency_proof)
     }
 
+    /// A consistency proof from `from` to `to` (unverified): from the
+    /// log's proof API, or, where there is none (a plain tlog-tiles log: a
+    /// bucket, a mirror, another implementation), computed from its hash
+    /// tiles.
+    pub async fn consistency_any(&self, from: u64, to: u64) -> anyhow::Result<Vec<Hash>> {
+        match self.consistency(from, to).await {
+            Ok(p) => Ok(p),
+            Err(api) => self.consistency_from_tiles(from, to).await.map_err(|tiles| {
+                anyhow!("no consistency proof: from the proof API: {api:#}; from the tiles: {tiles:#}")
+            }),
+        }
+    }
+
+    /// A consistency proof from `from` to `to` computed with the core from
+    /// the tiles of the tree of `to` leaves (unverified: the tiles are the
+    /// server's word, like any proof).
+    pub async fn consistency_from_tiles(&self, from: u64, to: u64) -> anyhow::Result<Vec<Hash>> {
+        use std::collections::HashMap;
+        use stele_core::merkle::prove_consistency;
+        use stele_core::tile::{TileHashReader, TileReader};
+        /// Notes which tiles the proof needs (one read per proof).
+        struct Wanted(std::sync::Mutex<Vec<TileId>>);
+        impl TileReader for Wanted {
+            type Data = Vec<u8>;
+            fn read_tiles(&self, tiles: &[TileId]) -> Result<Vec<Vec<u8>>, stele_core::Error> {
+                self.0.lock().expect("wanted").extend_from_slice(tiles);
+                Err(stele_core::Error::Read("tiles not fetched yet".into()))
+            }
+        }
+        struct Fetched(HashMap<TileId, Vec<u8>>);
+        impl TileReader for Fetched {
+            type Data = Vec<u8>;
+            fn read_tiles(&self, tiles: &[TileId]) -> Result<Vec<Vec<u8>>, stele_core::Error> {
+                tiles
+                    .iter()
+                    .map(|t| {
+                        self.0.get(t).cloned().ok_or_else(|| {
+                            stele_core::Error::Read(format!(
+                                "tile {} not fetched",
+                                TilePath::Hash(*t)
+                            ))
+                        })
+                    })
+                    .collect()
+            }
+        }
+        let wanted = Wanted(Default::default());
+        if let Ok(p) = prove_consistency(from, to, &TileHashReader::new(to, &wanted)) {
+            return Ok(p);
+        }
+        let mut fetched = HashMap::new();
+        for t in wanted.0.into_inner().expect("wanted") {
+            let data = self.tile(TilePath::Hash(t)).await?;
+            fetched.insert(t, data);
+        }
+        Ok(prove_consistency(
+            from,
+            to,
+            &TileHashReader::new(to, &Fetched(fetched)),
+        )?)
+    }
+
     /// The log's whole answer for a consistency proof from `from` to `to`
     /// (unverified).
     pub async fn consistency_answer(

@@ -231,7 +231,7 @@ async fn poll_once(
     }
     if let Some(prev) = last.as_ref() {
         if cp.size > prev.size {
-            let proof = match client.consistency(prev.size, cp.size).await {
+            let proof = match client.consistency_any(prev.size, cp.size).await {
                 Ok(p) => p,
                 Err(e) => return Poll::Unchecked(e),
             };

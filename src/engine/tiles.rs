@@ -21,14 +21,14 @@ use crate::error::LogError;
 use crate::storage::LogReader;
 
 /// What the read paths know about a log at one moment: the latest signed
-/// size and checkpoint and, on the writer, the partial hash tiles at that
-/// size. Replaced as a whole; readers keep the `Arc` they took.
+/// size and checkpoint and the partial hash tiles at that size. Replaced as a whole; readers keep the `Arc` they took.
 #[derive(Debug, Default)]
 pub(crate) struct Snapshot {
     pub size: u64,
     pub checkpoint: Option<String>,
-    /// `(level, index)` → contents of the partial tile at `size`. Empty on a
-    /// process that is not the writer (reads then go to storage).
+    /// `(level, index)` → contents of the partial tile at `size` (on a
+    /// follower or a read node, read from storage with the checkpoint and
+    /// checked against its root). Empty: reads go to storage.
     pub partials: HashMap<(u8, u64), Bytes>,
     /// Interiors of `partials`, computed on first use.
     pub partial_interiors: OnceLock<HashMap<(u8, u64), Interior>>,

@@ -66,6 +66,10 @@ struct Ctx {
     _store: TestStore,
     http: reqwest::Client,
     bucket: Arc<dyn ObjectStore>,
+    /// The state file of the monitor that audits the bucket: each audit
+    /// after the first also proves the bucket's tree consistent with the
+    /// one audited before, from the bucket's tiles alone.
+    monitor_state: tempfile::TempDir,
 }
 
 impl Ctx {
@@ -102,6 +106,7 @@ impl Ctx {
                 .timeout(Duration::from_secs(60))
                 .build()?,
             bucket: Arc::new(bucket),
+            monitor_state: tempfile::tempdir()?,
         })
     }
 
@@ -179,6 +184,22 @@ impl Ctx {
     async fn audit_bucket(&self) -> TestResult {
         let site = StaticSite::serve(&self.s3.bucket_dir()).await?;
         let url = format!("{}/{PREFIX}/{LOG}", site.url());
+        let state = self.monitor_state.path().join("monitor.json");
+        let before: Option<u64> = match std::fs::read(&state) {
+            Ok(b) => {
+                let v: serde_json::Value = serde_json::from_slice(&b)?;
+                let note = v["checkpoint"].as_str().unwrap_or_default().to_string();
+                Some(
+                    stele_core::note::open_checkpoint(
+                        &note,
+                        &stele_core::note::Verifier::from_vkey(&self.deployment.vkey)?,
+                    )?
+                    .size,
+                )
+            }
+            Err(_) => None,
+        };
+        let state_arg = state.display().to_string();
         let out = run_async(
             command(
                 &stele_testkit::stele_bin!(),
@@ -190,6 +211,8 @@ impl Ctx {
                     "--once",
                     "--audit",
                     "--allow-unregistered",
+                    "--state",
+                    &state_arg,
                 ],
             ),
             Duration::from_secs(120),
@@ -200,6 +223,14 @@ impl Ctx {
             "the auditor did not pass against the bucket\n{}",
             out.show()
         );
+        if let Some(size) = before {
+            ensure!(
+                out.stdout.contains(&format!("consistent with size {size}"))
+                    || out.stdout.contains("unchanged"),
+                "the monitor did not prove the bucket consistent with size {size}\n{}",
+                out.show()
+            );
+        }
         Ok(())
     }
 

@@ -121,30 +121,7 @@ impl Sequencer {
                 e.index
             )));
         }
-        let ids = partial_tiles(size);
-        let keys: Vec<(u8, u64)> = ids.iter().map(|t| (t.level, t.index)).collect();
-        let data = storage.read_tiles(name, &keys).await?;
-        let mut tiles = Vec::with_capacity(ids.len());
-        let mut partials = HashMap::new();
-        for (id, d) in ids.iter().zip(data) {
-            let need = usize::from(id.width) * HASH_SIZE;
-            match d {
-                Some(d) if d.len() >= need => {
-                    let d = Bytes::from(d).slice(..need);
-                    partials.insert((id.level, id.index), d.clone());
-                    tiles.push((*id, d));
-                }
-                _ => {
-                    return Err(Recovery::Refuse(format!(
-                        "hash tile {}/{} (width {}) is missing or short in storage",
-                        id.level, id.index, id.width
-                    )))
-                }
-            }
-        }
-        let refs: Vec<(TileId, &[u8])> = tiles.iter().map(|(id, d)| (*id, &d[..])).collect();
-        let builder = TreeBuilder::from_partial_tiles(size, &refs)
-            .map_err(|e| Recovery::Refuse(format!("stored partial tiles are unusable: {e}")))?;
+        let (partials, builder) = self.stored_partials(size).await?;
         let cp = note::open_checkpoint(&note_text, &self.log.verifier).map_err(|e| {
             Recovery::Refuse(format!(
                 "the stored checkpoint does not verify with the log's key: {e}"
@@ -243,6 +220,40 @@ impl Sequencer {
             }
         }
         Ok(registry)
+    }
+
+    /// The stored partial hash tiles of the tree of `size` leaves, each cut
+    /// to its width at that size (storage may hold a wider one: tiles only
+    /// grow), and the right edge they make.
+    async fn stored_partials(
+        &self,
+        size: u64,
+    ) -> Result<(HashMap<(u8, u64), Bytes>, TreeBuilder), Recovery> {
+        let ids = partial_tiles(size);
+        let keys: Vec<(u8, u64)> = ids.iter().map(|t| (t.level, t.index)).collect();
+        let data = self.ctx.storage.read_tiles(&self.log.name, &keys).await?;
+        let mut tiles = Vec::with_capacity(ids.len());
+        let mut partials = HashMap::new();
+        for (id, d) in ids.iter().zip(data) {
+            let need = usize::from(id.width) * HASH_SIZE;
+            match d {
+                Some(d) if d.len() >= need => {
+                    let d = Bytes::from(d).slice(..need);
+                    partials.insert((id.level, id.index), d.clone());
+                    tiles.push((*id, d));
+                }
+                _ => {
+                    return Err(Recovery::Refuse(format!(
+                        "hash tile {}/{} (width {}) is missing or short in storage",
+                        id.level, id.index, id.width
+                    )))
+                }
+            }
+        }
+        let refs: Vec<(TileId, &[u8])> = tiles.iter().map(|(id, d)| (*id, &d[..])).collect();
+        let builder = TreeBuilder::from_partial_tiles(size, &refs)
+            .map_err(|e| Recovery::Refuse(format!("stored partial tiles are unusable: {e}")))?;
+        Ok((partials, builder))
     }
 
     /// After a commit with an unknown outcome: find out what storage holds.
@@ -345,6 +356,23 @@ impl Sequencer {
         };
         match checked {
             Ok(cp) => {
+                // The right edge in memory, as on the writer, so that a
+                // proof reads no partial tile from storage; checked against
+                // the root first.
+                let partials = match self.stored_partials(cp.size).await {
+                    Ok((p, b)) if b.root() == cp.root => p,
+                    Ok(_) => {
+                        return Refreshed::Behind(format!(
+                            "the stored partial tiles at size {} do not reproduce the root of its checkpoint",
+                            cp.size
+                        ))
+                    }
+                    Err(Recovery::Refuse(why)) => return Refreshed::Behind(why),
+                    Err(Recovery::Storage(e)) => {
+                        tracing::warn!(log = %self.log.name, "cannot read the partial tiles: {e}");
+                        return Refreshed::Unreadable;
+                    }
+                };
                 if let Err(why) = self.move_served_mark(&cp, &note_text).await {
                     return Refreshed::Behind(why);
                 }
@@ -364,7 +392,7 @@ impl Sequencer {
                     }
                 }
                 self.log
-                    .set_snapshot(Snapshot::new(cp.size, Some(note_text), HashMap::new()));
+                    .set_snapshot(Snapshot::new(cp.size, Some(note_text), partials));
                 self.ctx
                     .metrics
                     .tree_size

@@ -76,6 +76,7 @@ impl PgCluster {
                     "-R",
                     "-X",
                     "stream",
+                    "--checkpoint=fast",
                     "--no-sync",
                 ],
             )
