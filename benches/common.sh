@@ -76,6 +76,20 @@ start_server() { # $1 = config file; sets server_pid and URL
   URL="http://$(head -n1 "$work/addr")"
 }
 
+# profiled LABEL CMD...: runs CMD; with PERF=DIR, records a perf profile of
+# the server ($server_pid) meanwhile, to DIR/LABEL.data.
+profiled() {
+  local label=$1 perf_pid=""
+  shift
+  if [ -n "${PERF:-}" ]; then
+    mkdir -p "$PERF"
+    perf record -q -F 499 -g -p "$server_pid" -o "$PERF/$label.data" 2>/dev/null &
+    perf_pid=$!
+  fi
+  "$@"
+  if [ -n "$perf_pid" ]; then kill -INT "$perf_pid"; wait "$perf_pid" || true; fi
+}
+
 stop_server() {
   kill "$server_pid"; wait "$server_pid" 2>/dev/null || true; server_pid=""
 }

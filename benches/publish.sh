@@ -14,6 +14,7 @@
 #
 #   ROUNDS=5 DURATION=15 BULK_CLIENTS=8 BACKEND=postgres bash benches/publish.sh
 #
+# PERF=DIR records a perf profile of the writer per round (DIR/on-1.data...).
 # Needs s3s-fs (STELE_S3S_FS, or on PATH: cargo install --locked s3s-fs
 # --version 0.14.1 --features binary).
 set -euo pipefail
@@ -65,7 +66,7 @@ run_variant() { # $1 = off|on, $2 = round
   fi
   token=$("$STELE" agency add bench --config "$dir/stele.toml" 2>/dev/null | tail -n1)
   start_server "$dir/stele.toml"
-  "$LOAD" --url "$URL" --token "$token" --mode "$MODE" --clients "$BULK_CLIENTS" \
+  profiled "$variant-$round" "$LOAD" --url "$URL" --token "$token" --mode "$MODE" --clients "$BULK_CLIENTS" \
     --duration "$DURATION" --server-pid "$server_pid" --label "$variant/round$round" \
     --json "${ceiling[@]}" > "$dir/row.json"
   if [ "$variant" = on ]; then

@@ -45,17 +45,6 @@ fill_to() { # $1 = target tree size
   "$LOAD" --url "$URL" --token "$token" --mode bulk --clients 2 --duration 100000 \
     --count $(( $1 - size )) --server-pid "$server_pid" --label "fill-to-$1" --json | tee -a "$OUT"
 }
-profiled() { # $1 = label, then the command; profiles the server while it runs
-  local label=$1 perf_pid=""
-  shift
-  if [ -n "${PERF:-}" ]; then
-    mkdir -p "$PERF"
-    perf record -q -F 499 -g -p "$server_pid" -o "$PERF/$label.data" 2>/dev/null &
-    perf_pid=$!
-  fi
-  "$@"
-  if [ -n "$perf_pid" ]; then kill -INT "$perf_pid"; wait "$perf_pid" || true; fi
-}
 measure() { # $1 = label
   profiled "$1" "$LOAD" --url "$URL" --token "$token" --mode submit --clients "$CLIENTS" --duration "$DURATION" \
     --server-pid "$server_pid" --label "$1" --json | tee -a "$OUT"
