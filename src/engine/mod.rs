@@ -267,6 +267,12 @@ impl Engine {
                     .commit_failure()
                     .map(|why| format!("log {}: the last commit failed: {why}", l.name)),
                 Status::Reader { behind, .. } => behind.map(|m| format!("log {}: {m}", l.name)),
+                // Most of these already name the log.
+                Status::NotWriter(m) | Status::Unavailable(m) | Status::Refused(m)
+                    if m.starts_with(&format!("log {}", l.name)) =>
+                {
+                    Some(m)
+                }
                 Status::NotWriter(m) | Status::Unavailable(m) | Status::Refused(m) => {
                     Some(format!("log {}: {m}", l.name))
                 }
