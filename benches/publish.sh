@@ -14,6 +14,9 @@
 #
 #   ROUNDS=5 DURATION=15 BULK_CLIENTS=8 BACKEND=postgres bash benches/publish.sh
 #
+# PUBLISH_CONCURRENCY and PUBLISH_INTERVAL_MS set `[publish]`'s
+# `concurrency` (default 16) and `interval_ms` (default 200).
+#
 # PERF=DIR records a perf profile of the writer per round (DIR/on-1.data...).
 # Needs s3s-fs (STELE_S3S_FS, or on PATH: cargo install --locked s3s-fs
 # --version 0.14.1 --features binary).
@@ -62,7 +65,7 @@ run_variant() { # $1 = off|on, $2 = round
     s3_pid=$!
     for _ in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break; sleep 0.1; done
     # Before the log's table, after the top-level keys.
-    sed -i "/^\[\[logs\]\]/i [publish]\nurl = \"s3://tiles/logs\"\nendpoint = \"http://127.0.0.1:$port\"\nmax_lag_s = 600" "$dir/stele.toml"
+    sed -i "/^\[\[logs\]\]/i [publish]\nurl = \"s3://tiles/logs\"\nendpoint = \"http://127.0.0.1:$port\"\nmax_lag_s = 600\nconcurrency = ${PUBLISH_CONCURRENCY:-16}\ninterval_ms = ${PUBLISH_INTERVAL_MS:-200}" "$dir/stele.toml"
   fi
   token=$("$STELE" agency add bench --config "$dir/stele.toml" 2>/dev/null | tail -n1)
   start_server "$dir/stele.toml"

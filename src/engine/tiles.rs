@@ -240,8 +240,16 @@ impl<'a> TileSource<'a> {
     /// Fetches hash tiles, each at least `width` hashes wide. Full tiles read
     /// from storage are cached. A tile that storage lacks, or has narrower
     /// than needed, is an internal error (the caller only asks for tiles
-    /// inside a tree it holds a checkpoint for).
-    pub async fn fetch(&self, wanted: &BTreeMap<(u8, u64), u16>) -> Result<FetchedTiles, LogError> {
+    /// inside a tree it holds a checkpoint for). With `interiors` (proofs),
+    /// a full tile in memory without its interior is looked for in the disk
+    /// tier, which holds both; without (serving or publishing a tile's
+    /// bytes), a tile in memory is used as it is, with no trip to a
+    /// blocking thread.
+    pub async fn fetch(
+        &self,
+        wanted: &BTreeMap<(u8, u64), u16>,
+        interiors: bool,
+    ) -> Result<FetchedTiles, LogError> {
         let mut out = FetchedTiles::default();
         let mut missing = Vec::new();
         // Full tiles (or their interiors) to look for in the disk tier.
@@ -266,7 +274,7 @@ impl<'a> TileSource<'a> {
                         Some(i) => {
                             out.interiors.insert((level, index), Interior::full(i));
                         }
-                        None if cached && disk => on_disk.push((level, index)),
+                        None if cached && disk && interiors => on_disk.push((level, index)),
                         None => {}
                     }
                 }
@@ -410,7 +418,7 @@ impl<'a> TileSource<'a> {
         for job in jobs {
             run(*job, &recorder).map_err(proof_error)?;
         }
-        let mut fetched = self.fetch(&recorder.wanted.into_inner()).await?;
+        let mut fetched = self.fetch(&recorder.wanted.into_inner(), true).await?;
         self.add_interiors(&mut fetched)?;
         self.flush_to_disk().await;
         let reader = MemoReader {
@@ -429,7 +437,7 @@ impl<'a> TileSource<'a> {
     pub async fn hash_tile(&self, level: u8, index: u64, width: u16) -> Result<Bytes, LogError> {
         let mut wanted = BTreeMap::new();
         wanted.insert((level, index), width);
-        let fetched = self.fetch(&wanted).await?;
+        let fetched = self.fetch(&wanted, false).await?;
         self.flush_to_disk().await;
         let t = TileId::new(level, index, width);
         Ok(fetched.read_tiles(&[t]).map_err(proof_error)?.remove(0))
