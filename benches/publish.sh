@@ -82,6 +82,7 @@ run_variant() { # $1 = off|on, $2 = round
     done
     end=$(date +%s.%N)
     curl -s "$URL/metrics" | grep '^stele_publish_delay_seconds_bucket' | grep 'log="default"' > "$dir/delay.txt" || true
+    curl -s "$URL/metrics" | grep '^stele_publish_objects_total' > "$dir/objects.txt" || true
     python3 - "$dir/row.json" "$dir/delay.txt" "$start" "$end" "$size" "$(metric 'stele_published_tree_size{log="default"}')" <<'PY' | tee -a "$OUT"
 import json, re, sys
 row = json.load(open(sys.argv[1]))
@@ -101,6 +102,11 @@ row["publish_checkpoints"] = total
 row["catch_up_s"] = float(sys.argv[4]) - float(sys.argv[3])
 row["tree_size"] = int(float(sys.argv[5]))
 row["published_size"] = int(float(sys.argv[6] or 0))
+objects = {}
+for line in open(sys.argv[1].replace("row.json", "objects.txt")):
+    outcome = re.search(r'outcome="([^"]+)"', line).group(1)
+    objects[outcome] = objects.get(outcome, 0) + float(line.split()[-1])
+row["publish_objects"] = objects
 print(json.dumps(row))
 PY
   else
