@@ -88,21 +88,6 @@ impl Sequencer {
         })
     }
 
-    /// On a read node: whether `cp` (not smaller than the served mark)
-    /// extends it.
-    pub(super) async fn extends_served_mark(
-        &self,
-        cp: &Checkpoint,
-        note_text: &str,
-    ) -> Result<(), String> {
-        let Some(m) = &self.served_mark else {
-            return Ok(());
-        };
-        self.extends(cp, note_text, m)
-            .await
-            .map_err(|d| d.against_served(cp, m))
-    }
-
     /// On a read node: moves the served mark up to `cp` before it is
     /// served. An error leaves the older checkpoint served.
     pub(super) async fn move_served_mark(

@@ -341,10 +341,7 @@ impl Sequencer {
                 if let Some(behind) = self.below_served_mark(&cp) {
                     return Refreshed::Behind(behind);
                 }
-                match self.extends_served_mark(&cp, &note_text).await {
-                    Ok(()) => self.extends_served(&cp, &note_text).await.map(|()| cp),
-                    Err(why) => Err(why),
-                }
+                self.extends_served(&cp, &note_text).await.map(|()| cp)
             }
             Ok(cp) => Err(format!(
                 "the stored checkpoint (size {}, origin {:?}) does not match the stored tree size {}",
@@ -412,18 +409,25 @@ impl Sequencer {
     }
 
     /// Whether `cp` (a verified checkpoint now in storage) extends the
-    /// checkpoint this process serves.
+    /// newest checkpoint this process served: on a read node its served
+    /// mark (never below what it serves, since it is moved up first, and
+    /// it outlives a restart), else the one it serves now.
     async fn extends_served(
         &self,
         cp: &stele_core::checkpoint::Checkpoint,
         note_text: &str,
     ) -> Result<(), String> {
-        let served = self.log.snapshot();
-        let Some(old_text) = &served.checkpoint else {
-            return Ok(());
+        let old = match &self.served_mark {
+            Some(m) => m.clone(),
+            None => {
+                let served = self.log.snapshot();
+                let Some(old_text) = &served.checkpoint else {
+                    return Ok(());
+                };
+                note::open_checkpoint(old_text, &self.log.verifier)
+                    .map_err(|e| format!("the served checkpoint no longer verifies: {e}"))?
+            }
         };
-        let old = note::open_checkpoint(old_text, &self.log.verifier)
-            .map_err(|e| format!("the served checkpoint no longer verifies: {e}"))?;
         self.extends(cp, note_text, &old)
             .await
             .map_err(|d| d.against_served(cp, &old))
@@ -432,7 +436,7 @@ impl Sequencer {
     /// Whether `cp` (a verified checkpoint now in storage) extends `old`:
     /// not smaller, the same root at the same size, and provably
     /// consistent (a proof from storage's tiles).
-    pub(super) async fn extends(
+    async fn extends(
         &self,
         cp: &stele_core::checkpoint::Checkpoint,
         note_text: &str,
@@ -486,7 +490,7 @@ pub(super) enum Refreshed {
 }
 
 /// How a stored tree fails to extend an earlier checkpoint.
-pub(super) enum Divergence {
+enum Divergence {
     /// Smaller than it: storage went back.
     Smaller,
     /// A different root at its size.
@@ -498,7 +502,7 @@ pub(super) enum Divergence {
 }
 
 impl Divergence {
-    pub(super) fn against_served(
+    fn against_served(
         &self,
         cp: &stele_core::checkpoint::Checkpoint,
         old: &stele_core::checkpoint::Checkpoint,
