@@ -273,12 +273,13 @@ pub fn load_logs(config: &Config) -> anyhow::Result<Vec<LogConfig>> {
                 log.origin
             );
         }
-        tracing::info!(log = %log.name, origin = %log.origin, vkey = %signer.vkey(), "log");
+        let vkey = signer.vkey();
+        tracing::info!(log = %log.name, origin = %log.origin, vkey = %vkey, "log");
         out.push(LogConfig {
             name: log.name.clone(),
             origin: log.origin.clone(),
-            witnesses: witness_config(log, &signer.vkey())?,
-            vkey: signer.vkey(),
+            witnesses: witness_config(log, &vkey)?,
+            vkey,
             signer: Some(Arc::new(signer)),
             mark_file: Some(crate::engine::mark_file_for(&path)),
             accept_unregistered: log.accept_unregistered_types,
