@@ -429,48 +429,20 @@ impl LogClient {
     /// the tiles of the tree of `to` leaves (unverified: the tiles are the
     /// server's word, like any proof).
     pub async fn consistency_from_tiles(&self, from: u64, to: u64) -> anyhow::Result<Vec<Hash>> {
-        use std::collections::HashMap;
         use stele_core::merkle::prove_consistency;
-        use stele_core::tile::{TileHashReader, TileReader};
-        /// Notes which tiles the proof needs (one read per proof).
-        struct Wanted(std::sync::Mutex<Vec<TileId>>);
-        impl TileReader for Wanted {
-            type Data = Vec<u8>;
-            fn read_tiles(&self, tiles: &[TileId]) -> Result<Vec<Vec<u8>>, stele_core::Error> {
-                self.0.lock().expect("wanted").extend_from_slice(tiles);
-                Err(stele_core::Error::Read("tiles not fetched yet".into()))
-            }
-        }
-        struct Fetched(HashMap<TileId, Vec<u8>>);
-        impl TileReader for Fetched {
-            type Data = Vec<u8>;
-            fn read_tiles(&self, tiles: &[TileId]) -> Result<Vec<Vec<u8>>, stele_core::Error> {
-                tiles
-                    .iter()
-                    .map(|t| {
-                        self.0.get(t).cloned().ok_or_else(|| {
-                            stele_core::Error::Read(format!(
-                                "tile {} not fetched",
-                                TilePath::Hash(*t)
-                            ))
-                        })
-                    })
-                    .collect()
-            }
-        }
-        let wanted = Wanted(Default::default());
+        use stele_core::tile::{TileHashReader, TileMap, TileWants};
+        let wanted = TileWants::default();
         if let Ok(p) = prove_consistency(from, to, &TileHashReader::new(to, &wanted)) {
             return Ok(p);
         }
-        let mut fetched = HashMap::new();
-        for t in wanted.0.into_inner().expect("wanted") {
-            let data = self.tile(TilePath::Hash(t)).await?;
-            fetched.insert(t, data);
+        let mut fetched = TileMap::default();
+        for t in wanted.into_wanted() {
+            fetched.insert(t, self.tile(TilePath::Hash(t)).await?);
         }
         Ok(prove_consistency(
             from,
             to,
-            &TileHashReader::new(to, &Fetched(fetched)),
+            &TileHashReader::new(to, &fetched),
         )?)
     }
 

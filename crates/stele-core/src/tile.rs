@@ -339,6 +339,57 @@ pub trait TileReader {
     fn read_tiles(&self, tiles: &[TileId]) -> Result<Vec<Self::Data>, Error>;
 }
 
+/// The first pass of a computation over hash tiles that must be fetched
+/// first (over a network, from a database): answers no tile and notes
+/// which ones were asked for. Fetch those, put them in a [`TileMap`] and
+/// run the computation again.
+#[derive(Debug, Default)]
+pub struct TileWants(std::sync::Mutex<Vec<TileId>>);
+
+impl TileWants {
+    /// The tiles asked for (none: the computation failed before it read any).
+    pub fn into_wanted(self) -> Vec<TileId> {
+        self.0.into_inner().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl TileReader for TileWants {
+    type Data = Vec<u8>;
+    fn read_tiles(&self, tiles: &[TileId]) -> Result<Vec<Vec<u8>>, Error> {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .extend_from_slice(tiles);
+        Err(Error::Read("only collecting the tiles to read".into()))
+    }
+}
+
+/// The second pass: hash tiles already fetched, by `(level, index)` (each
+/// at least as wide as asked, as [`TileReader`] allows).
+#[derive(Debug, Default)]
+pub struct TileMap(std::collections::HashMap<(u8, u64), Vec<u8>>);
+
+impl TileMap {
+    pub fn insert(&mut self, id: TileId, data: Vec<u8>) {
+        self.0.insert((id.level, id.index), data);
+    }
+}
+
+impl TileReader for TileMap {
+    type Data = Vec<u8>;
+    fn read_tiles(&self, tiles: &[TileId]) -> Result<Vec<Vec<u8>>, Error> {
+        tiles
+            .iter()
+            .map(|t| {
+                self.0
+                    .get(&(t.level, t.index))
+                    .cloned()
+                    .ok_or_else(|| Error::Read(format!("tile {} not fetched", TilePath::Hash(*t))))
+            })
+            .collect()
+    }
+}
+
 /// A [`HashReader`] over hash tiles of a tree of `size` leaves: every node
 /// hash is computed from the tile that holds its level-8L descendants.
 pub struct TileHashReader<'a, T: TileReader + ?Sized> {

@@ -397,3 +397,39 @@ fn a_narrower_bundle_is_a_prefix_of_a_wider_one() {
     assert!(truncate_bundle(&full, 6).is_err());
     assert!(truncate_bundle(&full[..full.len() - 1], 5).is_err());
 }
+
+/// Two passes, as a client that fetches its tiles does: `TileWants` names
+/// the tiles a proof reads, a `TileMap` of exactly those gives the same
+/// proof as the leaves themselves.
+#[test]
+fn proofs_in_two_passes_over_fetched_tiles() {
+    let hashes = leaves(70_000);
+    let (_, store) = build(&hashes, &[70_000]);
+    for (old, new) in [
+        (1u64, 2u64),
+        (255, 256),
+        (256, 70_000),
+        (1_000, 65_537),
+        (69_999, 70_000),
+    ] {
+        let wanted = tile::TileWants::default();
+        assert!(
+            merkle::prove_consistency(old, new, &tile::TileHashReader::new(new, &wanted)).is_err()
+        );
+        let mut fetched = tile::TileMap::default();
+        let ids = wanted.into_wanted();
+        assert!(!ids.is_empty(), "{old} -> {new}");
+        for id in ids {
+            let data = store.tiles[&(id.level, id.index)].clone();
+            fetched.insert(id, data);
+        }
+        let proof =
+            merkle::prove_consistency(old, new, &tile::TileHashReader::new(new, &fetched)).unwrap();
+        let expected = merkle::prove_consistency(old, new, &hashes[..new as usize]).unwrap();
+        assert_eq!(proof, expected, "{old} -> {new}");
+    }
+    // A computation that fails before reading asks for nothing.
+    let wanted = tile::TileWants::default();
+    assert!(merkle::prove_consistency(5, 3, &tile::TileHashReader::new(3, &wanted)).is_err());
+    assert!(wanted.into_wanted().is_empty());
+}

@@ -3,8 +3,7 @@
 //! own [`LogClient`]), an [`Engine`]'s read methods ([`EngineView`]), and a
 //! storage backend with proofs computed by the core ([`StorageView`]).
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use anyhow::{anyhow, bail, ensure, Context, Result};
 use async_trait::async_trait;
@@ -13,7 +12,9 @@ use stele::engine::{Engine, Locator};
 use stele::storage::LogReader;
 use stele::wire;
 use stele_core::merkle::{prove_consistency, prove_inclusion};
-use stele_core::tile::{encode_bundle, TileHashReader, TileId, TilePath, TileReader, TILE_WIDTH};
+use stele_core::tile::{
+    encode_bundle, TileHashReader, TileMap, TilePath, TileReader, TileWants, TILE_WIDTH,
+};
 use stele_core::Error as CoreError;
 
 /// One log, as the checker sees it. Answers are unverified: checking them
@@ -228,58 +229,30 @@ impl StorageView {
         size: u64,
         prove: impl Fn(&TileHashReader<'_, dyn TileReader<Data = Vec<u8>>>) -> Result<T, CoreError>,
     ) -> Result<T> {
-        let wanted = Wanted::default();
-        match prove(&TileHashReader::new(
+        let wanted = TileWants::default();
+        let first = match prove(&TileHashReader::new(
             size,
             &wanted as &dyn TileReader<Data = Vec<u8>>,
         )) {
             Ok(done) => return Ok(done),
-            Err(e) if wanted.0.lock().unwrap().is_none() => bail!("{e}"),
-            Err(_) => {}
+            Err(e) => e,
+        };
+        let ids = wanted.into_wanted();
+        if ids.is_empty() {
+            bail!("{first}");
         }
-        let ids = wanted.0.lock().unwrap().take().unwrap_or_default();
         let keys: Vec<(u8, u64)> = ids.iter().map(|t| (t.level, t.index)).collect();
         let data = self.storage.read_tiles(&self.log, &keys).await?;
-        let mut tiles = HashMap::new();
+        let mut stored = TileMap::default();
         for (id, d) in ids.iter().zip(data) {
             let d = d.ok_or_else(|| anyhow!("{} is not stored", TilePath::Hash(*id)))?;
-            tiles.insert((id.level, id.index), d);
+            stored.insert(*id, d);
         }
-        let stored = Stored(tiles);
         prove(&TileHashReader::new(
             size,
             &stored as &dyn TileReader<Data = Vec<u8>>,
         ))
         .map_err(|e| anyhow!("proving from the stored tiles: {e}"))
-    }
-}
-
-/// Records the tiles a proof asks for, and answers none.
-#[derive(Default)]
-struct Wanted(Mutex<Option<Vec<TileId>>>);
-
-impl TileReader for Wanted {
-    type Data = Vec<u8>;
-    fn read_tiles(&self, tiles: &[TileId]) -> Result<Vec<Vec<u8>>, CoreError> {
-        *self.0.lock().unwrap() = Some(tiles.to_vec());
-        Err(CoreError::Read("only collecting the tiles to read".into()))
-    }
-}
-
-/// Tiles read from storage, by `(level, index)`.
-struct Stored(HashMap<(u8, u64), Vec<u8>>);
-
-impl TileReader for Stored {
-    type Data = Vec<u8>;
-    fn read_tiles(&self, tiles: &[TileId]) -> Result<Vec<Vec<u8>>, CoreError> {
-        tiles
-            .iter()
-            .map(|t| {
-                self.0.get(&(t.level, t.index)).cloned().ok_or_else(|| {
-                    CoreError::Read(format!("tile {}/{} not read", t.level, t.index))
-                })
-            })
-            .collect()
     }
 }
 
