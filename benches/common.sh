@@ -55,7 +55,8 @@ fi
 write_config() {
   "$STELE" keygen --origin "bench.stele.test/default" --out "$2" 2>/dev/null | grep -o 'bench.stele.test/default+[^ ]*' > "$2.vkey"
   {
-    [ -n "${4:-}" ] && echo "database_url = \"$4\""
+    # Key files on the embedded database are refused unless meant.
+    if [ -n "${4:-}" ]; then echo "database_url = \"$4\""; else echo "embedded = true"; fi
     cat <<EOT
 data_dir = "$3"
 [[logs]]

@@ -1,24 +1,46 @@
 //! `load`: drives a running Stele service over HTTP and, in the same run,
-//! measures the raw PostgreSQL ceiling it is compared against.
+//! measures the raw database ceilings it is compared against.
 //!
 //! ```text
 //! cargo bench --bench load -- --url http://127.0.0.1:8080 --token demo.XXXX \
 //!     --mode submit --clients 64 --duration 60 [--server-pid PID] \
-//!     [--copy-ceiling postgres://postgres@127.0.0.1:5432/scratch]
+//!     [--copy-ceiling postgres://postgres@127.0.0.1:5432/scratch] \
+//!     [--insert-latency postgres://postgres@127.0.0.1:5432/scratch] \
+//!     [--sqlite-ceiling /tmp/scratch/ceiling.db]
 //! ```
 //!
 //! Modes: `submit` (one record per `POST`), `bulk` (`--bulk-size` records per
 //! `POST .../records/bulk`), `proofs` (inclusion proofs by random index),
-//! `tiles` (random full level-0 hash tiles). It reports records/s (or
-//! requests/s), time to receipt p50/p99/max, errors by status, and the
-//! server's peak RSS (`VmHWM` of `--server-pid`). It only ever targets
-//! loopback addresses, and it stops by itself after `--duration` seconds or
-//! `--count` operations, whichever comes first.
+//! `tiles` (random full level-0 hash tiles), `content` (private records'
+//! content by random index), `get` (`GET <URL><--path>`, one fixed path: a
+//! static file on a web server, the peer the read modes are compared with).
+//! It reports records/s (or requests/s), time to receipt p50/p99/max, errors
+//! by status, and the server's peak RSS (`VmHWM` of `--server-pid`). It only
+//! ever targets loopback addresses, and it stops by itself after `--duration`
+//! seconds or `--count` operations, whichever comes first.
 //!
-//! `--copy-ceiling URL` then times binary `COPY` of the same kind of leaf rows
-//! in batches of 1,000 into a scratch table with a unique hash index, with
-//! `synchronous_commit = on`, one transaction per batch, for the same
-//! duration, and prints the ratio of the service's rate to it.
+//! The tree size (which bounds the indexes of `proofs`, `tiles` and
+//! `content`) is read from the log's checkpoint, `<URL>/logs/<log>/checkpoint`,
+//! so `tiles` runs as well against a static copy of the log (`stele mirror`)
+//! that a web server serves under the same paths.
+//!
+//! After the load, each ceiling asked for runs for the same duration on leaf
+//! rows of one shape, `(idx, leaf, leaf_hash)` with a unique index on the
+//! hash; only the database's work is timed, not building the rows:
+//!
+//! - `--copy-ceiling URL`: binary `COPY` in batches of 1,000 into a scratch
+//!   PostgreSQL table, `synchronous_commit = on`, one transaction per batch
+//!   (`copy_ceiling_rows_per_s`; `ratio_to_ceiling` is the service's rate
+//!   over it).
+//! - `--insert-latency URL`: single-row `INSERT`s one after the other on one
+//!   connection, autocommit, `synchronous_commit = on` (`insert_p50_ms`,
+//!   `insert_mean_ms`): the durable write that one sequential client's time
+//!   to receipt is compared with.
+//! - `--sqlite-ceiling PATH`: one multi-row `INSERT` of 1,000 rows per
+//!   transaction into a fresh SQLite database file PATH (it must not exist;
+//!   it is removed afterwards) in WAL mode with `synchronous = FULL` and the
+//!   SQLite backend's 64 MiB page cache (`sqlite_ceiling_rows_per_s`;
+//!   `ratio_to_ceiling` is the service's rate over it).
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, ToSocketAddrs};
@@ -44,6 +66,8 @@ enum Mode {
     /// purpose) by random index in `--first-index ..` the tree size: each
     /// read appends an access entry before it answers.
     Content,
+    /// `GET <URL><--path>`, the same path every time.
+    Get,
 }
 
 /// What the submitted records look like.
@@ -101,9 +125,24 @@ struct Args {
     /// PID of the server, to report its peak resident memory.
     #[arg(long)]
     server_pid: Option<u32>,
+    /// PID of another process on the machine (an S3 server, say) whose CPU
+    /// time over the load is reported as `other_cpu_s`.
+    #[arg(long)]
+    other_pid: Option<u32>,
     /// PostgreSQL URL for the raw COPY ceiling (a scratch table is created and dropped).
     #[arg(long)]
     copy_ceiling: Option<String>,
+    /// PostgreSQL URL for the raw durable single-row INSERT latency (a
+    /// scratch table is created and dropped).
+    #[arg(long)]
+    insert_latency: Option<String>,
+    /// A path for the raw SQLite ceiling's fresh database file (it must not
+    /// exist; it is removed afterwards).
+    #[arg(long, conflicts_with = "copy_ceiling")]
+    sqlite_ceiling: Option<std::path::PathBuf>,
+    /// Get mode: the path requested, after the URL's (e.g. `/proof.json`).
+    #[arg(long, required_if_eq("mode", "get"))]
+    path: Option<String>,
     /// Submit mode: `witnessed` sends `?wait=witnessed` (each answer waits
     /// for a checkpoint the log's witness quorum cosigned).
     #[arg(long)]
@@ -204,19 +243,19 @@ struct Shared {
     tree_size: AtomicU64,
 }
 
+/// The size of the log's latest checkpoint (signature unchecked): served
+/// alike by Stele and by a web server serving a mirror of the log.
 async fn current_tree_size(http: &reqwest::Client, url: &str, log: &str) -> anyhow::Result<u64> {
-    let logs: stele::wire::Logs = http
-        .get(format!("{url}/logs"))
+    let note = http
+        .get(format!("{url}/logs/{log}/checkpoint"))
         .send()
         .await?
         .error_for_status()?
-        .json()
+        .text()
         .await?;
-    logs.logs
-        .iter()
-        .find(|l| l.name == log)
-        .map(|l| l.tree_size)
-        .ok_or_else(|| anyhow::anyhow!("log {log} not found at {url}/logs"))
+    let checkpoint = stele_core::note::parse_unverified_checkpoint(&note)
+        .map_err(|e| anyhow::anyhow!("checkpoint of {url}/logs/{log}: {e}"))?;
+    Ok(checkpoint.size)
 }
 
 /// One keep-alive HTTP/1.1 connection per client, driven with hyper's
@@ -277,7 +316,8 @@ async fn client_loop(
         parsed.host_str().unwrap_or("127.0.0.1"),
         parsed.port_or_known_default().unwrap_or(80)
     );
-    let prefix = format!("{}/logs/{}", parsed.path().trim_end_matches('/'), args.log);
+    let base = parsed.path().trim_end_matches('/');
+    let prefix = format!("{base}/logs/{}", args.log);
     let auth = HeaderValue::from_str(&format!("Bearer {}", args.token)).ok();
     let mut conn = Conn {
         addr: host.clone(),
@@ -364,6 +404,10 @@ async fn client_loop(
                     1,
                 )
             }
+            Mode::Get => {
+                let path = args.path.as_deref().unwrap_or("/");
+                (Method::GET, format!("{base}{path}"), String::new(), 1)
+            }
         };
         let mut req = hyper::Request::builder()
             .method(method.clone())
@@ -386,7 +430,7 @@ async fn client_loop(
         let start = Instant::now();
         match conn.send(req).await {
             Ok((status, _body)) => {
-                let us = start.elapsed().as_micros().min(u32::MAX as u128) as u32;
+                let us = elapsed_us(start);
                 if (200..300).contains(&status) {
                     stats.latencies_us.push(us);
                     stats.ops += ops;
@@ -444,6 +488,31 @@ fn cpu_seconds(pid: u32) -> Option<f64> {
     Some((utime + stime) / 100.0)
 }
 
+/// Busy CPU seconds of the whole machine so far (every core; user, nice,
+/// system, irq and softirq time from `/proc/stat`'s `cpu` line).
+fn machine_cpu_seconds() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let line = stat.lines().find(|l| l.starts_with("cpu "))?;
+    let f: Vec<f64> = line
+        .split_whitespace()
+        .skip(1)
+        .map(|v| v.parse().unwrap_or(0.0))
+        .collect();
+    // user nice system idle iowait irq softirq ...
+    Some(
+        [0, 1, 2, 5, 6]
+            .iter()
+            .map(|&i| f.get(i).copied().unwrap_or(0.0))
+            .sum::<f64>()
+            / 100.0,
+    )
+}
+
+/// Microseconds since `start`, as the latency samples keep them.
+fn elapsed_us(start: Instant) -> u32 {
+    start.elapsed().as_micros().min(u32::MAX as u128) as u32
+}
+
 fn percentile(sorted: &[u32], p: f64) -> f64 {
     if sorted.is_empty() {
         return f64::NAN;
@@ -452,47 +521,57 @@ fn percentile(sorted: &[u32], p: f64) -> f64 {
     sorted[rank.min(sorted.len() - 1)] as f64 / 1000.0
 }
 
-/// Binary COPY of leaf-like rows in batches of 1,000, one transaction per
+/// One row of the ceilings: a leaf shaped like the service's leaf of a
+/// `bench.load` record with `pad` as its padding, and its RFC 6962 leaf hash.
+fn ceiling_row(idx: i64, pad: &str) -> anyhow::Result<(Vec<u8>, [u8; 32])> {
+    let leaf = serde_json::to_vec(&serde_json::json!({
+        "agency": "bench",
+        "attributes": {"pad": pad, "seq": idx},
+        "subject": format!("ceiling-{idx}"),
+        "ts": "2026-01-01T00:00:00.000Z",
+        "type": "bench.load",
+        "v": 1
+    }))?;
+    let mut h = Sha256::new();
+    h.update([0u8]);
+    h.update(&leaf);
+    Ok((leaf, h.finalize().into()))
+}
+
+/// A PostgreSQL connection with `synchronous_commit = on` and a fresh
+/// scratch `table` of the ceilings' row shape, with a unique hash index.
+async fn pg_scratch_table(url: &str, table: &str) -> anyhow::Result<sqlx::PgConnection> {
+    let mut conn = sqlx::PgConnection::connect(url).await?;
+    for sql in [
+        "SET synchronous_commit = on".to_string(),
+        format!("DROP TABLE IF EXISTS {table}"),
+        format!(
+            "CREATE TABLE {table} (idx bigint PRIMARY KEY, leaf bytea NOT NULL, leaf_hash bytea NOT NULL)"
+        ),
+        format!("CREATE UNIQUE INDEX {table}_hash ON {table} (leaf_hash)"),
+    ] {
+        sqlx::query(&sql).execute(&mut conn).await?;
+    }
+    Ok(conn)
+}
+
+/// Binary COPY of ceiling rows in batches of 1,000, one transaction per
 /// batch, `synchronous_commit = on`, into a table with a unique hash index.
 async fn copy_ceiling(url: &str, seconds: u64, pad: usize) -> anyhow::Result<f64> {
-    let mut conn = sqlx::PgConnection::connect(url).await?;
-    sqlx::query("SET synchronous_commit = on")
-        .execute(&mut conn)
-        .await?;
-    sqlx::query("DROP TABLE IF EXISTS stele_copy_ceiling")
-        .execute(&mut conn)
-        .await?;
-    sqlx::query(
-        "CREATE TABLE stele_copy_ceiling (idx bigint PRIMARY KEY, leaf bytea NOT NULL, leaf_hash bytea NOT NULL)",
-    )
-    .execute(&mut conn)
-    .await?;
-    sqlx::query("CREATE UNIQUE INDEX stele_copy_ceiling_hash ON stele_copy_ceiling (leaf_hash)")
-        .execute(&mut conn)
-        .await?;
+    let mut conn = pg_scratch_table(url, "stele_copy_ceiling").await?;
+    let pad = "x".repeat(pad);
     // Only the COPY and its commit are timed: building the rows is client
     // work that the service's own rate does not include either.
     let deadline = Instant::now() + Duration::from_secs(seconds);
     let mut busy = Duration::ZERO;
     let mut idx: i64 = 0;
     while Instant::now() < deadline {
-        let mut buf = Vec::with_capacity(1000 * (pad + 200));
+        let mut buf = Vec::with_capacity(1000 * (pad.len() + 200));
         buf.extend_from_slice(b"PGCOPY\n\xff\r\n\0");
         buf.extend_from_slice(&0i32.to_be_bytes());
         buf.extend_from_slice(&0i32.to_be_bytes());
         for _ in 0..1000 {
-            let leaf = serde_json::to_vec(&serde_json::json!({
-                "agency": "bench",
-                "attributes": {"pad": "x".repeat(pad), "seq": idx},
-                "subject": format!("ceiling-{idx}"),
-                "ts": "2026-01-01T00:00:00.000Z",
-                "type": "bench.load",
-                "v": 1
-            }))?;
-            let mut h = Sha256::new();
-            h.update([0u8]);
-            h.update(&leaf);
-            let hash = h.finalize();
+            let (leaf, hash) = ceiling_row(idx, &pad)?;
             buf.extend_from_slice(&3i16.to_be_bytes());
             buf.extend_from_slice(&8i32.to_be_bytes());
             buf.extend_from_slice(&idx.to_be_bytes());
@@ -522,6 +601,108 @@ async fn copy_ceiling(url: &str, seconds: u64, pad: usize) -> anyhow::Result<f64
     Ok(rate)
 }
 
+/// The raw durable single-row write, in ms.
+struct InsertLatency {
+    p50_ms: f64,
+    mean_ms: f64,
+}
+
+/// Single-row INSERTs of ceiling rows one after the other on one
+/// connection, autocommit (each its own durable transaction),
+/// `synchronous_commit = on`, for `seconds`.
+async fn insert_latency(url: &str, seconds: u64, pad: usize) -> anyhow::Result<InsertLatency> {
+    let mut conn = pg_scratch_table(url, "stele_insert_latency").await?;
+    let pad = "x".repeat(pad);
+    let deadline = Instant::now() + Duration::from_secs(seconds);
+    let mut latencies_us = Vec::new();
+    let mut idx: i64 = 0;
+    while Instant::now() < deadline {
+        let (leaf, hash) = ceiling_row(idx, &pad)?;
+        let started = Instant::now();
+        sqlx::query("INSERT INTO stele_insert_latency (idx, leaf, leaf_hash) VALUES ($1, $2, $3)")
+            .bind(idx)
+            .bind(leaf)
+            .bind(&hash[..])
+            .execute(&mut conn)
+            .await?;
+        latencies_us.push(elapsed_us(started));
+        idx += 1;
+    }
+    sqlx::query("DROP TABLE stele_insert_latency")
+        .execute(&mut conn)
+        .await?;
+    latencies_us.sort_unstable();
+    let total_us: u64 = latencies_us.iter().map(|&us| u64::from(us)).sum();
+    Ok(InsertLatency {
+        p50_ms: percentile(&latencies_us, 50.0),
+        mean_ms: total_us as f64 / latencies_us.len().max(1) as f64 / 1000.0,
+    })
+}
+
+/// Multi-row INSERTs of 1,000 ceiling rows, one transaction each, into a
+/// fresh SQLite database file at `path` in WAL mode with `synchronous =
+/// FULL` (so each commit is durable, as in the SQLite backend) and the
+/// backend writer's 64 MiB page cache, with a unique hash index.
+async fn sqlite_ceiling(path: &std::path::Path, seconds: u64, pad: usize) -> anyhow::Result<f64> {
+    use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteSynchronous};
+    if path.exists() {
+        anyhow::bail!(
+            "{} exists: the SQLite ceiling needs a fresh database file",
+            path.display()
+        );
+    }
+    let options = SqliteConnectOptions::new()
+        .filename(path)
+        .create_if_missing(true)
+        .journal_mode(SqliteJournalMode::Wal)
+        .synchronous(SqliteSynchronous::Full)
+        .pragma("cache_size", "-65536");
+    let mut conn = sqlx::SqliteConnection::connect_with(&options).await?;
+    sqlx::query(
+        "CREATE TABLE ceiling (idx INTEGER PRIMARY KEY, leaf BLOB NOT NULL, leaf_hash BLOB NOT NULL)",
+    )
+    .execute(&mut conn)
+    .await?;
+    sqlx::query("CREATE UNIQUE INDEX ceiling_hash ON ceiling (leaf_hash)")
+        .execute(&mut conn)
+        .await?;
+    let pad = "x".repeat(pad);
+    let deadline = Instant::now() + Duration::from_secs(seconds);
+    let mut busy = Duration::ZERO;
+    let mut idx: i64 = 0;
+    while Instant::now() < deadline {
+        let mut rows = Vec::with_capacity(1000);
+        for _ in 0..1000 {
+            let (leaf, hash) = ceiling_row(idx, &pad)?;
+            rows.push((idx, leaf, hash));
+            idx += 1;
+        }
+        let mut insert =
+            sqlx::QueryBuilder::<sqlx::Sqlite>::new("INSERT INTO ceiling (idx, leaf, leaf_hash) ");
+        insert.push_values(&rows, |mut row, (idx, leaf, hash)| {
+            row.push_bind(*idx)
+                .push_bind(&leaf[..])
+                .push_bind(&hash[..]);
+        });
+        // Only the insert and its commit are timed (as for COPY).
+        let started = Instant::now();
+        let mut tx = conn.begin().await?;
+        insert.build().execute(&mut *tx).await?;
+        tx.commit().await?;
+        busy += started.elapsed();
+    }
+    conn.close().await?;
+    for suffix in ["", "-wal", "-shm"] {
+        let mut file = path.as_os_str().to_owned();
+        file.push(suffix);
+        match std::fs::remove_file(&file) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e.into()),
+            _ => {}
+        }
+    }
+    Ok(idx as f64 / busy.as_secs_f64())
+}
+
 fn main() -> anyhow::Result<()> {
     // `cargo bench` passes `--bench`; ignore it.
     let argv: Vec<String> = std::env::args().filter(|a| a != "--bench").collect();
@@ -529,7 +710,7 @@ fn main() -> anyhow::Result<()> {
     for url in &args.url {
         ensure_loopback(url)?;
     }
-    if let Some(url) = &args.copy_ceiling {
+    for url in args.copy_ceiling.iter().chain(&args.insert_latency) {
         postgres_is_loopback(url)?;
     }
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -545,10 +726,15 @@ async fn run(args: Arc<Args>) -> anyhow::Result<()> {
         .timeout(Duration::from_secs(30))
         .build()?;
     let url = args.url[0].trim_end_matches('/').to_string();
+    // A fixed path needs no log.
+    let size_before = match args.mode {
+        Mode::Get => None,
+        _ => Some(current_tree_size(&http, &url, &args.log).await?),
+    };
     let shared = Arc::new(Shared {
         stop: AtomicBool::new(false),
         done_ops: AtomicU64::new(0),
-        tree_size: AtomicU64::new(current_tree_size(&http, &url, &args.log).await?),
+        tree_size: AtomicU64::new(size_before.unwrap_or(0)),
     });
     if matches!(args.mode, Mode::Submit | Mode::Bulk | Mode::Content) && args.token.is_empty() {
         anyhow::bail!("--token (or STELE_TOKEN) is needed to submit or read content");
@@ -556,7 +742,6 @@ async fn run(args: Arc<Args>) -> anyhow::Result<()> {
     let run_id = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)?
         .as_nanos() as u64;
-    let size_before = shared.tree_size.load(Ordering::Relaxed);
     let ready = Arc::new(tokio::sync::Barrier::new(args.clients + 1));
     let mut tasks = Vec::new();
     for id in 0..args.clients {
@@ -570,6 +755,8 @@ async fn run(args: Arc<Args>) -> anyhow::Result<()> {
     }
     ready.wait().await;
     let cpu_before = args.server_pid.and_then(cpu_seconds);
+    let other_before = args.other_pid.and_then(cpu_seconds);
+    let machine_before = machine_cpu_seconds();
     let start = Instant::now();
     let stopper = {
         let shared = shared.clone();
@@ -596,16 +783,39 @@ async fn run(args: Arc<Args>) -> anyhow::Result<()> {
         .and_then(cpu_seconds)
         .zip(cpu_before)
         .map(|(after, before)| after - before);
+    let other_cpu_s = args
+        .other_pid
+        .and_then(cpu_seconds)
+        .zip(other_before)
+        .map(|(after, before)| after - before);
+    let machine_cpu_s = machine_cpu_seconds()
+        .zip(machine_before)
+        .map(|(after, before)| after - before);
     all.latencies_us.sort_unstable();
     let rate = all.ops as f64 / elapsed;
-    let size_after = current_tree_size(&http, &url, &args.log)
-        .await
-        .unwrap_or(size_before);
+    let size_after = match size_before {
+        Some(before) => Some(
+            current_tree_size(&http, &url, &args.log)
+                .await
+                .unwrap_or(before),
+        ),
+        None => None,
+    };
     let rss = args.server_pid.and_then(peak_rss_kib);
     let ceiling = match &args.copy_ceiling {
         Some(pg) => Some(copy_ceiling(pg, args.duration, args.pad).await?),
         None => None,
     };
+    let insert = match &args.insert_latency {
+        Some(pg) => Some(insert_latency(pg, args.duration, args.pad).await?),
+        None => None,
+    };
+    let sqlite = match &args.sqlite_ceiling {
+        Some(path) => Some(sqlite_ceiling(path, args.duration, args.pad).await?),
+        None => None,
+    };
+    // At most one of the two (the arguments conflict).
+    let rows_ceiling = ceiling.or(sqlite);
     let summary = serde_json::json!({
         "label": args.label,
         "mode": format!("{:?}", args.mode).to_lowercase(),
@@ -623,8 +833,14 @@ async fn run(args: Arc<Args>) -> anyhow::Result<()> {
         "server_peak_rss_mib": rss.map(|k| k as f64 / 1024.0),
         "server_cpu_s": server_cpu_s,
         "server_cpu_us_per_op": server_cpu_s.map(|c| c * 1e6 / all.ops.max(1) as f64),
+        "other_cpu_s": other_cpu_s,
+        "machine_cpu_s": machine_cpu_s,
+        "machine_cpu_us_per_op": machine_cpu_s.map(|c| c * 1e6 / all.ops.max(1) as f64),
         "copy_ceiling_rows_per_s": ceiling,
-        "ratio_to_ceiling": ceiling.map(|c| rate / c),
+        "sqlite_ceiling_rows_per_s": sqlite,
+        "ratio_to_ceiling": rows_ceiling.map(|c| rate / c),
+        "insert_p50_ms": insert.as_ref().map(|l| l.p50_ms),
+        "insert_mean_ms": insert.as_ref().map(|l| l.mean_ms),
     });
     if args.json {
         println!("{summary}");
@@ -646,7 +862,9 @@ async fn run(args: Arc<Args>) -> anyhow::Result<()> {
             "errors           {:?} (+{} transport)",
             all.errors, all.transport_errors
         );
-        println!("tree size        {size_before} -> {size_after}");
+        if let (Some(before), Some(after)) = (size_before, size_after) {
+            println!("tree size        {before} -> {after}");
+        }
         if let Some(k) = rss {
             println!("server peak RSS  {:.1} MiB", k as f64 / 1024.0);
         }
@@ -658,6 +876,17 @@ async fn run(args: Arc<Args>) -> anyhow::Result<()> {
         }
         if let Some(c) = ceiling {
             println!("COPY ceiling     {c:.0} rows/s; ratio {:.2}", rate / c);
+        }
+        if let Some(c) = sqlite {
+            println!("SQLite ceiling   {c:.0} rows/s; ratio {:.2}", rate / c);
+        }
+        if let Some(l) = &insert {
+            println!(
+                "INSERT latency   p50 {:.2} ms  mean {:.2} ms; p50 ratio {:.2}",
+                l.p50_ms,
+                l.mean_ms,
+                percentile(&all.latencies_us, 50.0) / l.p50_ms
+            );
         }
     }
     Ok(())
