@@ -10,12 +10,16 @@
 # and how long the bucket took to catch up after the load stopped; and the
 # writer's own CPU time per record (user + system, from /proc), which
 # separates what publishing costs the writer from what the S3 server on the
-# same cores takes.
+# same cores takes; and the whole machine's busy CPU per record, with the S3
+# server's share of it.
 #
 #   ROUNDS=5 DURATION=15 BULK_CLIENTS=8 BACKEND=postgres bash benches/publish.sh
 #
 # PUBLISH_CONCURRENCY and PUBLISH_INTERVAL_MS set `[publish]`'s
-# `concurrency` (default 16) and `interval_ms` (default 200).
+# `concurrency` (default 16) and `interval_ms` (default 200). S3_ROOT is
+# where the S3 server keeps its objects (default: the scratch directory,
+# on the disk PostgreSQL writes its WAL to; S3_ROOT=/dev/shm keeps the
+# bucket's writes off that disk, as a real bucket on other machines is).
 #
 # PERF=DIR records a perf profile of the writer per round (DIR/on-1.data...).
 # Needs s3s-fs (STELE_S3S_FS, or on PATH: cargo install --locked s3s-fs
@@ -39,7 +43,7 @@ echo "machine: $(nproc) cores; load before: $(cut -d' ' -f1-3 /proc/loadavg)" >&
 
 s3_pid=""
 stop_s3() { [ -n "$s3_pid" ] && kill "$s3_pid" 2>/dev/null && wait "$s3_pid" 2>/dev/null || true; s3_pid=""; }
-trap 'stop_s3; cleanup' EXIT
+trap 'stop_s3; [ -n "${s3_dir:-}" ] && rm -rf "$s3_dir"; cleanup' EXIT
 export AWS_ACCESS_KEY_ID=bench AWS_SECRET_ACCESS_KEY=bench-secret-key
 
 metric() { # $1 = metric line prefix
@@ -59,9 +63,10 @@ run_variant() { # $1 = off|on, $2 = round
   write_config "$dir/stele.toml" "$dir/log.key" "$dir/data" "$db_url"
   if [ "$variant" = on ]; then
     port=$((20000 + RANDOM % 20000))
-    mkdir -p "$dir/s3/tiles"
+    s3_dir=$(mktemp -d "${S3_ROOT:-$work}/s3.XXXXXX")
+    mkdir -p "$s3_dir/tiles"
     "$S3S" --host 127.0.0.1 --port "$port" --access-key "$AWS_ACCESS_KEY_ID" \
-      --secret-key "$AWS_SECRET_ACCESS_KEY" "$dir/s3" >"$dir/s3.log" 2>&1 &
+      --secret-key "$AWS_SECRET_ACCESS_KEY" "$s3_dir" >"$dir/s3.log" 2>&1 &
     s3_pid=$!
     for _ in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break; sleep 0.1; done
     # Before the log's table, after the top-level keys.
@@ -70,7 +75,7 @@ run_variant() { # $1 = off|on, $2 = round
   token=$("$STELE" agency add bench --config "$dir/stele.toml" 2>/dev/null | tail -n1)
   start_server "$dir/stele.toml"
   profiled "$variant-$round" "$LOAD" --url "$URL" --token "$token" --mode "$MODE" --clients "$BULK_CLIENTS" \
-    --duration "$DURATION" --server-pid "$server_pid" --label "$variant/round$round" \
+    --duration "$DURATION" --server-pid "$server_pid" ${s3_pid:+--other-pid "$s3_pid"} --label "$variant/round$round" \
     --json "${ceiling[@]}" > "$dir/row.json"
   if [ "$variant" = on ]; then
     # Catching up after the load: until the bucket has the served size.
@@ -114,6 +119,7 @@ PY
   fi
   stop_server
   stop_s3
+  [ -n "${s3_dir:-}" ] && rm -rf "$s3_dir"; s3_dir=""
   if [ -n "$db" ]; then psql "$PG_ADMIN" -qc "DROP DATABASE IF EXISTS $db"; db=""; fi
 }
 
@@ -137,7 +143,9 @@ for rnd, v in sorted(by.items()):
           f"on {on['rate_per_s']:.0f}/s (ceiling {on.get('copy_ceiling_rows_per_s') or 0:.0f}), on/off {ratios[-1]:.2f}; "
           f"delay p50 {on['publish_delay_p50_s']} s, p99 {on['publish_delay_p99_s']} s over {on['publish_checkpoints']:.0f} checkpoints; "
           f"caught up {on['catch_up_s']:.1f} s after the load ({on['published_size']} of {on['tree_size']}); "
-          f"writer CPU per record off {off.get('server_cpu_us_per_op') or 0:.1f} µs, on {on.get('server_cpu_us_per_op') or 0:.1f} µs")
+          f"writer CPU per record off {off.get('server_cpu_us_per_op') or 0:.1f} µs, on {on.get('server_cpu_us_per_op') or 0:.1f} µs; "
+          f"machine CPU per record off {off.get('machine_cpu_us_per_op') or 0:.1f} µs, on {on.get('machine_cpu_us_per_op') or 0:.1f} µs "
+          f"(the S3 server {1e6 * (on.get('other_cpu_s') or 0) / max(on['ops'], 1):.1f} µs)")
 on = [v["on"] for v in by.values()]
 off = [v["off"] for v in by.values()]
 med = statistics.median
