@@ -216,13 +216,23 @@ impl Federation {
     }
 
     /// Publishes `note` (size `size`) if it verifies under the policy, is
-    /// for this log, and is larger than what is published. For a stored
+    /// for this log, and is larger than what is published or the same
+    /// checkpoint with other cosignatures. For a stored
     /// witnessed checkpoint read back (at start, or by a follower).
     pub fn adopt(&self, log: &Log, ctx: &Ctx, size: u64, note: &str) -> Result<bool, String> {
         // Followers read the stored one back every interval: only a larger
-        // one is worth checking.
-        if self.published().is_some_and(|p| p.size >= size) {
-            return Ok(false);
+        // one, or the same one with more cosignatures (a witness that
+        // missed its round answered later), is worth checking.
+        if let Some(p) = self.published() {
+            if p.size > size || *p.note == *note {
+                return Ok(false);
+            }
+            let body = |n: &str| n.split_once("\n\n").map(|(b, _)| b.to_string());
+            if p.size == size && body(&p.note) != body(note) {
+                return Err(format!(
+                    "the stored witnessed checkpoint of size {size} is not the checkpoint this process published at that size"
+                ));
+            }
         }
         let w = self
             .config

@@ -459,28 +459,13 @@ async fn federation_steps(
         },
     )
     .await?;
-    w.start(1).await?;
-    for i in 0..3 {
-        until(
-            Duration::from_secs(10),
-            &format!("witness {i} cosigning beyond index {last_index}"),
-            || async {
-                let cp = w.cosigned(i, log_key).await?;
-                Ok((cp.size <= last_index).then(|| format!("cosigned up to {}", cp.size)))
-            },
-        )
-        .await?;
-    }
-    until(
-        Duration::from_secs(10),
-        "the published checkpoint carrying all three cosignatures",
-        || async {
-            let (_, note) = published(server).await?;
-            let n = policy.verify(&note)?.cosignatures.len();
-            Ok((n != 3).then(|| format!("{n} cosignatures")))
-        },
-    )
-    .await?;
+    // A follower (a second process on the same storage) serves what the
+    // writer stored, including the cosignature that arrives next for a
+    // checkpoint already published at this size.
+    let mut follower = deployment.spawn("follower").await?;
+    let result = late_cosignature_steps(w, server, &follower, log_key, &policy, last_index).await;
+    follower.terminate(STOP).await?;
+    result?;
     let r = reqwest::get(format!(
         "{}/logs/{LOG}/entries/{last_index}/receipt",
         server.base_url()
@@ -506,6 +491,58 @@ async fn federation_steps(
         Ok((status != 200).then(|| format!("{status} {body}")))
     })
     .await?;
+    Ok(())
+}
+
+/// Witness 1 comes back after the checkpoint it missed was published: it
+/// is asked again, every witness cosigns beyond `last_index`, and the
+/// published checkpoint — on the writer and then on the follower, at the
+/// same size — carries all three cosignatures.
+async fn late_cosignature_steps(
+    w: &mut Witnesses,
+    server: &ServerProcess,
+    follower: &ServerProcess,
+    log_key: &Verifier,
+    policy: &Policy,
+    last_index: u64,
+) -> Result<()> {
+    until(
+        Duration::from_secs(20),
+        "the follower's witnessed checkpoint",
+        || async {
+            let (status, note) = published(follower).await?;
+            if status != 200 {
+                return Ok(Some(format!("{status} {note}")));
+            }
+            let cp = open_checkpoint(&note, log_key)?;
+            Ok((cp.size <= last_index).then(|| format!("size {}", cp.size)))
+        },
+    )
+    .await?;
+    w.start(1).await?;
+    for i in 0..3 {
+        until(
+            Duration::from_secs(10),
+            &format!("witness {i} cosigning beyond index {last_index}"),
+            || async {
+                let cp = w.cosigned(i, log_key).await?;
+                Ok((cp.size <= last_index).then(|| format!("cosigned up to {}", cp.size)))
+            },
+        )
+        .await?;
+    }
+    for (who, s) in [("writer", server), ("follower", follower)] {
+        until(
+            Duration::from_secs(10),
+            &format!("the {who}'s published checkpoint carrying all three cosignatures"),
+            || async {
+                let (_, note) = published(s).await?;
+                let n = policy.verify(&note)?.cosignatures.len();
+                Ok((n != 3).then(|| format!("{n} cosignatures")))
+            },
+        )
+        .await?;
+    }
     Ok(())
 }
 
