@@ -20,6 +20,9 @@
 # where the S3 server keeps its objects (default: the scratch directory,
 # on the disk PostgreSQL writes its WAL to; S3_ROOT=/dev/shm keeps the
 # bucket's writes off that disk, as a real bucket on other machines is).
+# S3_NICE runs the S3 server at that nice level (19: it gets only the CPU
+# the writer, PostgreSQL and the load tool leave — a stand-in for a bucket
+# on other machines, whose CPU the writer does not share).
 #
 # PERF=DIR records a perf profile of the writer per round (DIR/on-1.data...).
 # Needs s3s-fs (STELE_S3S_FS, or on PATH: cargo install --locked s3s-fs
@@ -65,7 +68,7 @@ run_variant() { # $1 = off|on, $2 = round
     port=$((20000 + RANDOM % 20000))
     s3_dir=$(mktemp -d "${S3_ROOT:-$work}/s3.XXXXXX")
     mkdir -p "$s3_dir/tiles"
-    "$S3S" --host 127.0.0.1 --port "$port" --access-key "$AWS_ACCESS_KEY_ID" \
+    nice -n "${S3_NICE:-0}" "$S3S" --host 127.0.0.1 --port "$port" --access-key "$AWS_ACCESS_KEY_ID" \
       --secret-key "$AWS_SECRET_ACCESS_KEY" "$s3_dir" >"$dir/s3.log" 2>&1 &
     s3_pid=$!
     for _ in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break; sleep 0.1; done
