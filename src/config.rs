@@ -333,8 +333,11 @@ fn default_witness_timeout_ms() -> u64 {
 pub struct SequencerSettings {
     /// Most records committed in one transaction. Default 1000.
     pub max_batch: usize,
-    /// How long a batch waits to fill once it has its first record, in
-    /// milliseconds. Default 5.
+    /// How long an idle sequencer waits for more records once it has a
+    /// first one, in milliseconds. Default 0: it commits at once, and what
+    /// arrives during that commit is the next batch (group commit without a
+    /// pause; a pause only saves commits when submissions trickle in, and
+    /// costs every one of them its length in latency).
     pub max_wait_ms: u64,
     /// Pending submissions beyond which new ones get `503`. Default 20000.
     pub queue_capacity: usize,

@@ -55,7 +55,9 @@ impl LogConfig {
 pub struct EngineConfig {
     /// Most records in one batch (one transaction).
     pub max_batch: usize,
-    /// Longest a batch waits to fill once it has a first record.
+    /// Longest an idle sequencer waits for more records once it has a
+    /// first one (0: none — it commits at once, and what arrives during
+    /// that commit is the next batch).
     pub max_wait: Duration,
     /// Pending submissions per log beyond which new ones get 503.
     pub queue_capacity: usize,
@@ -97,7 +99,7 @@ impl Default for EngineConfig {
     fn default() -> Self {
         EngineConfig {
             max_batch: 1000,
-            max_wait: Duration::from_millis(5),
+            max_wait: Duration::ZERO,
             queue_capacity: 20_000,
             cache_bytes: 64 << 20,
             disk_cache: None,

@@ -40,7 +40,9 @@ impl Sequencer {
     /// batch) the batch is whatever queued up while the previous one
     /// committed, taken without waiting: waiting would leave the database
     /// idle. Only a sequencer that was idle waits up to `max_wait` for
-    /// company, to save commits when submissions trickle in.
+    /// company, to save commits when submissions trickle in (default 0:
+    /// a pause costs every record its length in latency, and at 16
+    /// clients 5 ms cut the rate 2.7× — BENCHMARKS.md).
     pub(super) async fn gather(&mut self, first: Request, backlog: bool) -> Vec<Request> {
         let max = self.ctx.config.max_batch.max(1);
         let deadline = Instant::now() + self.ctx.config.max_wait;

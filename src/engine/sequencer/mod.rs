@@ -15,8 +15,8 @@
 //!
 //! Life of a batch (`batch.rs`, `commit.rs`, `receipts.rs`): gather
 //! requests (the first one, then whatever queued up meanwhile, up to
-//! `max_batch` records; an idle sequencer also waits up to `max_wait` for
-//! more) → deduplicate within the batch → assign indexes and `ts` → append
+//! `max_batch` records; an idle sequencer may also wait up to `max_wait`,
+//! default 0, for more) → deduplicate within the batch → assign indexes and `ts` → append
 //! leaf hashes to a *copy* of the tree builder → sign the checkpoint →
 //! `LogWriter::commit_batch` (one transaction, CAS on the size) → only then
 //! adopt the new state and hand the batch to a receipt task, which answers
