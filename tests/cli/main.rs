@@ -245,12 +245,6 @@ fn main() {
     {
         suite.add(name, Needs::Nothing, test);
     }
-    suite.add(
-        "audit_speed_one_million",
-        Needs::Nothing,
-        audit::audit_speed_one_million,
-    );
-    suite.ignore_last(1);
     let conclusion = suite.conclude();
     // Statics are not dropped: stop the shared server by hand.
     if let Some(Ok(s)) = SERVER.get() {
