@@ -223,16 +223,12 @@ impl Federation {
         // Followers read the stored one back every interval: only a larger
         // one, or the same one with more cosignatures (a witness that
         // missed its round answered later), is worth checking.
-        if let Some(p) = self.published() {
-            if p.size > size || *p.note == *note {
-                return Ok(false);
-            }
-            let body = |n: &str| n.split_once("\n\n").map(|(b, _)| b.to_string());
-            if p.size == size && body(&p.note) != body(note) {
-                return Err(format!(
-                    "the stored witnessed checkpoint of size {size} is not the checkpoint this process published at that size"
-                ));
-            }
+        let published = self.published();
+        if published
+            .as_ref()
+            .is_some_and(|p| p.size > size || *p.note == *note)
+        {
+            return Ok(false);
         }
         let w = self
             .config
@@ -244,6 +240,13 @@ impl Federation {
                 "the stored witnessed checkpoint is for {} at size {}, stored as size {size}",
                 w.checkpoint.origin, w.checkpoint.size
             ));
+        }
+        if let Some(p) = published.filter(|p| p.size == size) {
+            if stele_core::note::parse_unverified_checkpoint(&p.note).ok() != Some(w.checkpoint) {
+                return Err(format!(
+                    "the stored witnessed checkpoint of size {size} is not the checkpoint this process published at that size"
+                ));
+            }
         }
         self.publish(log, ctx, size, note);
         Ok(true)
