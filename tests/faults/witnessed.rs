@@ -446,17 +446,11 @@ async fn federation_steps(
     // at; the second, back after that checkpoint was published, is still
     // asked for it.
     w.start(0).await?;
-    until(
-        Duration::from_secs(20),
+    until_published_beyond(
+        server,
+        log_key,
+        last_index,
         "a witnessed checkpoint covering every entry",
-        || async {
-            let (status, note) = published(server).await?;
-            if status != 200 {
-                return Ok(Some(format!("{status} {note}")));
-            }
-            let cp = open_checkpoint(&note, log_key)?;
-            Ok((cp.size <= last_index).then(|| format!("size {}", cp.size)))
-        },
     )
     .await?;
     // A follower (a second process on the same storage) serves what the
@@ -494,6 +488,25 @@ async fn federation_steps(
     Ok(())
 }
 
+/// Waits (up to 20 s) until `server` publishes a checkpoint signed by the
+/// log that covers `last_index`.
+async fn until_published_beyond(
+    server: &ServerProcess,
+    log_key: &Verifier,
+    last_index: u64,
+    what: &str,
+) -> Result<()> {
+    until(Duration::from_secs(20), what, || async {
+        let (status, note) = published(server).await?;
+        if status != 200 {
+            return Ok(Some(format!("{status} {note}")));
+        }
+        let cp = open_checkpoint(&note, log_key)?;
+        Ok((cp.size <= last_index).then(|| format!("size {}", cp.size)))
+    })
+    .await
+}
+
 /// Witness 1 comes back after the checkpoint it missed was published: it
 /// is asked again, every witness cosigns beyond `last_index`, and the
 /// published checkpoint — on the writer and then on the follower, at the
@@ -506,17 +519,11 @@ async fn late_cosignature_steps(
     policy: &Policy,
     last_index: u64,
 ) -> Result<()> {
-    until(
-        Duration::from_secs(20),
+    until_published_beyond(
+        follower,
+        log_key,
+        last_index,
         "the follower's witnessed checkpoint",
-        || async {
-            let (status, note) = published(follower).await?;
-            if status != 200 {
-                return Ok(Some(format!("{status} {note}")));
-            }
-            let cp = open_checkpoint(&note, log_key)?;
-            Ok((cp.size <= last_index).then(|| format!("size {}", cp.size)))
-        },
     )
     .await?;
     w.start(1).await?;
