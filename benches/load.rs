@@ -778,19 +778,11 @@ async fn run(args: Arc<Args>) -> anyhow::Result<()> {
     }
     stopper.abort();
     let elapsed = start.elapsed().as_secs_f64();
-    let server_cpu_s = args
-        .server_pid
-        .and_then(cpu_seconds)
-        .zip(cpu_before)
-        .map(|(after, before)| after - before);
-    let other_cpu_s = args
-        .other_pid
-        .and_then(cpu_seconds)
-        .zip(other_before)
-        .map(|(after, before)| after - before);
-    let machine_cpu_s = machine_cpu_seconds()
-        .zip(machine_before)
-        .map(|(after, before)| after - before);
+    // CPU seconds over the load, where both readings exist.
+    let used = |after: Option<f64>, before: Option<f64>| after.zip(before).map(|(a, b)| a - b);
+    let server_cpu_s = used(args.server_pid.and_then(cpu_seconds), cpu_before);
+    let other_cpu_s = used(args.other_pid.and_then(cpu_seconds), other_before);
+    let machine_cpu_s = used(machine_cpu_seconds(), machine_before);
     all.latencies_us.sort_unstable();
     let rate = all.ops as f64 / elapsed;
     let size_after = match size_before {

@@ -45,8 +45,14 @@ S3S=${STELE_S3S_FS:-$(command -v s3s-fs || true)}
 echo "machine: $(nproc) cores; load before: $(cut -d' ' -f1-3 /proc/loadavg)" >&2
 
 s3_pid=""
-stop_s3() { [ -n "$s3_pid" ] && kill "$s3_pid" 2>/dev/null && wait "$s3_pid" 2>/dev/null || true; s3_pid=""; }
-trap 'stop_s3; [ -n "${s3_dir:-}" ] && rm -rf "$s3_dir"; cleanup' EXIT
+s3_dir=""
+# Stops the S3 server and removes its objects (they may live outside $work).
+stop_s3() {
+  [ -n "$s3_pid" ] && kill "$s3_pid" 2>/dev/null && wait "$s3_pid" 2>/dev/null || true
+  [ -n "$s3_dir" ] && rm -rf "$s3_dir"
+  s3_pid=""; s3_dir=""
+}
+trap 'stop_s3; cleanup' EXIT
 export AWS_ACCESS_KEY_ID=bench AWS_SECRET_ACCESS_KEY=bench-secret-key
 
 metric() { # $1 = metric line prefix
@@ -122,7 +128,6 @@ PY
   fi
   stop_server
   stop_s3
-  [ -n "${s3_dir:-}" ] && rm -rf "$s3_dir"; s3_dir=""
   if [ -n "$db" ]; then psql "$PG_ADMIN" -qc "DROP DATABASE IF EXISTS $db"; db=""; fi
 }
 
