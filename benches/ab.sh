@@ -7,7 +7,7 @@
 #   ROUNDS=3 MODES="submit bulk proofs" bash benches/ab.sh OLD_REV NEW_REV
 #
 # Everything run.sh takes (DURATION, CLIENTS, BULK_CLIENTS, BACKENDS,
-# PG_ADMIN, EXTRA_TOML) passes through; RUNS is 1 per round. The worktrees
+# PG_ADMIN, EXTRA_TOML, TOP_TOML) passes through; RUNS is 1 per round. The worktrees
 # and target directories are kept under AB_DIR (default: a directory beside
 # the checkout) so that a second A/B of the same commits builds nothing.
 set -euo pipefail

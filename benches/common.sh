@@ -49,7 +49,8 @@ fi
 
 # write_config FILE KEY DATA_DIR [DATABASE_URL]: one log "default" signed
 # with the key file KEY (created here; its vkey in KEY.vkey). The log's
-# table is the file's last, so keys appended to FILE are the log's. It accepts record types its registry
+# table is the file's last, so keys appended to FILE are the log's; TOP_TOML
+# (e.g. "cache_bytes = 16777216") goes before it, at the top level. It accepts record types its registry
 # does not know (the load tool's `bench.load`), unvalidated; benches/registry.sh
 # measures what validation costs.
 write_config() {
@@ -57,6 +58,7 @@ write_config() {
   {
     # Key files on the embedded database are refused unless meant.
     if [ -n "${4:-}" ]; then echo "database_url = \"$4\""; else echo "embedded = true"; fi
+    printf '%s\n' "${TOP_TOML:-}"
     cat <<EOT
 data_dir = "$3"
 [[logs]]

@@ -39,7 +39,8 @@ OUT=${OUT:-bench-results.jsonl}
 MODES=${MODES:-"submit bulk proofs tiles"}
 BACKENDS=${BACKENDS:-"postgres sqlite"}
 # Extra TOML appended to the server configuration, e.g.
-# EXTRA_TOML=$'[sequencer]\nmax_wait_ms = 0'
+# EXTRA_TOML=$'[sequencer]\nmax_wait_ms = 0'; top-level keys go in TOP_TOML,
+# e.g. TOP_TOML='cache_bytes = 16777216' (benches/common.sh).
 EXTRA_TOML=${EXTRA_TOML:-}
 
 . benches/common.sh
