@@ -4,7 +4,8 @@
 //! SQLite: the database files copied back) or an empty database given the
 //! used key is refused before anything is signed, and `/readyz` and the
 //! submissions say why; so is a different tree of the marked size (a
-//! fork signed with the same key while the mark was away).
+//! fork signed with the same key while the mark was away). A torn write
+//! of the mark leaves the one before it, which storage extends.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -30,6 +31,18 @@ pub async fn rollback(backend: Backend) -> Result<()> {
     submit(&second, &deployment.token, "after-backup", 5).await?;
     second.terminate(STOP).await?;
 
+    // A crash tore the mark's last write (the slot of size 10): the mark
+    // reads as the one before, storage is ahead of it, and the log starts,
+    // writes, and moves the mark up again.
+    let mark = deployment.dir().join("log.key.mark");
+    let torn = tear_newest_slot(&mark)?;
+    ensure!(torn == 10, "the newest mark was of size {torn}, not 10");
+    let mut after_tear = deployment.start("after-tear").await?;
+    submit(&after_tear, &deployment.token, "after-tear", 1).await?;
+    after_tear.terminate(STOP).await?;
+    let sizes = mark_sizes(&mark)?;
+    ensure!(sizes.contains(&11), "the mark was not moved up: {sizes:?}");
+
     restore(&store, backup.path())?;
     let mut restored = deployment.spawn("restored").await?;
     let result = refuses(
@@ -49,12 +62,11 @@ pub async fn rollback(backend: Backend) -> Result<()> {
 
     // A fork: another tree of the marked size, signed with the same key
     // while the mark was away, then the mark put back.
-    let mark = deployment.dir().join("log.key.mark");
     let kept = backup.path().join("kept.mark");
     std::fs::rename(&mark, &kept)?;
     let token = deployment.add_agency("forker", &["faults.*"]).await?;
     let mut forker = deployment.start("forker").await?;
-    submit(&forker, &token, "fork", 10).await?;
+    submit(&forker, &token, "fork", 11).await?;
     forker.terminate(STOP).await?;
     std::fs::rename(&kept, &mark)?;
     let mut forked = deployment.spawn("forked").await?;
@@ -75,6 +87,62 @@ async fn submit(server: &ServerProcess, token: &str, prefix: &str, n: usize) -> 
         );
     }
     Ok(())
+}
+
+/// The mark file's two slots (see `src/engine/sequencer/mark.rs`): each
+/// slot's header sequence number and the tree size of its note, read
+/// without checking digests or signatures.
+fn mark_slots(path: &Path) -> Result<Vec<(u64, u64, usize)>> {
+    let bytes = std::fs::read(path)?;
+    let half = bytes.len() / 2;
+    ensure!(
+        half % 4096 == 0 && half > 0,
+        "not a two-slot mark: {} bytes",
+        bytes.len()
+    );
+    let mut slots = Vec::new();
+    for at in [0, half] {
+        let text = String::from_utf8_lossy(&bytes[at..at + half]).into_owned();
+        let mut lines = text.lines();
+        let header: Vec<&str> = lines.next().unwrap_or_default().split(' ').collect();
+        let (Some(&"stele-mark"), Some(seq)) = (header.first(), header.get(1)) else {
+            continue;
+        };
+        let size = lines.nth(1).and_then(|l| l.parse().ok());
+        if let (Ok(seq), Some(size)) = (seq.parse(), size) {
+            slots.push((seq, size, at));
+        }
+    }
+    Ok(slots)
+}
+
+fn mark_sizes(path: &Path) -> Result<Vec<u64>> {
+    Ok(mark_slots(path)?
+        .into_iter()
+        .map(|(_, size, _)| size)
+        .collect())
+}
+
+/// Tears the mark's newest slot as a crash in its write would (its second
+/// half never written); returns the tree size that slot held.
+fn tear_newest_slot(path: &Path) -> Result<u64> {
+    let slots = mark_slots(path)?;
+    let &(_, size, at) = slots
+        .iter()
+        .max_by_key(|(seq, _, _)| *seq)
+        .context("no slot in the mark")?;
+    let mut bytes = std::fs::read(path)?;
+    let half = bytes.len() / 2;
+    bytes[at + half / 2..at + half].fill(0);
+    // Also a byte of the note, in case it fits in the slot's first half.
+    let nl = at
+        + bytes[at..]
+            .iter()
+            .position(|&b| b == b'\n')
+            .context("no header")?;
+    bytes[nl + 1] ^= 0x20;
+    std::fs::write(path, &bytes)?;
+    Ok(size)
 }
 
 /// The server answers `/healthz` but `/readyz` says 503 with `why`; with a
