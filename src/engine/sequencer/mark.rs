@@ -197,7 +197,7 @@ impl<'a> Slots<'a> {
     /// (a slot's beginning is only ever damaged while the other is whole).
     fn of(bytes: &'a [u8]) -> Option<Self> {
         let size = bytes.len() / 2;
-        if size == 0 || size % SLOT_UNIT != 0 || bytes.len() != 2 * size {
+        if size == 0 || !size.is_multiple_of(SLOT_UNIT) || bytes.len() != 2 * size {
             return None;
         }
         let (a, b) = bytes.split_at(size);
