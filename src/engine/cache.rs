@@ -93,21 +93,26 @@ impl TileCache {
         self.disk.is_some() && self.log_numbers.contains_key(log)
     }
 
-    /// Full hash tiles `(level, index)` of `log` with their interiors from
-    /// the disk tier, in one trip to a blocking thread; hits are put back
-    /// into memory.
+    /// Full hash tiles `(level, index)` of `log` from the disk tier, with
+    /// their interiors if `interiors` (proofs; serving a tile reads only
+    /// the tile), in one trip to a blocking thread; hits are put back into
+    /// memory, as read.
     pub(crate) async fn read_disk(
         &self,
         log: &Arc<str>,
         tiles: Vec<(u8, u64)>,
-    ) -> Vec<Option<(Bytes, Bytes)>> {
+        interiors: bool,
+    ) -> Vec<Option<(Bytes, Option<Bytes>)>> {
         let (Some(disk), Some(&n)) = (self.disk.clone(), self.log_numbers.get(log)) else {
             return vec![None; tiles.len()];
         };
         let keys = tiles.clone();
         let got = tokio::task::spawn_blocking(move || {
             keys.iter()
-                .map(|&(level, index)| disk.get(n, level, index))
+                .map(|&(level, index)| match interiors {
+                    true => disk.get(n, level, index).map(|(t, i)| (t, Some(i))),
+                    false => disk.get_tile(n, level, index).map(|t| (t, None)),
+                })
                 .collect::<Vec<_>>()
         })
         .await
@@ -124,8 +129,10 @@ impl TileCache {
                     index,
                 };
                 self.inner.insert(k.clone(), tile.clone());
-                k.kind = Kind::Interior;
-                self.inner.insert(k, interior.clone());
+                if let Some(interior) = interior {
+                    k.kind = Kind::Interior;
+                    self.inner.insert(k, interior.clone());
+                }
             }
         }
         got

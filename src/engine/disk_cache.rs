@@ -6,7 +6,8 @@
 //! than the in-memory tier may hold under the memory budget, and a miss
 //! costs a database query plus up to 254 hashes. This tier keeps them in a
 //! file instead: its pages live in the kernel's page cache (not in the
-//! process's resident memory) and a hit costs one 16 KiB `pread`.
+//! process's resident memory) and a hit costs one 16 KiB `pread` (8 KiB
+//! when only the tile is wanted: serving it, rather than proving with it).
 //!
 //! - The file is created unlinked (`O_TMPFILE` where available) in the data
 //!   directory: it belongs to this process alone, vanishes when the process
@@ -88,6 +89,18 @@ impl DiskTier {
 
     /// The tile and its interior, if this tier holds them.
     pub(crate) fn get(&self, log: u16, level: u8, index: u64) -> Option<(Bytes, Bytes)> {
+        let buf = self.read(log, level, index, TILE_BYTES + INTERIOR_BYTES)?;
+        Some((buf.slice(..TILE_BYTES), buf.slice(TILE_BYTES..)))
+    }
+
+    /// The tile alone (half the slot: serving a tile needs no interior).
+    pub(crate) fn get_tile(&self, log: u16, level: u8, index: u64) -> Option<Bytes> {
+        self.read(log, level, index, TILE_BYTES)
+    }
+
+    /// The first `len` bytes of the slot of tile `(log, level, index)`, if
+    /// it holds that tile and no writer touched it during the read.
+    fn read(&self, log: u16, level: u8, index: u64, len: usize) -> Option<Bytes> {
         let want = tag(log, level, index)?;
         let i = self.slot(log, level, index);
         let s = &self.slots[i];
@@ -95,7 +108,7 @@ impl DiskTier {
         if before % 2 == 1 || s.tag.load(Ordering::Acquire) != want {
             return None;
         }
-        let mut buf = vec![0u8; TILE_BYTES + INTERIOR_BYTES];
+        let mut buf = vec![0u8; len];
         if let Err(e) = self.file.read_exact_at(&mut buf, i as u64 * SLOT_BYTES) {
             tracing::warn!("tile disk cache: read failed: {e}");
             return None;
@@ -104,8 +117,7 @@ impl DiskTier {
         if s.seq.load(Ordering::Relaxed) != before {
             return None;
         }
-        let buf = Bytes::from(buf);
-        Some((buf.slice(..TILE_BYTES), buf.slice(TILE_BYTES..)))
+        Some(Bytes::from(buf))
     }
 
     /// Stores a full tile and its interior, replacing whatever the slot held.
@@ -177,13 +189,16 @@ mod tests {
         let (gt, gn) = d.get(0, 0, 3).expect("hit");
         assert_eq!(&gt[..], &t[..]);
         assert_eq!(&gn[..], &n[..]);
+        assert_eq!(&d.get_tile(0, 0, 3).expect("hit")[..], &t[..]);
         // Same slot position, other log or level: a miss, not tile 3.
         assert!(d.get(1, 0, 3).is_none());
         assert!(d.get(0, 1, 3).is_none());
+        assert!(d.get_tile(1, 0, 3).is_none());
         // Index 11 maps to tile 3's slot (8 slots) and replaces it.
         let (t11, n11) = tile(11);
         d.put(0, 0, 11, &t11, &n11);
         assert!(d.get(0, 0, 3).is_none(), "replaced");
+        assert!(d.get_tile(0, 0, 3).is_none(), "replaced");
         assert_eq!(&d.get(0, 0, 11).unwrap().0[..], &t11[..]);
         // Wrong sizes are refused.
         d.put(0, 0, 4, &t[..100], &n);

@@ -283,12 +283,17 @@ impl<'a> TileSource<'a> {
             }
         }
         if !on_disk.is_empty() {
-            let got = self.cache.read_disk(self.log, on_disk.clone()).await;
+            let got = self
+                .cache
+                .read_disk(self.log, on_disk.clone(), interiors)
+                .await;
             for (key, hit) in on_disk.into_iter().zip(got) {
                 match hit {
                     Some((tile, interior)) => {
                         out.tiles.insert(key, tile);
-                        out.interiors.insert(key, Interior::full(interior));
+                        if let Some(i) = interior {
+                            out.interiors.insert(key, Interior::full(i));
+                        }
                     }
                     // The tile is here (its interior is computed later).
                     None if out.tiles.contains_key(&key) => {}
@@ -327,10 +332,14 @@ impl<'a> TileSource<'a> {
                     }
                 };
                 if data.len() == TILE_WIDTH as usize * HASH_SIZE {
-                    // With its interior, which also puts it in the disk tier.
+                    // With its interior, which also puts it in the disk tier
+                    // (and in memory only for proofs: a served tile's
+                    // memory goes to more tiles).
                     self.cache.insert(self.hash_key(level, index), data.clone());
-                    let i = self.cache_interior(level, index, &data)?;
-                    out.interiors.insert((level, index), i);
+                    let i = self.cache_interior(level, index, &data, interiors)?;
+                    if interiors {
+                        out.interiors.insert((level, index), i);
+                    }
                 }
                 out.tiles.insert((level, index), data);
             }
@@ -338,12 +347,21 @@ impl<'a> TileSource<'a> {
         Ok(out)
     }
 
-    /// Computes the interior of full tile `data` and caches it (in memory,
-    /// and, with the tile, in the disk tier once the proof is done).
-    fn cache_interior(&self, level: u8, index: u64, data: &Bytes) -> Result<Interior, LogError> {
+    /// Computes the interior of full tile `data` and caches it (in memory
+    /// if `in_memory`, and, with the tile, in the disk tier once the
+    /// request is done).
+    fn cache_interior(
+        &self,
+        level: u8,
+        index: u64,
+        data: &Bytes,
+        in_memory: bool,
+    ) -> Result<Interior, LogError> {
         let i = interior(data).map_err(proof_error)?;
-        self.cache
-            .insert_interior(self.interior_key(level, index), i.data.clone());
+        if in_memory {
+            self.cache
+                .insert_interior(self.interior_key(level, index), i.data.clone());
+        }
         self.to_disk.lock().expect("to_disk lock").push(DiskWrite {
             level,
             index,
@@ -372,7 +390,7 @@ impl<'a> TileSource<'a> {
                 let key = self.interior_key(level, index);
                 match self.cache.get(&key) {
                     Some(d) => Interior::full(d),
-                    None => self.cache_interior(level, index, data)?,
+                    None => self.cache_interior(level, index, data, true)?,
                 }
             } else {
                 match self.snapshot.partial_interior((level, index)) {
