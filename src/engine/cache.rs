@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
-use super::disk_cache::DiskTier;
+use super::disk_cache::{DiskTier, Lookup};
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub(crate) enum Kind {
@@ -48,9 +48,10 @@ pub(crate) struct DiskWrite {
 
 pub(crate) struct TileCache {
     inner: quick_cache::sync::Cache<Key, Bytes, ByBytes>,
-    /// Read and written only on tokio's blocking threads
-    /// ([`TileCache::read_disk`], [`TileCache::write_disk`]), never on an
-    /// async worker: a `pread` is a disk read once the page cache is cold.
+    /// Written only on tokio's blocking threads ([`TileCache::write_disk`]),
+    /// and read there too unless the slot is in the page cache
+    /// ([`TileCache::read_disk`]): a `pread` is a disk read once the page
+    /// cache is cold, and no async worker ever waits for one.
     disk: Option<Arc<DiskTier>>,
     /// Log name → the number the disk tier knows it by.
     log_numbers: HashMap<Arc<str>, u16>,
@@ -95,8 +96,9 @@ impl TileCache {
 
     /// Full hash tiles `(level, index)` of `log` from the disk tier, with
     /// their interiors if `interiors` (proofs; serving a tile reads only
-    /// the tile), in one trip to a blocking thread; hits are put back into
-    /// memory, as read.
+    /// the tile): what is in the page cache is read here, without waiting
+    /// (the usual case: the file lives there), the rest in one trip to a
+    /// blocking thread; hits are put back into memory, as read.
     pub(crate) async fn read_disk(
         &self,
         log: &Arc<str>,
@@ -106,20 +108,40 @@ impl TileCache {
         let (Some(disk), Some(&n)) = (self.disk.clone(), self.log_numbers.get(log)) else {
             return vec![None; tiles.len()];
         };
-        let keys = tiles.clone();
-        let got = tokio::task::spawn_blocking(move || {
-            keys.iter()
-                .map(|&(level, index)| match interiors {
-                    true => disk.get(n, level, index).map(|(t, i)| (t, Some(i))),
-                    false => disk.get_tile(n, level, index).map(|t| (t, None)),
-                })
-                .collect::<Vec<_>>()
-        })
-        .await
-        .unwrap_or_else(|e| {
-            tracing::warn!("tile disk cache: read task failed: {e}");
-            vec![None; tiles.len()]
-        });
+        let mut got = Vec::with_capacity(tiles.len());
+        let mut later = Vec::new();
+        for (at, &(level, index)) in tiles.iter().enumerate() {
+            got.push(match disk.try_get(n, level, index, interiors) {
+                Lookup::Hit(t, i) => Some((t, i)),
+                Lookup::Miss => None,
+                Lookup::WouldBlock => {
+                    later.push((at, level, index));
+                    None
+                }
+            });
+        }
+        if !later.is_empty() {
+            let read = tokio::task::spawn_blocking(move || {
+                later
+                    .into_iter()
+                    .map(|(at, level, index)| {
+                        let hit = match interiors {
+                            true => disk.get(n, level, index).map(|(t, i)| (t, Some(i))),
+                            false => disk.get_tile(n, level, index).map(|t| (t, None)),
+                        };
+                        (at, hit)
+                    })
+                    .collect::<Vec<_>>()
+            })
+            .await
+            .unwrap_or_else(|e| {
+                tracing::warn!("tile disk cache: read task failed: {e}");
+                Vec::new()
+            });
+            for (at, hit) in read {
+                got[at] = hit;
+            }
+        }
         for (&(level, index), hit) in tiles.iter().zip(&got) {
             if let Some((tile, interior)) = hit {
                 let mut k = Key {

@@ -27,7 +27,7 @@
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
-use std::sync::atomic::{fence, AtomicU64, Ordering};
+use std::sync::atomic::{fence, AtomicBool, AtomicU64, Ordering};
 
 use bytes::Bytes;
 use stele_core::tile::TILE_WIDTH;
@@ -56,6 +56,27 @@ struct Slot {
 pub(crate) struct DiskTier {
     file: File,
     slots: Box<[Slot]>,
+    /// Whether non-blocking page-cache reads work here (cleared on the
+    /// first error that says they do not).
+    nowait: AtomicBool,
+}
+
+/// What a look-up in the tier found.
+pub(crate) enum Lookup {
+    /// The tile, and its interior if it was asked for.
+    Hit(Bytes, Option<Bytes>),
+    Miss,
+    /// Not all in the page cache: ask again on a blocking thread.
+    WouldBlock,
+}
+
+impl Lookup {
+    fn hit(self) -> Option<(Bytes, Option<Bytes>)> {
+        match self {
+            Lookup::Hit(t, i) => Some((t, i)),
+            Lookup::Miss | Lookup::WouldBlock => None,
+        }
+    }
 }
 
 impl DiskTier {
@@ -75,7 +96,11 @@ impl DiskTier {
                 seq: AtomicU64::new(0),
             })
             .collect();
-        Ok(Some(DiskTier { file, slots }))
+        Ok(Some(DiskTier {
+            file,
+            slots,
+            nowait: AtomicBool::new(true),
+        }))
     }
 
     fn slot(&self, log: u16, level: u8, index: u64) -> usize {
@@ -89,35 +114,91 @@ impl DiskTier {
 
     /// The tile and its interior, if this tier holds them.
     pub(crate) fn get(&self, log: u16, level: u8, index: u64) -> Option<(Bytes, Bytes)> {
-        let buf = self.read(log, level, index, TILE_BYTES + INTERIOR_BYTES)?;
-        Some((buf.slice(..TILE_BYTES), buf.slice(TILE_BYTES..)))
+        self.lookup(log, level, index, true, false)
+            .hit()
+            .map(|(t, i)| (t, i.expect("asked with the interior")))
     }
 
     /// The tile alone (half the slot: serving a tile needs no interior).
     pub(crate) fn get_tile(&self, log: u16, level: u8, index: u64) -> Option<Bytes> {
-        self.read(log, level, index, TILE_BYTES)
+        self.lookup(log, level, index, false, false)
+            .hit()
+            .map(|(t, _)| t)
     }
 
-    /// The first `len` bytes of the slot of tile `(log, level, index)`, if
-    /// it holds that tile and no writer touched it during the read.
-    fn read(&self, log: u16, level: u8, index: u64, len: usize) -> Option<Bytes> {
-        let want = tag(log, level, index)?;
+    /// As [`DiskTier::get`] (with `interior`) or [`DiskTier::get_tile`],
+    /// without waiting for the disk: the slot is read only if it is all in
+    /// the page cache (`preadv2` with `RWF_NOWAIT`, a memory copy), so it
+    /// may run on an async worker. `Lookup::WouldBlock` sends the caller
+    /// to a blocking thread.
+    pub(crate) fn try_get(&self, log: u16, level: u8, index: u64, interior: bool) -> Lookup {
+        self.lookup(log, level, index, interior, true)
+    }
+
+    /// The slot of tile `(log, level, index)` — its tile, and its interior
+    /// if asked — if it holds that tile and no writer touched it during
+    /// the read.
+    fn lookup(&self, log: u16, level: u8, index: u64, interior: bool, nowait: bool) -> Lookup {
+        let Some(want) = tag(log, level, index) else {
+            return Lookup::Miss;
+        };
         let i = self.slot(log, level, index);
         let s = &self.slots[i];
         let before = s.seq.load(Ordering::Acquire);
         if before % 2 == 1 || s.tag.load(Ordering::Acquire) != want {
-            return None;
+            return Lookup::Miss;
         }
+        let len = TILE_BYTES + if interior { INTERIOR_BYTES } else { 0 };
         let mut buf = vec![0u8; len];
-        if let Err(e) = self.file.read_exact_at(&mut buf, i as u64 * SLOT_BYTES) {
+        let at = i as u64 * SLOT_BYTES;
+        if nowait {
+            if !self.read_cached(&mut buf, at) {
+                return Lookup::WouldBlock;
+            }
+        } else if let Err(e) = self.file.read_exact_at(&mut buf, at) {
             tracing::warn!("tile disk cache: read failed: {e}");
-            return None;
+            return Lookup::Miss;
         }
         fence(Ordering::Acquire);
         if s.seq.load(Ordering::Relaxed) != before {
-            return None;
+            return Lookup::Miss;
         }
-        Some(Bytes::from(buf))
+        let buf = Bytes::from(buf);
+        match interior {
+            true => Lookup::Hit(buf.slice(..TILE_BYTES), Some(buf.slice(TILE_BYTES..))),
+            false => Lookup::Hit(buf, None),
+        }
+    }
+
+    /// Fills `buf` from offset `at` if all of it is in the page cache.
+    /// `false` if it is not (or the kernel cannot say: then never again).
+    #[cfg(target_os = "linux")]
+    fn read_cached(&self, buf: &mut [u8], at: u64) -> bool {
+        use rustix::io::{preadv2, Errno, ReadWriteFlags};
+        if !self.nowait.load(Ordering::Relaxed) {
+            return false;
+        }
+        let len = buf.len();
+        match preadv2(
+            &self.file,
+            &mut [std::io::IoSliceMut::new(buf)],
+            at,
+            ReadWriteFlags::NOWAIT,
+        ) {
+            Ok(n) => n == len,
+            Err(Errno::AGAIN) => false,
+            Err(e) => {
+                // EOPNOTSUPP, EINVAL: a kernel or file system without it.
+                tracing::info!("tile disk cache: no non-blocking reads here ({e}); every read goes to a blocking thread");
+                self.nowait.store(false, Ordering::Relaxed);
+                false
+            }
+        }
+    }
+
+    #[cfg(not(target_os = "linux"))]
+    fn read_cached(&self, _buf: &mut [u8], _at: u64) -> bool {
+        false
     }
 
     /// Stores a full tile and its interior, replacing whatever the slot held.
@@ -212,6 +293,37 @@ mod tests {
     }
 
     #[test]
+    fn page_cached_slots_are_read_without_blocking() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = tier(&dir, 8);
+        let (t, n) = tile(5);
+        d.put(0, 0, 5, &t, &n);
+        // Just written, so in the page cache: read here, not deferred.
+        match d.try_get(0, 0, 5, true) {
+            Lookup::Hit(gt, Some(gn)) => {
+                assert_eq!(&gt[..], &t[..]);
+                assert_eq!(&gn[..], &n[..]);
+            }
+            Lookup::WouldBlock if !d.nowait.load(Ordering::Relaxed) => {
+                // A file system without RWF_NOWAIT: always deferred.
+                eprintln!("no RWF_NOWAIT on this file system; the blocking path serves");
+                return;
+            }
+            _ => panic!("a written slot is a hit"),
+        }
+        match d.try_get(0, 0, 5, false) {
+            Lookup::Hit(gt, None) => assert_eq!(&gt[..], &t[..]),
+            _ => panic!("the tile alone is a hit too"),
+        }
+        assert!(matches!(d.try_get(0, 0, 6, true), Lookup::Miss));
+        assert!(matches!(d.try_get(1, 0, 5, false), Lookup::Miss));
+        // A slot being written reads as a miss, not as what it held.
+        let i = d.slot(0, 0, 5);
+        d.slots[i].seq.fetch_add(1, Ordering::SeqCst);
+        assert!(matches!(d.try_get(0, 0, 5, true), Lookup::Miss));
+    }
+
+    #[test]
     fn one_logs_consecutive_tiles_do_not_collide() {
         let dir = tempfile::tempdir().unwrap();
         let d = tier(&dir, 64);
@@ -255,7 +367,15 @@ mod tests {
         while started.elapsed() < std::time::Duration::from_millis(300) {
             round += 1;
             let index = round % 4;
-            if let Some((t, n)) = d.get(0, 0, index) {
+            // Both read paths: the blocking one and the page-cache one.
+            let got = match round % 2 {
+                0 => d.get(0, 0, index),
+                _ => match d.try_get(0, 0, index, true) {
+                    Lookup::Hit(t, n) => Some((t, n.expect("asked with the interior"))),
+                    Lookup::Miss | Lookup::WouldBlock => None,
+                },
+            };
+            if let Some((t, n)) = got {
                 let (et, en) = tile(index);
                 assert!(
                     t[..] == et[..] && n[..] == en[..],
