@@ -239,8 +239,9 @@ fn decode(slot: &[u8]) -> Option<Slot<'_>> {
     })
 }
 
-/// The checkpoint a mark file holds: the valid slot ranked first
-/// (`Slot::rank`); every valid slot must verify with the log's key.
+/// The checkpoint a mark file holds: the valid slot ranked first (as
+/// `Slot::rank` ranks, from the verified checkpoint); every valid slot
+/// must verify with the log's key, and each is verified once.
 fn newest(bytes: &[u8], verifier: &Verifier) -> Result<Checkpoint, String> {
     let open = |text: &str| {
         note::open_checkpoint(text, verifier)
@@ -251,14 +252,16 @@ fn newest(bytes: &[u8], verifier: &Verifier) -> Result<Checkpoint, String> {
             .map_err(|_| "is neither a signed note nor two mark slots".to_string())?;
         return open(text);
     };
+    let mut best: Option<((u64, u64), Checkpoint)> = None;
     for (_, slot) in slots.valid() {
-        open(slot.note)?;
+        let cp = open(slot.note)?;
+        let rank = (cp.size, slot.seq);
+        if best.as_ref().is_none_or(|(r, _)| rank > *r) {
+            best = Some((rank, cp));
+        }
     }
-    let (_, slot) = slots
-        .valid()
-        .max_by_key(|(_, s)| s.rank())
-        .ok_or_else(|| "is damaged: neither of its slots is valid".to_string())?;
-    open(slot.note)
+    best.map(|(_, cp)| cp)
+        .ok_or_else(|| "is damaged: neither of its slots is valid".to_string())
 }
 
 #[cfg(test)]
