@@ -125,11 +125,7 @@ impl TileCache {
                 later
                     .into_iter()
                     .map(|(at, level, index)| {
-                        let hit = match interiors {
-                            true => disk.get(n, level, index).map(|(t, i)| (t, Some(i))),
-                            false => disk.get_tile(n, level, index).map(|t| (t, None)),
-                        };
-                        (at, hit)
+                        (at, disk.lookup(n, level, index, interiors, false).hit())
                     })
                     .collect::<Vec<_>>()
             })

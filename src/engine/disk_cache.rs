@@ -71,7 +71,7 @@ pub(crate) enum Lookup {
 }
 
 impl Lookup {
-    fn hit(self) -> Option<(Bytes, Option<Bytes>)> {
+    pub(crate) fn hit(self) -> Option<(Bytes, Option<Bytes>)> {
         match self {
             Lookup::Hit(t, i) => Some((t, i)),
             Lookup::Miss | Lookup::WouldBlock => None,
@@ -113,32 +113,41 @@ impl DiskTier {
     }
 
     /// The tile and its interior, if this tier holds them.
-    pub(crate) fn get(&self, log: u16, level: u8, index: u64) -> Option<(Bytes, Bytes)> {
+    #[cfg(test)]
+    fn get(&self, log: u16, level: u8, index: u64) -> Option<(Bytes, Bytes)> {
         self.lookup(log, level, index, true, false)
             .hit()
             .map(|(t, i)| (t, i.expect("asked with the interior")))
     }
 
     /// The tile alone (half the slot: serving a tile needs no interior).
-    pub(crate) fn get_tile(&self, log: u16, level: u8, index: u64) -> Option<Bytes> {
+    #[cfg(test)]
+    fn get_tile(&self, log: u16, level: u8, index: u64) -> Option<Bytes> {
         self.lookup(log, level, index, false, false)
             .hit()
             .map(|(t, _)| t)
     }
 
-    /// As [`DiskTier::get`] (with `interior`) or [`DiskTier::get_tile`],
-    /// without waiting for the disk: the slot is read only if it is all in
-    /// the page cache (`preadv2` with `RWF_NOWAIT`, a memory copy), so it
-    /// may run on an async worker. `Lookup::WouldBlock` sends the caller
-    /// to a blocking thread.
+    /// As [`DiskTier::lookup`] without waiting for the disk: the slot is
+    /// read only if it is all in the page cache (`preadv2` with
+    /// `RWF_NOWAIT`, a memory copy), so it may run on an async worker.
+    /// `Lookup::WouldBlock` sends the caller to a blocking thread.
     pub(crate) fn try_get(&self, log: u16, level: u8, index: u64, interior: bool) -> Lookup {
         self.lookup(log, level, index, interior, true)
     }
 
     /// The slot of tile `(log, level, index)` — its tile, and its interior
     /// if asked — if it holds that tile and no writer touched it during
-    /// the read.
-    fn lookup(&self, log: u16, level: u8, index: u64, interior: bool, nowait: bool) -> Lookup {
+    /// the read. Without `nowait` it may wait for the disk: only on a
+    /// blocking thread.
+    pub(crate) fn lookup(
+        &self,
+        log: u16,
+        level: u8,
+        index: u64,
+        interior: bool,
+        nowait: bool,
+    ) -> Lookup {
         let Some(want) = tag(log, level, index) else {
             return Lookup::Miss;
         };
